@@ -1,0 +1,11 @@
+//! Build script shared by every crate that links libtorch.
+//!
+//! torch-sys exports the libtorch library folder it linked against as
+//! `DEP_TCH_LIBTORCH_LIB`; embedding it as an rpath lets this package's tests,
+//! examples and benches find `libtorch*.so` at run time without `LD_LIBRARY_PATH`.
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Hooked transformer implementations on tch, and the loaders that build them from real files.
+//!
+//! - [`load`] / [`load_with`]: a `.gguf` file or a Hugging Face folder → [`LlamaModel`],
+//!   which implements [`explainability_core::LanguageModel`].
+//! - [`Llama`]: the Llama-family forward pass (RMSNorm, RoPE, grouped-query attention,
+//!   SwiGLU) with every hook point of the design.
+//! - [`GgufFile`]: a memory-mapped GGUF v2/v3 reader with bounded parsing and
+//!   dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+//! - [`TextTokenizer`]: BPE tokenizers from GGUF metadata or `tokenizer.json`.
+//!
+//! # Examples
+//! ```no_run
+//! use explainability_core::LanguageModel;
+//! let model = explain_models::load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! for p in model.top_next_tokens("The capital of France is", 5)? {
+//!     println!("{:>12} {:.3}", p.token, p.probability);
+//! }
+//! # Ok::<(), explainability_core::Error>(())
+//! ```
+
+pub mod gguf;
+mod hf;
+mod llama;
+mod loader;
+mod paths;
+pub mod tokenizer;
+mod weights;
+
+pub use gguf::GgufFile;
+pub use hf::{read_safetensors, safetensors_files, HfConfig};
+pub use llama::{Llama, LlamaConfig, LlamaKeys};
+pub use loader::{load, load_with, LlamaModel, LoadOptions, Precision};
+pub use paths::{default_model_dir, minilm_dir, smollm2_gguf_path, MODEL_DIR_ENV};
+pub use tokenizer::TextTokenizer;
+pub use weights::Checkpoint;

@@ -1,0 +1,166 @@
+//! Parity with Hugging Face transformers on identical weights (SmolLM2 from the same GGUF).
+//!
+//! Reference outputs come from `reference/parity_reference.py`, which `cargo xtask parity`
+//! runs before this test (enabled by the `parity` feature) with `EXPLAINABILITY_PARITY_DIR`
+//! pointing at its output. Without the reference files the test fails: it cannot pass
+//! vacuously.
+//!
+//! Tolerances: logits 1e-3 absolute (30 layers of f32 matmuls in another summation order,
+//! logits of magnitude ~20), attention probabilities 1e-5 (probabilities are bounded by 1 and
+//! the softmax is computed in f32 on both sides), residual stream 1e-3 relative to its scale.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use explain_models::{load, smollm2_gguf_path, LlamaModel, TextTokenizer};
+use explainability_core::{ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel};
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+const LOGIT_TOL: f64 = 1e-3;
+const ATTN_TOL: f64 = 1e-5;
+const RESID_REL_TOL: f64 = 1e-3;
+
+fn parity_dir() -> PathBuf {
+    match std::env::var_os("EXPLAINABILITY_PARITY_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => panic!(
+            "EXPLAINABILITY_PARITY_DIR is not set: run `cargo xtask parity`, which writes the \
+             reference outputs and runs this test"
+        ),
+    }
+}
+
+fn reference() -> HashMap<String, Tensor> {
+    let path = parity_dir().join("smollm2_reference.safetensors");
+    let tensors = Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    tensors.into_iter().collect()
+}
+
+fn prompt_names(reference: &HashMap<String, Tensor>) -> Vec<String> {
+    let mut names: Vec<String> = reference
+        .keys()
+        .filter_map(|k| k.strip_suffix(".input_ids").map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+fn model() -> LlamaModel {
+    load(smollm2_gguf_path()).expect("SmolLM2 GGUF (run `cargo xtask setup`)")
+}
+
+#[test]
+fn smollm2_matches_transformers_logits_attentions_and_residuals() {
+    let reference = reference();
+    let names = prompt_names(&reference);
+    for required in ["english", "chinese", "code", "one_token", "long"] {
+        assert!(names.iter().any(|n| n == required), "reference lacks prompt {required}");
+    }
+    let model = model();
+    let n_layers = model.info().n_layers;
+    let _guard = tch::no_grad_guard();
+    let mut report = Vec::new();
+    for name in &names {
+        let hf_ids = &reference[&format!("{name}.input_ids")];
+        let ids_vec: Vec<i64> = Vec::try_from(hf_ids).unwrap();
+        let ids = Tensor::from_slice(&ids_vec).unsqueeze(0);
+        let mut hooks = Hooks::new();
+        hooks.cache_detached(
+            HookFilter::kind(HookKind::Pattern)
+                .or(HookFilter::kind(HookKind::ResidPre))
+                .or(HookFilter::point(HookPoint::ln_final())),
+        );
+        let out = model.forward_ids(&ids, &ForwardOptions::default(), &mut hooks).unwrap();
+        let cache = hooks.take_cache();
+
+        let logits = out.logits.select(0, 0);
+        let hf_logits = &reference[&format!("{name}.logits")];
+        let logit_diff = max_abs_diff(&logits, hf_logits);
+        assert!(logit_diff < LOGIT_TOL, "{name}: logits differ by {logit_diff}");
+        let ours_argmax = logits.argmax(-1, false);
+        let hf_argmax = hf_logits.argmax(-1, false);
+        assert!(ours_argmax.equal(&hf_argmax), "{name}: argmax differs");
+
+        let mut worst_attn = 0.0f64;
+        for l in 0..n_layers {
+            let ours = cache.get(&HookPoint::pattern(l)).unwrap().select(0, 0);
+            let hf = &reference[&format!("{name}.attn.{l}")];
+            let d = max_abs_diff(&ours, hf);
+            worst_attn = worst_attn.max(d);
+            assert!(d < ATTN_TOL, "{name}: layer {l} attention differs by {d}");
+        }
+
+        let mut worst_resid = 0.0f64;
+        for i in 0..=n_layers {
+            let point =
+                if i < n_layers { HookPoint::resid_pre(i) } else { HookPoint::ln_final() };
+            let ours = cache.get(&point).unwrap().select(0, 0);
+            let hf = &reference[&format!("{name}.hidden.{i}")];
+            let scale = hf.abs().max().double_value(&[]).max(1.0);
+            let rel = max_abs_diff(&ours, hf) / scale;
+            worst_resid = worst_resid.max(rel);
+            assert!(rel < RESID_REL_TOL, "{name}: {point} differs by {rel} (relative)");
+        }
+        report.push(format!(
+            "{name:>10}: {} tokens, max |Δlogit| {logit_diff:.2e}, max |Δattn| {worst_attn:.2e}, \
+             max rel |Δresid| {worst_resid:.2e}",
+            ids_vec.len()
+        ));
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn smollm2_says_paris_like_transformers() {
+    let reference = reference();
+    let model = model();
+    let hf_logits = &reference["france.logits"];
+    let hf_top = hf_logits.select(0, -1).argmax(-1, false).int64_value(&[]);
+    let ours = model.top_next_tokens("The capital of France is", 1).unwrap();
+    assert_eq!(ours[0].id, hf_top);
+    assert_eq!(ours[0].token, " Paris");
+}
+
+#[derive(Deserialize)]
+struct TokenizerCase {
+    text: String,
+    ids: Vec<i64>,
+    decoded: String,
+}
+
+#[derive(Deserialize)]
+struct TokenizerReference {
+    cases: Vec<TokenizerCase>,
+}
+
+#[test]
+fn tokenizer_ids_match_transformers_on_the_corpus() {
+    let path = parity_dir().join("tokenizer_reference.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let reference: TokenizerReference = serde_json::from_str(&text).unwrap();
+    assert!(reference.cases.len() >= 60, "corpus has {} strings", reference.cases.len());
+    let gguf = explain_models::GgufFile::open(smollm2_gguf_path()).unwrap();
+    let tokenizer = TextTokenizer::from_gguf(&gguf).unwrap();
+    let mut mismatches = Vec::new();
+    for case in &reference.cases {
+        let ids = tokenizer.encode(&case.text, true).unwrap();
+        if ids != case.ids {
+            mismatches.push(format!("{:?}: ours {:?}, HF {:?}", case.text, ids, case.ids));
+            continue;
+        }
+        let decoded = tokenizer.decode(&ids, false).unwrap();
+        if decoded != case.decoded {
+            mismatches.push(format!("{:?}: decoded {:?}, HF {:?}", case.text, decoded, case.decoded));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+}

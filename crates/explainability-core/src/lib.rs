@@ -1,0 +1,24 @@
+//! Shared vocabulary of the `explainability` workspace.
+//!
+//! - [`Error`] / [`Result`]: the one error type every crate returns.
+//! - [`HookPoint`] / [`HookKind`]: named activation sites, spelled as TransformerLens does.
+//! - [`Hooks`], [`HookFilter`], [`ActivationCache`]: read, replace or store activations
+//!   during a forward pass.
+//! - [`LanguageModel`]: what explainers need from a model (tokenise, embed, run from
+//!   embeddings with hooks, logits, facts in [`ModelInfo`]).
+
+mod error;
+mod hook_point;
+mod hooks;
+mod model;
+
+pub use error::{Error, Result};
+pub use hook_point::{HookKind, HookPoint};
+pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
+pub use model::{
+    check_positions, Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput,
+    SpecialTokens, TokenPrediction,
+};
+
+/// Re-export of the tensor library, so dependants use the same version.
+pub use tch;

@@ -1,0 +1,376 @@
+//! The `LanguageModel` trait: what every explainer needs from a model, and nothing more.
+//!
+//! Attention, gradient, evaluation and comparison code talk to models only through this
+//! trait: tokenise, embed ids, run the forward pass from embeddings with hooks, read logits,
+//! and know the model's facts ([`ModelInfo`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::hooks::{ActivationCache, HookFilter, Hooks};
+
+/// Model family of an implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Llama (also SmolLM2 and Mistral, which share its layout).
+    Llama,
+    /// Qwen2: Llama layout with q/k/v biases.
+    Qwen2,
+    /// Mistral.
+    Mistral,
+    /// GPT-2.
+    Gpt2,
+    /// BERT-style bidirectional encoders.
+    Bert,
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Mistral => "mistral",
+            Architecture::Gpt2 => "gpt2",
+            Architecture::Bert => "bert",
+        })
+    }
+}
+
+/// Ids of the special tokens a model knows, where it has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    /// Beginning of sequence.
+    pub bos: Option<i64>,
+    /// End of sequence.
+    pub eos: Option<i64>,
+    /// Padding.
+    pub pad: Option<i64>,
+    /// Unknown token.
+    pub unk: Option<i64>,
+}
+
+/// The facts of a loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Human-readable name (from the file's metadata or folder name).
+    pub name: String,
+    /// Model family.
+    pub architecture: Architecture,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Query heads per block.
+    pub n_heads: usize,
+    /// Key/value heads per block (equals `n_heads` without grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Residual stream width.
+    pub d_model: usize,
+    /// Width of one attention head.
+    pub d_head: usize,
+    /// MLP hidden width.
+    pub d_mlp: usize,
+    /// Vocabulary size (rows of the embedding matrix).
+    pub vocab_size: usize,
+    /// Longest supported sequence.
+    pub max_positions: usize,
+    /// Whether attention is causal (decoder) or bidirectional (encoder).
+    pub causal: bool,
+    /// Special token ids.
+    pub special_tokens: SpecialTokens,
+}
+
+impl ModelInfo {
+    /// The key/value head that query head `head` reads under grouped-query attention.
+    pub fn kv_head_of(&self, head: usize) -> usize {
+        let group = (self.n_heads / self.n_kv_heads.max(1)).max(1);
+        head / group
+    }
+
+    /// Checks a layer index.
+    ///
+    /// # Errors
+    /// [`Error::LayerOutOfRange`].
+    pub fn check_layer(&self, layer: usize) -> Result<()> {
+        if layer < self.n_layers {
+            Ok(())
+        } else {
+            Err(Error::LayerOutOfRange { layer, n_layers: self.n_layers })
+        }
+    }
+
+    /// Checks a query-head index.
+    ///
+    /// # Errors
+    /// [`Error::HeadOutOfRange`].
+    pub fn check_head(&self, head: usize) -> Result<()> {
+        if head < self.n_heads {
+            Ok(())
+        } else {
+            Err(Error::HeadOutOfRange { head, n_heads: self.n_heads })
+        }
+    }
+}
+
+/// Options of one forward pass besides the embeddings.
+#[derive(Debug, Default)]
+pub struct ForwardOptions {
+    /// `[batch, pos]`, 1 for real tokens and 0 for padding; `None` means no padding.
+    /// Padded keys receive exactly zero attention.
+    pub attention_mask: Option<Tensor>,
+    /// `[batch, pos]` position ids; `None` means `0..pos` for every row (right padding).
+    pub position_ids: Option<Tensor>,
+}
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub struct ModelOutput {
+    /// `[batch, pos, vocab]` next-token logits (f32 whatever the model's dtype).
+    pub logits: Tensor,
+    /// `[batch, pos, d_model]` output of the final normalisation.
+    pub final_hidden: Tensor,
+}
+
+/// One candidate next token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenPrediction {
+    /// Token id.
+    pub id: i64,
+    /// Token text as the tokenizer decodes it alone.
+    pub token: String,
+    /// Softmax probability.
+    pub probability: f64,
+    /// Raw logit.
+    pub logit: f64,
+}
+
+/// A transformer language model with hook points.
+///
+/// Implementations validate their inputs (empty sequences, sequences beyond the context
+/// window, ids outside the vocabulary) and return typed errors.
+pub trait LanguageModel {
+    /// The model's facts.
+    fn info(&self) -> &ModelInfo;
+
+    /// Device the weights live on.
+    fn device(&self) -> Device;
+
+    /// Floating-point kind of the weights (activations follow it; logits are f32).
+    fn kind(&self) -> Kind;
+
+    /// Token ids of `text`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyText`] when the text yields no tokens; tokenizer failures.
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>>;
+
+    /// Text of `ids`.
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfRange`] for unknown ids.
+    fn decode(&self, ids: &[i64]) -> Result<String>;
+
+    /// A readable string per token (each id decoded alone).
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfRange`] for unknown ids.
+    fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>>;
+
+    /// Embeds ids.
+    ///
+    /// # Shapes
+    /// `ids`: `[batch, pos]` (int64) → `[batch, pos, d_model]` in the model's kind.
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfRange`], [`Error::ShapeMismatch`].
+    fn embed(&self, ids: &Tensor) -> Result<Tensor>;
+
+    /// Runs the blocks from embeddings, firing every hook point (starting with `hook_embed`
+    /// on `embeddings` themselves). Gradients flow to `embeddings` when they require grad.
+    ///
+    /// # Shapes
+    /// `embeddings`: `[batch, pos, d_model]`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyText`] for zero positions, [`Error::SequenceTooLong`], shape errors,
+    /// and whatever a hook returns.
+    fn forward_embeddings(
+        &self,
+        embeddings: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput>;
+
+    /// Maps final-normalised hidden states to logits (the LM head; useful for a logit lens).
+    ///
+    /// # Shapes
+    /// `[..., d_model]` → `[..., vocab]`, f32.
+    ///
+    /// # Errors
+    /// Shape errors.
+    fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor>;
+
+    /// Named parameter tensors sharing storage with the model, in checkpoint naming
+    /// (`blocks.{l}.…` prefixes identify layers). Writing into them in place (under
+    /// `no_grad`) changes the model, which is how parameter-randomisation checks work.
+    fn named_parameters(&self) -> Vec<(String, Tensor)>;
+
+    /// Runs the model on ids.
+    ///
+    /// # Shapes
+    /// `ids`: `[batch, pos]` → logits `[batch, pos, vocab]`.
+    ///
+    /// # Errors
+    /// As [`LanguageModel::embed`] and [`LanguageModel::forward_embeddings`].
+    fn forward_ids(
+        &self,
+        ids: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput> {
+        self.check_ids_shape(ids)?;
+        let embeddings = self.embed(ids)?;
+        self.forward_embeddings(&embeddings, options, hooks)
+    }
+
+    /// Checks that `ids` is a non-empty `[batch, pos]` tensor that fits the context window.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::EmptyText`], [`Error::SequenceTooLong`].
+    fn check_ids_shape(&self, ids: &Tensor) -> Result<()> {
+        let size = ids.size();
+        if size.len() != 2 {
+            return Err(Error::ShapeMismatch {
+                what: "ids".into(),
+                expected: "[batch, pos]".into(),
+                actual: size,
+            });
+        }
+        check_positions(size[1], self.info().max_positions)
+    }
+
+    /// Ids of `text` as a `[1, pos]` tensor on the model's device.
+    ///
+    /// # Errors
+    /// As [`LanguageModel::encode`], plus [`Error::SequenceTooLong`].
+    fn ids_tensor(&self, text: &str) -> Result<Tensor> {
+        let ids = self.encode(text, true)?;
+        check_positions(ids.len() as i64, self.info().max_positions)?;
+        Ok(Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device()))
+    }
+
+    /// Runs `text` and returns the output together with the activations `filter` selects
+    /// (detached).
+    ///
+    /// # Errors
+    /// As [`LanguageModel::forward_ids`].
+    fn run_with_cache(
+        &self,
+        text: &str,
+        filter: HookFilter,
+    ) -> Result<(ModelOutput, ActivationCache)> {
+        let ids = self.ids_tensor(text)?;
+        let _guard = tch::no_grad_guard();
+        let mut hooks = Hooks::new();
+        hooks.cache_detached(filter);
+        let output = self.forward_ids(&ids, &ForwardOptions::default(), &mut hooks)?;
+        Ok((output, hooks.take_cache()))
+    }
+
+    /// The `k` most likely next tokens after `text`, most likely first.
+    ///
+    /// # Errors
+    /// As [`LanguageModel::forward_ids`]; [`Error::InvalidArgument`] for `k == 0`.
+    fn top_next_tokens(&self, text: &str, k: usize) -> Result<Vec<TokenPrediction>> {
+        if k == 0 {
+            return Err(Error::invalid_argument("k must be at least 1"));
+        }
+        let ids = self.ids_tensor(text)?;
+        let _guard = tch::no_grad_guard();
+        let output = self.forward_ids(&ids, &ForwardOptions::default(), &mut Hooks::new())?;
+        let last = output.logits.f_select(0, 0)?.f_select(0, -1)?.f_to_kind(Kind::Double)?;
+        let probs = last.f_softmax(-1, Kind::Double)?;
+        let k = k.min(self.info().vocab_size);
+        let (top_p, top_i) = probs.f_topk(k as i64, -1, true, true)?;
+        let ids: Vec<i64> = Vec::<i64>::try_from(&top_i)?;
+        let p: Vec<f64> = Vec::<f64>::try_from(&top_p)?;
+        let tokens = self.token_strings(&ids)?;
+        let mut predictions = Vec::with_capacity(k);
+        for ((id, probability), token) in ids.into_iter().zip(p).zip(tokens) {
+            let logit = last.f_double_value(&[id])?;
+            predictions.push(TokenPrediction { id, token, probability, logit });
+        }
+        Ok(predictions)
+    }
+}
+
+/// Checks a sequence length against a context window.
+///
+/// # Errors
+/// [`Error::EmptyText`] for zero, [`Error::SequenceTooLong`] beyond `max`.
+pub fn check_positions(len: i64, max: usize) -> Result<()> {
+    if len <= 0 {
+        return Err(Error::EmptyText);
+    }
+    let len = len as usize;
+    if len > max {
+        return Err(Error::SequenceTooLong { len, max });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "t".into(),
+            architecture: Architecture::Llama,
+            n_layers: 30,
+            n_heads: 9,
+            n_kv_heads: 3,
+            d_model: 576,
+            d_head: 64,
+            d_mlp: 1536,
+            vocab_size: 49152,
+            max_positions: 8192,
+            causal: true,
+            special_tokens: SpecialTokens::default(),
+        }
+    }
+
+    #[test]
+    fn grouped_query_head_mapping() {
+        let info = info();
+        let kv: Vec<usize> = (0..9).map(|h| info.kv_head_of(h)).collect();
+        assert_eq!(kv, vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn index_checks() {
+        let info = info();
+        assert!(info.check_layer(29).is_ok());
+        assert!(matches!(
+            info.check_layer(30),
+            Err(Error::LayerOutOfRange { layer: 30, n_layers: 30 })
+        ));
+        assert!(matches!(info.check_head(9), Err(Error::HeadOutOfRange { head: 9, n_heads: 9 })));
+        assert!(matches!(check_positions(0, 10), Err(Error::EmptyText)));
+        assert!(matches!(
+            check_positions(11, 10),
+            Err(Error::SequenceTooLong { len: 11, max: 10 })
+        ));
+        assert!(check_positions(10, 10).is_ok());
+    }
+
+    #[test]
+    fn info_serialises() {
+        let json = serde_json::to_string(&info()).unwrap();
+        let back: ModelInfo = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, info());
+        assert!(json.contains("\"architecture\":\"Llama\""));
+    }
+}

@@ -1,0 +1,26 @@
+//! `explainability`: explain what large language models do, on libtorch.
+//!
+//! This facade re-exports the workspace's crates so that one dependency brings everything:
+//! - [`core`]: errors, hook points, hooks, the [`LanguageModel`] trait;
+//! - [`models`]: the hooked Llama-family implementation and its GGUF / Hugging Face loaders.
+//!
+//! # Examples
+//! ```no_run
+//! use explainability::{load, LanguageModel};
+//! let model = load("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let best = &model.top_next_tokens("The capital of France is", 1)?[0];
+//! println!("{} ({:.1}%)", best.token, 100.0 * best.probability);
+//! # Ok::<(), explainability::Error>(())
+//! ```
+
+pub use explain_models as models;
+pub use explainability_core as core;
+
+pub use explain_models::{
+    default_model_dir, load, load_with, minilm_dir, smollm2_gguf_path, LlamaModel, LoadOptions,
+    Precision, MODEL_DIR_ENV,
+};
+pub use explainability_core::{
+    ActivationCache, Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
+    LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens, TokenPrediction,
+};
