@@ -1,7 +1,7 @@
 //! `forward` group: SmolLM2-135M forward pass at 8 and 128 tokens, plain (fused attention)
 //! versus capturing every layer's attention pattern (explicit attention path).
 //!
-//! Threads: `EXPLAINABILITY_BENCH_THREADS` (default 2), the same value `cargo xtask
+//! Threads: `EXPLAINABILITY_THREADS` (default 2), the same value `cargo xtask
 //! bench-reference` gives the Hugging Face side so the ratio compares like with like.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -19,7 +19,7 @@ quiet courtyards, where visitors can still find the stone markers that once show
 of the great floods.";
 
 fn threads() -> i32 {
-    std::env::var("EXPLAINABILITY_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+    std::env::var("EXPLAINABILITY_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
 fn forward(c: &mut Criterion) {

@@ -264,46 +264,54 @@ impl Llama {
         })
     }
 
-    /// A model with seeded random weights (normal, σ = 0.02; norms around 1), for tests and
+    /// A model with seeded random weights (embeddings σ = 1, query/key projections σ = 0.15 so
+    /// patterns are far from uniform, other projections σ = 0.02, norm weights in [0.8, 1.2]),
+    /// reproducible across threads, for tests and
     /// benchmarks that need no real checkpoint.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`].
-    pub fn random(config: LlamaConfig, seed: i64, kind: Kind, device: Device) -> Result<Self> {
+    pub fn random(config: LlamaConfig, seed: u64, kind: Kind, device: Device) -> Result<Self> {
         config.validate()?;
-        tch::manual_seed(seed);
+        // A private generator, not libtorch's global one, so models built on several threads
+        // at once are still reproducible.
+        let mut rng = SplitMix64(seed);
         let d = config.d_model as i64;
         let q_out = (config.n_heads * config.d_head) as i64;
         let kv_out = (config.n_kv_heads * config.d_head) as i64;
         let mlp = config.d_mlp as i64;
-        let normal = |shape: &[i64]| -> Result<Tensor> {
-            Ok(Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?.f_mul_scalar(0.02)?)
+        let mut normal = |shape: &[i64], std: f64| -> Result<Tensor> {
+            let n: i64 = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+            Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?)
         };
-        let norm = |n: i64| -> Result<Tensor> {
-            Ok(Tensor::f_rand([n], (Kind::Float, Device::Cpu))?.f_mul_scalar(0.4)?.f_add_scalar(0.8)?)
+        let mut norm_rng = SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut norm = |n: i64| -> Result<Tensor> {
+            let values: Vec<f32> = (0..n).map(|_| (0.8 + 0.4 * norm_rng.uniform()) as f32).collect();
+            Ok(Tensor::f_from_slice(&values)?)
         };
         let mut ckpt = Checkpoint::new();
         let keys = LlamaKeys::HuggingFace;
-        ckpt.insert(keys.embed(), Tensor::f_randn([config.vocab_size as i64, d], (Kind::Float, Device::Cpu))?);
+        ckpt.insert(keys.embed(), normal(&[config.vocab_size as i64, d], 1.0)?);
         for l in 0..config.n_layers {
             ckpt.insert(keys.block(l, BlockPart::AttnNorm), norm(d)?);
-            ckpt.insert(keys.block(l, BlockPart::Q), normal(&[q_out, d])?);
-            ckpt.insert(keys.block(l, BlockPart::K), normal(&[kv_out, d])?);
-            ckpt.insert(keys.block(l, BlockPart::V), normal(&[kv_out, d])?);
+            ckpt.insert(keys.block(l, BlockPart::Q), normal(&[q_out, d], 0.15)?);
+            ckpt.insert(keys.block(l, BlockPart::K), normal(&[kv_out, d], 0.15)?);
+            ckpt.insert(keys.block(l, BlockPart::V), normal(&[kv_out, d], 0.02)?);
             if config.attention_bias {
-                ckpt.insert(keys.block(l, BlockPart::QBias), normal(&[q_out])?);
-                ckpt.insert(keys.block(l, BlockPart::KBias), normal(&[kv_out])?);
-                ckpt.insert(keys.block(l, BlockPart::VBias), normal(&[kv_out])?);
+                ckpt.insert(keys.block(l, BlockPart::QBias), normal(&[q_out], 0.02)?);
+                ckpt.insert(keys.block(l, BlockPart::KBias), normal(&[kv_out], 0.02)?);
+                ckpt.insert(keys.block(l, BlockPart::VBias), normal(&[kv_out], 0.02)?);
             }
-            ckpt.insert(keys.block(l, BlockPart::O), normal(&[d, q_out])?);
+            ckpt.insert(keys.block(l, BlockPart::O), normal(&[d, q_out], 0.02)?);
             ckpt.insert(keys.block(l, BlockPart::MlpNorm), norm(d)?);
-            ckpt.insert(keys.block(l, BlockPart::Gate), normal(&[mlp, d])?);
-            ckpt.insert(keys.block(l, BlockPart::Up), normal(&[mlp, d])?);
-            ckpt.insert(keys.block(l, BlockPart::Down), normal(&[d, mlp])?);
+            ckpt.insert(keys.block(l, BlockPart::Gate), normal(&[mlp, d], 0.02)?);
+            ckpt.insert(keys.block(l, BlockPart::Up), normal(&[mlp, d], 0.02)?);
+            ckpt.insert(keys.block(l, BlockPart::Down), normal(&[d, mlp], 0.02)?);
         }
         ckpt.insert(keys.final_norm(), norm(d)?);
         if !config.tie_embeddings {
-            ckpt.insert(keys.lm_head(), normal(&[config.vocab_size as i64, d])?);
+            ckpt.insert(keys.lm_head(), normal(&[config.vocab_size as i64, d], 0.02)?);
         }
         Self::from_checkpoint(config, ckpt, keys, kind, device)
     }
@@ -510,6 +518,29 @@ impl Llama {
             params.push(("unembed.W_U".to_owned(), head.shallow_clone()));
         }
         params
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed seeded generator for reproducible random weights.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 
