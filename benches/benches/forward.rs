@@ -4,7 +4,10 @@
 //! Threads: `EXPLAINABILITY_THREADS` (default 2), the same value `cargo xtask
 //! bench-reference` gives the Hugging Face side so the ratio compares like with like.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use explain_models::{load, smollm2_gguf_path};
 use explainability_core::{ForwardOptions, HookFilter, HookKind, Hooks, LanguageModel};
 use tch::Tensor;

@@ -329,9 +329,9 @@ fn min_value_size(value_type: u32) -> Option<u64> {
     match value_type {
         0 | 1 | 7 => Some(1),
         2 | 3 => Some(2),
-        4 | 5 | 6 => Some(4),
-        8 => Some(8),      // u64 length, possibly empty
-        9 => Some(4 + 8),  // item type + count
+        4..=6 => Some(4),
+        8 => Some(8),     // u64 length, possibly empty
+        9 => Some(4 + 8), // item type + count
         10..=12 => Some(8),
         _ => None,
     }
@@ -501,7 +501,7 @@ impl GgufFile {
                 type_name: info.type_name().to_owned(),
             })?;
         let n = info.n_elements();
-        if n % block_elems != 0 {
+        if !n.is_multiple_of(block_elems) {
             return Err(Error::GgufMalformed {
                 reason: format!(
                     "tensor {} has {n} elements, not a multiple of its {}-element blocks",
@@ -560,10 +560,18 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     let kv_count = c.u64("metadata count")?;
     let file_len = bytes.len() as u64;
     if kv_count.saturating_mul(13) > c.remaining() {
-        return Err(Error::GgufImplausible { what: "metadata count".into(), value: kv_count, file_len });
+        return Err(Error::GgufImplausible {
+            what: "metadata count".into(),
+            value: kv_count,
+            file_len,
+        });
     }
     if tensor_count.saturating_mul(24) > c.remaining() {
-        return Err(Error::GgufImplausible { what: "tensor count".into(), value: tensor_count, file_len });
+        return Err(Error::GgufImplausible {
+            what: "tensor count".into(),
+            value: tensor_count,
+            file_len,
+        });
     }
     let mut metadata = BTreeMap::new();
     for i in 0..kv_count {
@@ -586,7 +594,11 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
         for _ in 0..n_dims {
             let d = c.u64(&format!("dimensions of {name}"))?;
             elements = elements.checked_mul(d).filter(|&e| e <= file_len.saturating_mul(8)).ok_or(
-                Error::GgufImplausible { what: format!("element count of tensor {name}"), value: d, file_len },
+                Error::GgufImplausible {
+                    what: format!("element count of tensor {name}"),
+                    value: d,
+                    file_len,
+                },
             )?;
             dims.push(d);
         }
@@ -627,10 +639,14 @@ fn dequantize(info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
     let n = info.n_elements() as usize;
     let mut out = Vec::with_capacity(n);
     match info.ggml_type {
-        0 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        0 => {
+            out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        }
         1 => out.extend(bytes.chunks_exact(2).map(|b| f16_at(b, 0))),
         30 => out.extend(
-            bytes.chunks_exact(2).map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
         ),
         8 => {
             for block in bytes.chunks_exact(34) {
@@ -665,7 +681,11 @@ fn dequantize(info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
     }
     if out.len() != n {
         return Err(Error::GgufMalformed {
-            reason: format!("tensor {} dequantised to {} values, expected {n}", info.name, out.len()),
+            reason: format!(
+                "tensor {} dequantised to {} values, expected {n}",
+                info.name,
+                out.len()
+            ),
         });
     }
     Ok(out)

@@ -25,8 +25,8 @@ impl HfConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|source| Error::Json { path: path.clone(), source })?;
         if !json.is_object() {
             return Err(Error::MissingMetadata {
                 key: format!("{} (top level)", path.display()),
@@ -41,7 +41,10 @@ impl HfConfig {
     /// # Errors
     /// [`Error::MissingMetadata`].
     pub fn model_type(&self) -> Result<&str> {
-        self.json.get("model_type").and_then(Value::as_str).ok_or_else(|| self.missing("model_type", "a string"))
+        self.json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.missing("model_type", "a string"))
     }
 
     fn missing(&self, key: &str, expected: &str) -> Error {
@@ -169,10 +172,13 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let json: Value =
-        serde_json::from_str(&text).map_err(|source| Error::Json { path: index.clone(), source })?;
+    let json: Value = serde_json::from_str(&text)
+        .map_err(|source| Error::Json { path: index.clone(), source })?;
     let map = json.get("weight_map").and_then(Value::as_object).ok_or_else(|| {
-        Error::MissingMetadata { key: format!("weight_map in {}", index.display()), expected: "an object".into() }
+        Error::MissingMetadata {
+            key: format!("weight_map in {}", index.display()),
+            expected: "an object".into(),
+        }
     })?;
     let mut files: Vec<PathBuf> = Vec::new();
     for file in map.values() {
@@ -182,7 +188,9 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         })?;
         // Shard names come from a file: keep them inside the folder.
         if name.contains('/') || name.contains('\\') || name == ".." {
-            return Err(Error::invalid_argument(format!("shard name {name:?} leaves the model folder")));
+            return Err(Error::invalid_argument(format!(
+                "shard name {name:?} leaves the model folder"
+            )));
         }
         let path = dir.join(name);
         if !files.contains(&path) {
@@ -206,7 +214,7 @@ pub fn read_safetensors(files: &[PathBuf]) -> Result<Checkpoint> {
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let tensors = safetensors::SafeTensors::deserialize(&mmap)
             .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
-        
+
         for (name, view) in tensors.tensors() {
             let kind = match view.dtype() {
                 safetensors::Dtype::F32 => Kind::Float,
@@ -220,7 +228,8 @@ pub fn read_safetensors(files: &[PathBuf]) -> Result<Checkpoint> {
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
-            let tensor = if kind == Kind::Int64 { tensor } else { tensor.f_to_kind(Kind::Float)? };
+            let tensor =
+                if kind == Kind::Int64 { tensor } else { tensor.f_to_kind(Kind::Float)? };
             ckpt.insert(name, tensor);
         }
     }

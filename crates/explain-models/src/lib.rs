@@ -29,9 +29,9 @@ pub mod tokenizer;
 mod weights;
 
 pub use gguf::GgufFile;
-pub use hf::{read_safetensors, safetensors_files, HfConfig};
+pub use hf::{HfConfig, read_safetensors, safetensors_files};
 pub use llama::{Llama, LlamaConfig, LlamaKeys};
-pub use loader::{load, load_with, LlamaModel, LoadOptions, Precision};
-pub use paths::{default_model_dir, minilm_dir, smollm2_gguf_path, MODEL_DIR_ENV};
+pub use loader::{LlamaModel, LoadOptions, Precision, load, load_with};
+pub use paths::{MODEL_DIR_ENV, default_model_dir, minilm_dir, smollm2_gguf_path};
 pub use tokenizer::TextTokenizer;
 pub use weights::Checkpoint;

@@ -6,7 +6,7 @@
 //! scores → pattern → z as named steps and the pattern hook sees real probabilities.
 
 use explainability_core::{
-    check_positions, Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, Result,
+    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, Result, check_positions,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -61,13 +61,13 @@ impl LlamaConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::invalid_config(format!("{name} must be positive")));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::invalid_config(format!(
                 "n_heads ({}) must be a multiple of n_kv_heads ({})",
                 self.n_heads, self.n_kv_heads
             )));
         }
-        if self.d_head % 2 != 0 {
+        if !self.d_head.is_multiple_of(2) {
             return Err(Error::invalid_config(format!(
                 "d_head ({}) must be even for rotary embeddings",
                 self.d_head
@@ -80,7 +80,10 @@ impl LlamaConfig {
             )));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
-            return Err(Error::invalid_config(format!("norm_eps must be ≥ 0, got {}", self.norm_eps)));
+            return Err(Error::invalid_config(format!(
+                "norm_eps must be ≥ 0, got {}",
+                self.norm_eps
+            )));
         }
         Ok(())
     }
@@ -287,7 +290,8 @@ impl Llama {
         };
         let mut norm_rng = SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15);
         let mut norm = |n: i64| -> Result<Tensor> {
-            let values: Vec<f32> = (0..n).map(|_| (0.8 + 0.4 * norm_rng.uniform()) as f32).collect();
+            let values: Vec<f32> =
+                (0..n).map(|_| (0.8 + 0.4 * norm_rng.uniform()) as f32).collect();
             Ok(Tensor::f_from_slice(&values)?)
         };
         let mut ckpt = Checkpoint::new();
@@ -430,13 +434,17 @@ impl Llama {
         let cfg = &self.config;
         let resid_pre = hooks.fire(HookPoint::resid_pre(layer), residual)?;
         let (batch, seq) = (resid_pre.size()[0], resid_pre.size()[1]);
-        let (n_heads, n_kv, d_head) = (cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.d_head as i64);
+        let (n_heads, n_kv, d_head) =
+            (cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.d_head as i64);
 
         // ---- attention ----
         let normed = rms_norm(&resid_pre, &block.attn_norm, cfg.norm_eps)?;
-        let q = linear(&normed, &block.w_q, block.b_q.as_ref())?.f_view([batch, seq, n_heads, d_head])?;
-        let k = linear(&normed, &block.w_k, block.b_k.as_ref())?.f_view([batch, seq, n_kv, d_head])?;
-        let v = linear(&normed, &block.w_v, block.b_v.as_ref())?.f_view([batch, seq, n_kv, d_head])?;
+        let q = linear(&normed, &block.w_q, block.b_q.as_ref())?
+            .f_view([batch, seq, n_heads, d_head])?;
+        let k =
+            linear(&normed, &block.w_k, block.b_k.as_ref())?.f_view([batch, seq, n_kv, d_head])?;
+        let v =
+            linear(&normed, &block.w_v, block.b_v.as_ref())?.f_view([batch, seq, n_kv, d_head])?;
         let q = apply_rope(&q, &attention.cos, &attention.sin)?;
         let k = apply_rope(&k, &attention.cos, &attention.sin)?;
         let q = hooks.fire(HookPoint::new(HookKind::Q, layer), q)?;
@@ -486,7 +494,8 @@ impl Llama {
         let gate = normed.f_matmul(&block.w_gate.f_tr()?)?.f_silu()?;
         let up = normed.f_matmul(&block.w_up.f_tr()?)?;
         let post = hooks.fire(HookPoint::new(HookKind::MlpPost, layer), gate.f_mul(&up)?)?;
-        let mlp_out = hooks.fire(HookPoint::mlp_out(layer), post.f_matmul(&block.w_down.f_tr()?)?)?;
+        let mlp_out =
+            hooks.fire(HookPoint::mlp_out(layer), post.f_matmul(&block.w_down.f_tr()?)?)?;
         hooks.fire(HookPoint::resid_post(layer), resid_mid.f_add(&mlp_out)?)
     }
 
@@ -575,7 +584,9 @@ impl AttentionInputs {
                 }
                 p.f_to_device(device)?.f_to_kind(Kind::Float)?
             }
-            None => Tensor::f_arange(seq, (Kind::Float, device))?.f_unsqueeze(0)?.f_expand([batch, seq], false)?,
+            None => Tensor::f_arange(seq, (Kind::Float, device))?
+                .f_unsqueeze(0)?
+                .f_expand([batch, seq], false)?,
         };
         // freqs[b, t, i] = pos[b, t] · inv_freq[i]; emb = [freqs, freqs] as Hugging Face does.
         let freqs = positions.f_unsqueeze(-1)?.f_mul(&model.inv_freq.f_view([1, 1, -1])?)?;

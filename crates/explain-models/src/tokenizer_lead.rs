@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use explainability_core::{Error, Result, SpecialTokens};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::gguf::GgufFile;
 
@@ -110,7 +110,9 @@ impl TextTokenizer {
                 {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
             ]}),
-            None => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
+            None => {
+                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+            }
         };
         let special = SpecialTokens {
             bos: file.opt_u32("tokenizer.ggml.bos_token_id")?.map(i64::from),
@@ -145,10 +147,9 @@ impl TextTokenizer {
                 "vocab": vocab, "merges": merges
             }
         });
-        let inner: tokenizers::Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|source| Error::Tokenizer { context: "building the GGUF tokenizer".into(), source })?;
+        let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(|source| {
+            Error::Tokenizer { context: "building the GGUF tokenizer".into(), source }
+        })?;
         Ok(Self { inner, special })
     }
 
@@ -167,9 +168,10 @@ impl TextTokenizer {
         // the text being explained (the model reports `SequenceTooLong` instead), and its
         // padding would add positions nobody asked for.
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|source| Error::Tokenizer { context: "disabling truncation".into(), source })?;
+        inner.with_truncation(None).map_err(|source| Error::Tokenizer {
+            context: "disabling truncation".into(),
+            source,
+        })?;
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n)).map(i64::from);
         let special = SpecialTokens {
             bos: find(&["<s>", "<|begin_of_text|>", "[CLS]", "<|endoftext|>"]),
@@ -186,9 +188,10 @@ impl TextTokenizer {
     /// # Errors
     /// [`Error::Tokenizer`].
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
-        let encoding = self.inner.encode(text, add_special_tokens).map_err(|source| {
-            Error::Tokenizer { context: "encoding text".into(), source }
-        })?;
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|source| Error::Tokenizer { context: "encoding text".into(), source })?;
         Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 
@@ -212,10 +215,10 @@ impl TextTokenizer {
         let ids = self.to_u32(ids)?;
         ids.iter()
             .map(|&id| {
-                let text = self
-                    .inner
-                    .decode(&[id], false)
-                    .map_err(|source| Error::Tokenizer { context: "decoding a token".into(), source })?;
+                let text = self.inner.decode(&[id], false).map_err(|source| Error::Tokenizer {
+                    context: "decoding a token".into(),
+                    source,
+                })?;
                 if text.contains('\u{FFFD}') {
                     Ok(self.inner.id_to_token(id).unwrap_or(text))
                 } else {

@@ -5,9 +5,7 @@
 
 use approx::assert_abs_diff_eq;
 use explain_models::{Llama, LlamaConfig};
-use explainability_core::{
-    Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
-};
+use explainability_core::{Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks};
 use tch::{Device, Kind, Tensor};
 
 fn config() -> LlamaConfig {
@@ -190,7 +188,11 @@ fn right_padding_gives_zero_attention_to_pads_and_unchanged_real_logits() {
 fn left_padding_with_position_ids_matches_the_unpadded_run() {
     let model = model();
     let single = model
-        .forward(&model.embed(&ids(&[7, 8, 9])).unwrap(), &ForwardOptions::default(), &mut Hooks::new())
+        .forward(
+            &model.embed(&ids(&[7, 8, 9])).unwrap(),
+            &ForwardOptions::default(),
+            &mut Hooks::new(),
+        )
         .unwrap();
     let options = ForwardOptions {
         attention_mask: Some(Tensor::from_slice2(&[[0i64, 0, 1, 1, 1]])),
@@ -198,7 +200,11 @@ fn left_padding_with_position_ids_matches_the_unpadded_run() {
     };
     let mut hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
     let padded = model
-        .forward(&model.embed(&Tensor::from_slice2(&[[0i64, 0, 7, 8, 9]])).unwrap(), &options, &mut hooks)
+        .forward(
+            &model.embed(&Tensor::from_slice2(&[[0i64, 0, 7, 8, 9]])).unwrap(),
+            &options,
+            &mut hooks,
+        )
         .unwrap();
     let real = padded.logits.narrow(1, 2, 3);
     assert!(max_abs_diff(&real, &single.logits) < 1e-5);
@@ -228,9 +234,13 @@ fn half_precisions_run_and_stay_close_to_f32() {
     let f32_model = Llama::random(cfg.clone(), 7, Kind::Float, Device::Cpu).unwrap();
     let bf16_model = Llama::random(cfg, 7, Kind::BFloat16, Device::Cpu).unwrap();
     let t = ids(&[1, 2, 3, 4]);
-    let a = f32_model.forward(&f32_model.embed(&t).unwrap(), &ForwardOptions::default(), &mut Hooks::new()).unwrap();
+    let a = f32_model
+        .forward(&f32_model.embed(&t).unwrap(), &ForwardOptions::default(), &mut Hooks::new())
+        .unwrap();
     let mut hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
-    let b = bf16_model.forward(&bf16_model.embed(&t).unwrap(), &ForwardOptions::default(), &mut hooks).unwrap();
+    let b = bf16_model
+        .forward(&bf16_model.embed(&t).unwrap(), &ForwardOptions::default(), &mut hooks)
+        .unwrap();
     assert_eq!(b.logits.kind(), Kind::Float, "logits are f32 whatever the weights");
     assert_eq!(hooks.cached().get(&HookPoint::pattern(0)).unwrap().kind(), Kind::BFloat16);
     let scale = a.logits.abs().max().double_value(&[]);
@@ -292,7 +302,10 @@ fn bad_inputs_are_typed_errors() {
         attention_mask: None,
         position_ids: Some(Tensor::from_slice2(&[[0i64, 40]])),
     };
-    assert!(matches!(model.forward(&e, &bad_pos, &mut Hooks::new()), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        model.forward(&e, &bad_pos, &mut Hooks::new()),
+        Err(Error::InvalidArgument { .. })
+    ));
     let mut bad_hook = Hooks::new();
     bad_hook.replace(HookFilter::point(HookPoint::pattern(0)), |_, t| Ok(t.narrow(3, 0, 1)));
     assert!(matches!(

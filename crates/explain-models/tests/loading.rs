@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use explain_models::{load, load_with, minilm_dir, smollm2_gguf_path, LoadOptions};
+use explain_models::{LoadOptions, load, load_with, minilm_dir, smollm2_gguf_path};
 use explainability_core::{Error, LanguageModel};
 use tch::{Device, Kind, Tensor};
 
@@ -37,12 +37,18 @@ fn weights() -> Vec<(String, Tensor)> {
     ];
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
-        w.push((format!("{p}.input_layernorm.weight"), Tensor::ones([D], (Kind::Float, Device::Cpu))));
+        w.push((
+            format!("{p}.input_layernorm.weight"),
+            Tensor::ones([D], (Kind::Float, Device::Cpu)),
+        ));
         w.push((format!("{p}.self_attn.q_proj.weight"), r(&[HEADS * D_HEAD, D])));
         w.push((format!("{p}.self_attn.k_proj.weight"), r(&[KV * D_HEAD, D])));
         w.push((format!("{p}.self_attn.v_proj.weight"), r(&[KV * D_HEAD, D])));
         w.push((format!("{p}.self_attn.o_proj.weight"), r(&[D, HEADS * D_HEAD])));
-        w.push((format!("{p}.post_attention_layernorm.weight"), Tensor::ones([D], (Kind::Float, Device::Cpu))));
+        w.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            Tensor::ones([D], (Kind::Float, Device::Cpu)),
+        ));
         w.push((format!("{p}.mlp.gate_proj.weight"), r(&[MLP, D])));
         w.push((format!("{p}.mlp.up_proj.weight"), r(&[MLP, D])));
         w.push((format!("{p}.mlp.down_proj.weight"), r(&[D, MLP])));
@@ -68,7 +74,8 @@ fn hugging_face_folder_loads_with_its_weights_and_tokenizer() {
     assert_eq!(info.special_tokens.eos, Some(102), "first of a list of eos ids");
     let params = model.named_parameters();
     let q = &params.iter().find(|(n, _)| n == "blocks.1.attn.W_Q").unwrap().1;
-    let expected = &w.iter().find(|(n, _)| n == "model.layers.1.self_attn.q_proj.weight").unwrap().1;
+    let expected =
+        &w.iter().find(|(n, _)| n == "model.layers.1.self_attn.q_proj.weight").unwrap().1;
     assert!(q.equal(expected), "weights arrive unchanged");
     let ids = model.encode("hello world", false).unwrap();
     assert_eq!(ids, vec![7592, 2088], "MiniLM's WordPiece ids");
@@ -90,7 +97,11 @@ fn sharded_checkpoints_load_through_their_index() {
         .iter()
         .enumerate()
         .map(|(i, (n, _))| {
-            let file = if i < 5 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+            let file = if i < 5 {
+                "model-00001-of-00002.safetensors"
+            } else {
+                "model-00002-of-00002.safetensors"
+            };
             (n.clone(), serde_json::Value::from(file))
         })
         .collect();
@@ -125,19 +136,25 @@ fn mis_shaped_weight_is_named_with_both_shapes() {
     }
     write_folder(dir.path(), "llama", &w);
     let err = load(dir.path()).unwrap_err();
-    assert!(matches!(
-        &err,
-        Error::WeightShape { name, expected, actual }
-            if name == "model.layers.0.self_attn.k_proj.weight"
-                && expected == &vec![8, 16] && actual == &vec![16, 16]
-    ), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            Error::WeightShape { name, expected, actual }
+                if name == "model.layers.0.self_attn.k_proj.weight"
+                    && expected == &vec![8, 16] && actual == &vec![16, 16]
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn unused_weights_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = weights();
-    w.push(("model.layers.0.mystery.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    w.push((
+        "model.layers.0.mystery.weight".into(),
+        Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+    ));
     write_folder(dir.path(), "llama", &w);
     assert!(matches!(
         load(dir.path()),
@@ -159,12 +176,17 @@ fn unknown_model_type_is_named() {
 fn broken_config_and_safetensors_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     write_folder(dir.path(), "llama", &weights());
-    std::fs::write(dir.path().join("model.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+        .unwrap();
     assert!(matches!(load(dir.path()), Err(Error::Safetensors { .. })));
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
-    assert!(matches!(load(dir.path()), Err(Error::MissingWeight { name }) if name.contains("model.safetensors")));
+    assert!(
+        matches!(load(dir.path()), Err(Error::MissingWeight { name }) if name.contains("model.safetensors"))
+    );
     std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
-    assert!(matches!(load(dir.path()), Err(Error::Json { path, .. }) if path.ends_with("config.json")));
+    assert!(
+        matches!(load(dir.path()), Err(Error::Json { path, .. }) if path.ends_with("config.json"))
+    );
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
     assert!(matches!(
         load(dir.path()),

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use explain_models::{load, smollm2_gguf_path, LlamaModel, TextTokenizer};
+use explain_models::{LlamaModel, TextTokenizer, load, smollm2_gguf_path};
 use explainability_core::{ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
@@ -41,10 +41,8 @@ fn reference() -> HashMap<String, Tensor> {
 }
 
 fn prompt_names(reference: &HashMap<String, Tensor>) -> Vec<String> {
-    let mut names: Vec<String> = reference
-        .keys()
-        .filter_map(|k| k.strip_suffix(".input_ids").map(str::to_owned))
-        .collect();
+    let mut names: Vec<String> =
+        reference.keys().filter_map(|k| k.strip_suffix(".input_ids").map(str::to_owned)).collect();
     names.sort();
     names
 }
@@ -100,8 +98,7 @@ fn smollm2_matches_transformers_logits_attentions_and_residuals() {
 
         let mut worst_resid = 0.0f64;
         for i in 0..=n_layers {
-            let point =
-                if i < n_layers { HookPoint::resid_pre(i) } else { HookPoint::ln_final() };
+            let point = if i < n_layers { HookPoint::resid_pre(i) } else { HookPoint::ln_final() };
             let ours = cache.get(&point).unwrap().select(0, 0);
             let hf = &reference[&format!("{name}.hidden.{i}")];
             let scale = hf.abs().max().double_value(&[]).max(1.0);
@@ -159,7 +156,8 @@ fn tokenizer_ids_match_transformers_on_the_corpus() {
         }
         let decoded = tokenizer.decode(&ids, false).unwrap();
         if decoded != case.decoded {
-            mismatches.push(format!("{:?}: decoded {:?}, HF {:?}", case.text, decoded, case.decoded));
+            mismatches
+                .push(format!("{:?}: decoded {:?}, HF {:?}", case.text, decoded, case.decoded));
         }
     }
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));

@@ -5,7 +5,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use explain_models::{load, load_with, smollm2_gguf_path, LlamaModel, LoadOptions, Precision};
+use explain_models::{LlamaModel, LoadOptions, Precision, load, load_with, smollm2_gguf_path};
 use explainability_core::{
     Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel,
 };
@@ -68,7 +68,10 @@ fn greedy_continuation_is_paris_full_stop() {
 fn every_captured_pattern_is_a_causal_distribution_per_query_head() {
     let model = model();
     let (out, cache) = model
-        .run_with_cache("Attention patterns must be real probabilities.", HookFilter::kind(HookKind::Pattern))
+        .run_with_cache(
+            "Attention patterns must be real probabilities.",
+            HookFilter::kind(HookKind::Pattern),
+        )
         .unwrap();
     let t = out.logits.size()[1];
     assert_eq!(cache.len(), 30);
@@ -104,7 +107,9 @@ fn zeroing_every_head_through_hook_z_removes_paris() {
     let mut hooks = Hooks::new();
     hooks.replace(HookFilter::kind(HookKind::Z), |_, z| Ok(z.zeros_like()));
     let ablated = model.forward_ids(&ids, &ForwardOptions::default(), &mut hooks).unwrap();
-    let top = |o: &explainability_core::ModelOutput| o.logits.select(1, -1).argmax(-1, false).int64_value(&[0]);
+    let top = |o: &explainability_core::ModelOutput| {
+        o.logits.select(1, -1).argmax(-1, false).int64_value(&[0])
+    };
     assert_eq!(top(&base), 7042);
     assert_ne!(top(&ablated), 7042);
 }
@@ -120,8 +125,8 @@ fn logit_lens_through_unembed_reproduces_the_logits() {
 
 #[test]
 fn bf16_predicts_paris_too() {
-    let model = load_with(smollm2_gguf_path(), LoadOptions::default().precision(Precision::Bf16))
-        .unwrap();
+    let model =
+        load_with(smollm2_gguf_path(), LoadOptions::default().precision(Precision::Bf16)).unwrap();
     assert_eq!(model.kind(), Kind::BFloat16);
     let top = model.top_next_tokens("The capital of France is", 1).unwrap();
     assert_eq!(top[0].token, " Paris");

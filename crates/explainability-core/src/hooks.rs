@@ -55,8 +55,7 @@ impl HookFilter {
     /// A set of hook points.
     pub fn points(points: impl IntoIterator<Item = HookPoint>) -> Self {
         let points: Vec<HookPoint> = points.into_iter().collect();
-        let description =
-            points.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ");
+        let description = points.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ");
         Self::predicate(description, move |p| points.contains(p))
     }
     /// Every hook point of one kind (all layers).
@@ -382,8 +381,11 @@ mod tests {
         assert!(f.matches(&HookPoint::pattern(3)));
         assert!(!f.matches(&HookPoint::pattern(2)));
         assert!(!HookFilter::layers(0..5).matches(&HookPoint::embed()));
-        assert!(HookFilter::kind(HookKind::Z).or(HookFilter::point(HookPoint::embed()))
-            .matches(&HookPoint::embed()));
+        assert!(
+            HookFilter::kind(HookKind::Z)
+                .or(HookFilter::point(HookPoint::embed()))
+                .matches(&HookPoint::embed())
+        );
         assert!(!HookFilter::none().matches(&HookPoint::embed()));
         let hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
         assert!(hooks.wants(&HookPoint::pattern(0)));
@@ -396,7 +398,9 @@ mod tests {
         let mut hooks = Hooks::new();
         hooks.read(HookFilter::all(), |p, _| Err(Error::invalid_argument(format!("stop at {p}"))));
         let err = hooks.fire(HookPoint::z(0), ones(1)).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { reason } if reason == "stop at blocks.0.attn.hook_z"));
+        assert!(
+            matches!(err, Error::InvalidArgument { reason } if reason == "stop at blocks.0.attn.hook_z")
+        );
     }
 
     #[test]

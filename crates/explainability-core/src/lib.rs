@@ -16,8 +16,8 @@ pub use error::{Error, Result};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use model::{
-    check_positions, Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput,
-    SpecialTokens, TokenPrediction,
+    Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, SpecialTokens,
+    TokenPrediction, check_positions,
 };
 
 /// Re-export of the tensor library, so dependants use the same version.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use explainability::{load_with, smollm2_gguf_path, LanguageModel, LoadOptions, Precision};
+use explainability::{LanguageModel, LoadOptions, Precision, load_with, smollm2_gguf_path};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PrecisionArg {

@@ -17,8 +17,8 @@ pub use explain_models as models;
 pub use explainability_core as core;
 
 pub use explain_models::{
-    default_model_dir, load, load_with, minilm_dir, smollm2_gguf_path, LlamaModel, LoadOptions,
-    Precision, MODEL_DIR_ENV,
+    LlamaModel, LoadOptions, MODEL_DIR_ENV, Precision, default_model_dir, load, load_with,
+    minilm_dir, smollm2_gguf_path,
 };
 pub use explainability_core::{
     ActivationCache, Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
