@@ -404,5 +404,5 @@ fn smollm2_file_reads_as_transformers_sees_it() {
     let q = file.tensor("blk.0.attn_q.weight").unwrap();
     assert_eq!(q.size(), vec![576, 576]);
     let q_row = Vec::<f32>::try_from(q.get(5).narrow(0, 0, 3)).unwrap();
-    assert_eq!(q_row, vec![0.076171875, -0.274658203125, -0.040771484375]);
+    assert_eq!(q_row, vec![0.076_171_875, -0.274_658_2, -0.040_771_484]);
 }
