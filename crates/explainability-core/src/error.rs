@@ -128,6 +128,14 @@ pub enum Error {
         /// Comma-separated list of supported ones.
         supported: String,
     },
+    /// The tokenizer a model file describes is of a kind this crate cannot build.
+    #[error("unsupported tokenizer model {model:?} (supported: {supported})")]
+    UnsupportedTokenizer {
+        /// The tokenizer model found (GGUF `tokenizer.ggml.model`, e.g. `"llama"`).
+        model: String,
+        /// Comma-separated list of supported ones.
+        supported: String,
+    },
     /// A weight the architecture needs is not in the checkpoint.
     #[error("weight {name} is missing from the checkpoint")]
     MissingWeight {

@@ -6,13 +6,17 @@
 //!   during a forward pass.
 //! - [`LanguageModel`]: what explainers need from a model (tokenise, embed, run from
 //!   embeddings with hooks, logits, facts in [`ModelInfo`]).
+//! - [`Explanation`], [`Target`], [`Explainer`]: what explainers produce, what they explain,
+//!   and the trait every method implements.
 
 mod error;
+mod explanation;
 mod hook_point;
 mod hooks;
 mod model;
 
 pub use error::{Error, Result};
+pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use model::{
@@ -20,5 +24,7 @@ pub use model::{
     TokenPrediction, check_positions,
 };
 
+/// Re-export of ndarray, in which explanations hold their scores.
+pub use ndarray;
 /// Re-export of the tensor library, so dependants use the same version.
 pub use tch;

@@ -1,0 +1,451 @@
+//! GGUF v2/v3 files (llama.cpp's model format): a memory-mapped reader with bounded parsing,
+//! typed metadata access and dequantisation to `f32` torch tensors.
+//!
+//! - [`GgufFile`]: open a file, read its metadata, list and load its tensors.
+//! - [`MetadataValue`]: one metadata value as the file types it.
+//! - [`GgufTensorInfo`]: name, shape, type and location of one tensor.
+//! - [`ggml_type_name`], [`is_supported_type`]: the GGML type table.
+//!
+//! Supported tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Any other type is reported as
+//! [`Error::UnsupportedTensorType`] naming the tensor and the type when it is loaded.
+//!
+//! Specification: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>.
+
+mod dequant;
+mod metadata;
+mod reader;
+mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use explainability_core::{Error, Result};
+use tch::Tensor;
+
+pub use metadata::MetadataValue;
+pub use types::{ggml_type_name, is_supported_type};
+
+/// Name, shape, GGML type and data offset of one tensor of a GGUF file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufTensorInfo {
+    name: String,
+    /// GGUF order: fastest-varying dimension first.
+    dims: Vec<u64>,
+    ggml_type: u32,
+    /// Offset of the data from the start of the data section.
+    offset: u64,
+    n_elements: u64,
+}
+
+impl GgufTensorInfo {
+    /// The tensor's name (`"blk.0.attn_q.weight"`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Dimensions as the file stores them: fastest-varying first (the reverse of torch order).
+    pub fn dims(&self) -> &[u64] {
+        &self.dims
+    }
+
+    /// Shape in torch order (slowest-varying first): the reversed [`dims`](Self::dims).
+    ///
+    /// # Examples
+    /// GGUF dims `[576, 49152]` (576 values per row, 49152 rows) are torch shape `[49152, 576]`.
+    pub fn shape(&self) -> Vec<i64> {
+        // Every dim was checked to fit i64 when the file was parsed.
+        self.dims.iter().rev().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect()
+    }
+
+    /// Numeric GGML type id (`3` for Q4_1).
+    pub fn ggml_type(&self) -> u32 {
+        self.ggml_type
+    }
+
+    /// Name of the GGML type (`"Q4_1"`), `"unknown"` for an unassigned id.
+    pub fn type_name(&self) -> &'static str {
+        ggml_type_name(self.ggml_type)
+    }
+
+    /// Number of elements (product of the dims; 1 for a scalar).
+    pub fn n_elements(&self) -> u64 {
+        self.n_elements
+    }
+
+    /// Offset of the data from the start of the file's data section.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// A GGUF file, memory-mapped, with its header parsed and validated.
+///
+/// Opening parses the header only; tensor data is read (and dequantised) when asked for.
+///
+/// # Examples
+/// ```no_run
+/// use explain_models::GgufFile;
+/// let file = GgufFile::open("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+/// assert_eq!(file.architecture()?, "llama");
+/// let layers = file.get_u32("llama.block_count")?;
+/// let embed = file.tensor("token_embd.weight")?; // f32, shape [vocab, d_model]
+/// # Ok::<(), explainability_core::Error>(())
+/// ```
+pub struct GgufFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    version: u32,
+    metadata: BTreeMap<String, MetadataValue>,
+    tensors: Vec<GgufTensorInfo>,
+    by_name: HashMap<String, usize>,
+    alignment: u64,
+    data_start: u64,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("file_len", &self.map.len())
+            .field("metadata_keys", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .field("alignment", &self.alignment)
+            .field("data_start", &self.data_start)
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Memory-maps and parses a GGUF v2 or v3 file.
+    ///
+    /// Every count and length in the header is checked against the file size before anything
+    /// is allocated, and every tensor's data range must lie inside the file, be aligned and
+    /// overlap no other tensor.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be opened or mapped; [`Error::GgufBadMagic`],
+    /// [`Error::GgufUnsupportedVersion`], [`Error::GgufTruncated`], [`Error::GgufImplausible`]
+    /// and [`Error::GgufMalformed`] for files that are not valid GGUF.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only and private to this value. Its contents can only change
+        // if another process modifies the file while it is open; the reader never trusts the
+        // bytes (every read is bounds-checked against the map's length, fixed at map time),
+        // so a concurrent modification can give wrong values or errors but no memory
+        // unsafety in this crate's code.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = reader::parse_header(&map, path)?;
+        let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            version: header.version,
+            metadata: header.metadata,
+            tensors: header.tensors,
+            by_name,
+            alignment: header.alignment,
+            data_start: header.data_start,
+        })
+    }
+
+    /// The path the file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// GGUF format version (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Alignment of tensor data (`general.alignment`, default 32).
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
+    /// Offset in the file where the tensor data section starts.
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
+    /// All metadata, by key.
+    pub fn metadata(&self) -> &BTreeMap<String, MetadataValue> {
+        &self.metadata
+    }
+
+    /// One metadata value.
+    pub fn get(&self, key: &str) -> Option<&MetadataValue> {
+        self.metadata.get(key)
+    }
+
+    /// `Ok(None)` when `key` is absent, `Ok(Some(_))` when `convert` accepts its value, and
+    /// [`Error::MissingMetadata`] when the value has another type.
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &str,
+        convert: impl FnOnce(&'a MetadataValue) -> Option<T>,
+    ) -> Result<Option<T>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(value) => convert(value).map(Some).ok_or_else(|| Error::MissingMetadata {
+                key: key.to_owned(),
+                expected: format!("{expected}, found {}", value.type_name()),
+            }),
+        }
+    }
+
+    fn required<T>(&self, key: &str, expected: &str, value: Option<T>) -> Result<T> {
+        value.ok_or_else(|| Error::MissingMetadata {
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+        })
+    }
+
+    /// An integer metadata value of any type that fits `u32`; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not an integer that fits.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        self.typed(key, "an integer that fits u32", |v| {
+            v.as_u64().and_then(|n| u32::try_from(n).ok())
+        })
+    }
+
+    /// An integer metadata value of any type that fits `u32`.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not an integer that fits.
+    pub fn get_u32(&self, key: &str) -> Result<u32> {
+        let value = self.opt_u32(key)?;
+        self.required(key, "an integer that fits u32", value)
+    }
+
+    /// An integer metadata value of any type that fits `u64`; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not a non-negative integer.
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
+        self.typed(key, "a non-negative integer", MetadataValue::as_u64)
+    }
+
+    /// An integer metadata value of any type that fits `u64`.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not a non-negative integer.
+    pub fn get_u64(&self, key: &str) -> Result<u64> {
+        let value = self.opt_u64(key)?;
+        self.required(key, "a non-negative integer", value)
+    }
+
+    /// A float metadata value (f32, f64, or an integer, converted); `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not a number.
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
+        // Narrowing an f64 to f32 is the point of this getter.
+        #[allow(clippy::cast_possible_truncation)]
+        self.typed(key, "a number", |v| v.as_f64().map(|x| x as f32))
+    }
+
+    /// A float metadata value (f32, f64, or an integer, converted).
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not a number.
+    pub fn get_f32(&self, key: &str) -> Result<f32> {
+        let value = self.opt_f32(key)?;
+        self.required(key, "a number", value)
+    }
+
+    /// A boolean metadata value; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not a bool.
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.typed(key, "a bool", MetadataValue::as_bool)
+    }
+
+    /// A boolean metadata value.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not a bool.
+    pub fn get_bool(&self, key: &str) -> Result<bool> {
+        let value = self.opt_bool(key)?;
+        self.required(key, "a bool", value)
+    }
+
+    /// A string metadata value; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not a string.
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        self.typed(key, "a string", MetadataValue::as_str)
+    }
+
+    /// A string metadata value.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not a string.
+    pub fn get_str(&self, key: &str) -> Result<&str> {
+        let value = self.opt_str(key)?;
+        self.required(key, "a string", value)
+    }
+
+    /// An array of strings; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not an array of strings.
+    pub fn opt_string_array(&self, key: &str) -> Result<Option<Vec<&str>>> {
+        self.typed(key, "an array of strings", |v| {
+            v.as_array()?.iter().map(MetadataValue::as_str).collect()
+        })
+    }
+
+    /// An array of strings (`tokenizer.ggml.tokens`).
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not an array of strings.
+    pub fn get_string_array(&self, key: &str) -> Result<Vec<&str>> {
+        let value = self.opt_string_array(key)?;
+        self.required(key, "an array of strings", value)
+    }
+
+    /// An array of integers that each fit `i32`; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not such an array.
+    pub fn opt_i32_array(&self, key: &str) -> Result<Option<Vec<i32>>> {
+        self.typed(key, "an array of integers that fit i32", |v| {
+            v.as_array()?.iter().map(|x| x.as_i64().and_then(|n| i32::try_from(n).ok())).collect()
+        })
+    }
+
+    /// An array of integers that each fit `i32` (`tokenizer.ggml.token_type`).
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not such an array.
+    pub fn get_i32_array(&self, key: &str) -> Result<Vec<i32>> {
+        let value = self.opt_i32_array(key)?;
+        self.required(key, "an array of integers that fit i32", value)
+    }
+
+    /// An array of integers that each fit `i64`; `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not such an array.
+    pub fn opt_i64_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
+        self.typed(key, "an array of integers that fit i64", |v| {
+            v.as_array()?.iter().map(MetadataValue::as_i64).collect()
+        })
+    }
+
+    /// An array of numbers, as f32 (`tokenizer.ggml.scores`); `None` when absent.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when the value is not an array of numbers.
+    pub fn opt_f32_array(&self, key: &str) -> Result<Option<Vec<f32>>> {
+        #[allow(clippy::cast_possible_truncation)]
+        self.typed(key, "an array of numbers", |v| {
+            v.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
+        })
+    }
+
+    /// `general.architecture` (`"llama"`, `"qwen2"`, …).
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when absent or not a string.
+    pub fn architecture(&self) -> Result<&str> {
+        self.get_str("general.architecture")
+    }
+
+    /// Every tensor, in file order.
+    pub fn tensor_infos(&self) -> &[GgufTensorInfo] {
+        &self.tensors
+    }
+
+    /// Every tensor name, in file order.
+    pub fn tensor_names(&self) -> Vec<String> {
+        self.tensors.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// One tensor's info.
+    pub fn tensor_info(&self, name: &str) -> Option<&GgufTensorInfo> {
+        self.by_name.get(name).and_then(|&i| self.tensors.get(i))
+    }
+
+    /// The raw (still quantised) bytes of a tensor.
+    ///
+    /// # Errors
+    /// [`Error::MissingWeight`] for an unknown name; [`Error::UnsupportedTensorType`] when the
+    /// type's block layout is unknown, so the data cannot be delimited.
+    pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        let info = self.info_or_missing(name)?;
+        self.data_of(info)
+    }
+
+    /// A tensor dequantised to `f32`, flat, in file (= torch row-major) order.
+    ///
+    /// # Errors
+    /// [`Error::MissingWeight`] for an unknown name; [`Error::UnsupportedTensorType`] for a
+    /// type other than F32, F16, BF16, Q8_0, Q4_0, Q4_1; [`Error::GgufMalformed`].
+    pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.info_or_missing(name)?;
+        let unsupported = || Error::UnsupportedTensorType {
+            name: info.name.clone(),
+            ggml_type: info.ggml_type,
+            type_name: info.type_name().to_owned(),
+        };
+        if !is_supported_type(info.ggml_type) {
+            return Err(unsupported());
+        }
+        let bytes = self.data_of(info)?;
+        let n_elements = usize::try_from(info.n_elements).map_err(|_| Error::GgufMalformed {
+            reason: format!("tensor {:?} has more elements than this machine can address", name),
+        })?;
+        dequant::dequantize(info.ggml_type, bytes, n_elements, &info.name)?.ok_or_else(unsupported)
+    }
+
+    /// A tensor dequantised to an `f32` CPU tensor in torch shape order (GGUF dims reversed).
+    ///
+    /// # Shapes
+    /// GGUF dims `[d0, d1, …]` (fastest first) → torch shape `[…, d1, d0]`.
+    ///
+    /// # Errors
+    /// As [`tensor_f32`](Self::tensor_f32), plus [`Error::Torch`].
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let values = self.tensor_f32(name)?;
+        let shape = self.info_or_missing(name)?.shape();
+        Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?)
+    }
+
+    fn info_or_missing(&self, name: &str) -> Result<&GgufTensorInfo> {
+        self.tensor_info(name).ok_or_else(|| Error::MissingWeight { name: name.to_owned() })
+    }
+
+    fn data_of(&self, info: &GgufTensorInfo) -> Result<&[u8]> {
+        let Some(n_bytes) = reader::data_bytes(info)? else {
+            return Err(Error::UnsupportedTensorType {
+                name: info.name.clone(),
+                ggml_type: info.ggml_type,
+                type_name: info.type_name().to_owned(),
+            });
+        };
+        let file_len = self.map.len() as u64;
+        // Checked at open; re-checked here so that no path can index out of bounds.
+        let range = self
+            .data_start
+            .checked_add(info.offset)
+            .and_then(|start| Some((start, start.checked_add(n_bytes)?)))
+            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?));
+        range.and_then(|r| self.map.get(r)).ok_or_else(|| Error::GgufTruncated {
+            what: format!("data of tensor {:?}", info.name),
+            offset: self.data_start.saturating_add(info.offset),
+            needed: n_bytes,
+            file_len,
+        })
+    }
+}
