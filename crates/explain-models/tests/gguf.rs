@@ -649,91 +649,101 @@ fn smollm2_metadata_and_tensor_infos() {
     assert_eq!(counts, [("F32", 61), ("Q4_1", 210), ("Q8_0", 1)].into_iter().collect());
 }
 
-/// Values from gguf-py 0.x `gguf.quants.dequantize` on the same file (flat index in torch
-/// order, value), and the f64 sum of the whole tensor. Both implementations compute
-/// `d·q (+ m)` in f32, so values agree to the bit; the tolerance of 1e-6 only guards against
-/// a different float formatting of the reference. The sums differ by summation order only
-/// (pairwise in numpy, sequential here): 1e-6 absolute on sums of ≤ 28 M terms.
-const SMOLLM2_REFERENCE: &[(&str, &[usize], &[(usize, f32)], f64)] = &[
-    (
-        "token_embd.weight",
-        &[49152, 576],
-        &[
-            (0, -0.106_544_494_628_906_25),
-            (1, 0.032_978_057_861_328_125),
-            (15, 0.020_294_189_453_125),
-            (16, -0.007_610_321_044_921_875),
-            (31, -0.200_405_120_849_609_38),
-            (32, -0.093_486_785_888_671_88),
-            (12345, 0.031_005_859_375),
-            (14_155_776, -0.031_681_060_791_015_625),
-            (28_311_551, -0.041_702_270_507_812_5),
+/// Reference values of one SmolLM2 tensor, from gguf-py's `gguf.quants.dequantize`.
+struct Reference {
+    name: &'static str,
+    shape: &'static [i64],
+    /// `(flat index in torch order, value)`; the values print as the shortest decimal that
+    /// round-trips to the f32.
+    points: [(usize, f32); 9],
+    /// Sum of the whole tensor in f64.
+    sum: f64,
+}
+
+/// Both implementations compute `d·q (+ m)` in f32, so the values agree to the bit (checked
+/// when these were written); the stated tolerance of 1e-6 is the contract, not the observed
+/// error. The sums differ by summation order only (pairwise in numpy, sequential here) and
+/// are compared to 1e-6 absolute: a checksum over every element.
+const SMOLLM2_REFERENCE: [Reference; 4] = [
+    Reference {
+        name: "token_embd.weight",
+        shape: &[49152, 576],
+        points: [
+            (0, -0.106544495),
+            (1, 0.032978058),
+            (15, 0.02029419),
+            (16, -0.007610321),
+            (31, -0.20040512),
+            (32, -0.093486786),
+            (12345, 0.03100586),
+            (14_155_776, -0.03168106),
+            (28_311_551, -0.04170227),
         ],
-        -15_353.044_494_152_07,
-    ),
-    (
-        "blk.0.attn_norm.weight",
-        &[576],
-        &[
-            (0, 0.013_977_050_781_25),
-            (1, 0.023_803_710_937_5),
-            (15, -0.035_888_671_875),
-            (16, -0.015_625),
-            (31, -0.020_141_601_562_5),
-            (32, 0.030_395_507_812_5),
-            (249, 0.058_105_468_75),
-            (288, 0.020_019_531_25),
-            (575, -0.038_330_078_125),
+        sum: -15_353.044_494_152_07,
+    },
+    Reference {
+        name: "blk.0.attn_norm.weight",
+        shape: &[576],
+        points: [
+            (0, 0.013977051),
+            (1, 0.023803711),
+            (15, -0.035888672),
+            (16, -0.015625),
+            (31, -0.020141602),
+            (32, 0.030395508),
+            (249, 0.05810547),
+            (288, 0.020019531),
+            (575, -0.038330078),
         ],
-        0.612_943_649_291_992_2,
-    ),
-    (
-        "blk.0.ffn_down.weight",
-        &[576, 1536],
-        &[
-            (0, -0.330_810_546_875),
-            (1, 0.346_069_335_937_5),
-            (15, 0.481_445_312_5),
-            (16, -0.601_562_5),
-            (31, -0.060_058_593_75),
-            (32, 0.041_625_976_562_5),
-            (12345, -0.022_888_183_593_75),
-            (442_368, 0.054_229_736_328_125),
-            (884_735, -0.181_365_966_796_875),
+        sum: 0.612_943_649_291_992_2,
+    },
+    Reference {
+        name: "blk.0.ffn_down.weight",
+        shape: &[576, 1536],
+        points: [
+            (0, -0.33081055),
+            (1, 0.34606934),
+            (15, 0.4814453),
+            (16, -0.6015625),
+            (31, -0.060058594),
+            (32, 0.041625977),
+            (12345, -0.022888184),
+            (442_368, 0.054229736),
+            (884_735, -0.18136597),
         ],
-        150.635_772_705_078_12,
-    ),
-    (
-        "blk.29.attn_q.weight",
-        &[576, 576],
-        &[
-            (0, 0.261_962_890_625),
-            (1, -0.065_673_828_125),
-            (15, 0.057_189_941_406_25),
-            (16, -0.188_537_597_656_25),
-            (31, -0.188_537_597_656_25),
-            (32, 0.096_801_757_812_5),
-            (12345, -0.160_522_460_937_5),
-            (165_888, -0.064_453_125),
-            (331_775, 0.018_127_441_406_25),
+        sum: 150.635_772_705_078_12,
+    },
+    Reference {
+        name: "blk.29.attn_q.weight",
+        shape: &[576, 576],
+        points: [
+            (0, 0.2619629),
+            (1, -0.06567383),
+            (15, 0.05718994),
+            (16, -0.1885376),
+            (31, -0.1885376),
+            (32, 0.09680176),
+            (12345, -0.16052246),
+            (165_888, -0.064453125),
+            (331_775, 0.018127441),
         ],
-        191.086_124_420_166_02,
-    ),
+        sum: 191.086_124_420_166_02,
+    },
 ];
 
 #[test]
 fn smollm2_tensors_match_gguf_py() {
     let file = GgufFile::open(smollm2_path()).unwrap();
-    for &(name, shape, points, sum) in SMOLLM2_REFERENCE {
+    for reference in &SMOLLM2_REFERENCE {
+        let name = reference.name;
         let tensor = file.tensor(name).unwrap();
-        let expected_shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        assert_eq!(tensor.size(), expected_shape, "{name}");
+        assert_eq!(tensor.size(), reference.shape, "{name}");
         let flat = file.tensor_f32(name).unwrap();
-        for &(index, value) in points {
+        for &(index, value) in &reference.points {
             assert_abs_diff_eq!(flat[index], value, epsilon = 1e-6);
         }
         let total: f64 = flat.iter().map(|&v| f64::from(v)).sum();
-        assert_abs_diff_eq!(total, sum, epsilon = 1e-6);
+        assert_abs_diff_eq!(total, reference.sum, epsilon = 1e-6);
     }
 }
 

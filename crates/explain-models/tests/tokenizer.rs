@@ -264,7 +264,9 @@ fn case_b() -> TextTokenizer {
 #[test]
 fn hand_built_case_b_matches_transformers() {
     let tok = case_b();
-    let cases: [(&str, &[i64], &[i64], &str, &str); 3] = [
+    // (text, ids with special tokens, ids without, decoded, decoded skipping special tokens)
+    type Case = (&'static str, &'static [i64], &'static [i64], &'static str, &'static str);
+    let cases: [Case; 3] = [
         (
             "he<tool> x!<｜bos｜><|endoftext|> x",
             &[14, 0, 12, 5, 14, 6, 5],

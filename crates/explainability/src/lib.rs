@@ -2,7 +2,9 @@
 //!
 //! This facade re-exports the workspace's crates so that one dependency brings everything:
 //! - [`core`]: errors, hook points, hooks, the [`LanguageModel`] trait;
-//! - [`models`]: the hooked Llama-family implementation and its GGUF / Hugging Face loaders.
+//! - [`models`]: the hooked Llama-family implementation and its GGUF / Hugging Face loaders;
+//! - [`attention`]: captured patterns, pattern metrics, head roles and ablation, attention
+//!   rollout and flow, and a bilingual [`AttentionReport`].
 //!
 //! # Examples
 //! ```no_run
@@ -13,14 +15,17 @@
 //! # Ok::<(), explainability::Error>(())
 //! ```
 
+pub use explain_attention as attention;
 pub use explain_models as models;
 pub use explainability_core as core;
 
+pub use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
 pub use explain_models::{
     LlamaModel, LoadOptions, MODEL_DIR_ENV, Precision, default_model_dir, load, load_with,
     minilm_dir, smollm2_gguf_path,
 };
 pub use explainability_core::{
-    ActivationCache, Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
-    LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens, TokenPrediction,
+    ActivationCache, Architecture, Error, Explainer, Explanation, ForwardOptions, HookFilter,
+    HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens,
+    Target, TokenPrediction,
 };

@@ -1,0 +1,85 @@
+//! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
+//! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
+//!
+//! Data contract (the Rust tests `crates/explain-models/tests/parity.rs` and
+//! `crates/explain-attention/tests/parity.rs` read it from the folder in
+//! `EXPLAINABILITY_PARITY_DIR`): see `reference/README.md`.
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::ci::TEST_PROFILE;
+use crate::pins::{PYTHON_PACKAGES, SMOLLM2};
+use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
+use crate::setup::hex;
+
+/// Files the reference script writes; all must exist for the outputs to count as present.
+const OUTPUTS: &[&str] =
+    &["smollm2_reference.safetensors", "tokenizer_reference.json", "meta.json"];
+
+/// Files under `reference/` whose content determines the outputs.
+const INPUTS: &[&str] =
+    &["parity_reference.py", "hf_smollm2.py", "parity_prompts.json", "tokenizer_corpus.json"];
+
+/// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
+/// parity test.
+///
+/// # Errors
+/// When the script or the test fails.
+pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
+    let out = project.target_dir()?.join("parity");
+    let stamp = out.join("inputs.sha256");
+    let fingerprint = fingerprint(&project.root.join("reference"))?;
+    let present = OUTPUTS.iter().all(|file| out.join(file).is_file());
+    let current = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == fingerprint);
+    if present && current && !regenerate {
+        println!("parity: reference outputs in {} are up to date", out.display());
+    } else {
+        let start = Instant::now();
+        let _ = fs::remove_file(&stamp);
+        let mut command = project.python();
+        command
+            .arg("reference/parity_reference.py")
+            .arg("--gguf")
+            .arg(project.model_path(&SMOLLM2))
+            .arg("--out")
+            .arg(&out);
+        println!("parity: writing the Hugging Face reference outputs to {}", out.display());
+        run("parity reference", &mut command)?;
+        fs::write(&stamp, format!("{fingerprint}\n"))?;
+        println!("parity: reference outputs written in {}", seconds(start));
+    }
+    // One cargo invocation for every crate with a parity test, so they share one build.
+    let mut command = project.cargo();
+    command.arg("test").args(TEST_PROFILE);
+    for package in PARITY_PACKAGES {
+        command.args(["-p", package]);
+    }
+    let features: Vec<String> = PARITY_PACKAGES.iter().map(|p| format!("{p}/parity")).collect();
+    command.args(["--features", &features.join(","), "--test", "parity"]).env(PARITY_DIR_ENV, &out);
+    run("parity test", &mut command)
+}
+
+/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
+const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention"];
+
+/// sha256 over everything the reference outputs depend on: the script and its data files, the
+/// model wheel's checksum and the pinned torch/transformers versions.
+fn fingerprint(reference: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for file in INPUTS {
+        let path = reference.join(file);
+        let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        hasher.update(file.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    hasher.update(SMOLLM2.sha256.as_bytes());
+    for (name, version) in PYTHON_PACKAGES {
+        hasher.update(format!("{name}=={version};").as_bytes());
+    }
+    Ok(hex(&hasher.finalize()))
+}
