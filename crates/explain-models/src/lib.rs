@@ -18,13 +18,11 @@
 //! # Ok::<(), explainability_core::Error>(())
 //! ```
 
-#[path = "gguf_lead.rs"]
 pub mod gguf;
 mod hf;
 mod llama;
 mod loader;
 mod paths;
-#[path = "tokenizer_lead.rs"]
 pub mod tokenizer;
 mod weights;
 

@@ -142,10 +142,12 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    /// Assembles a model from parts.
+    /// Assembles a model from parts. A tokenizer whose ids reach past the embedding (some
+    /// converters add tokens) is accepted: such ids are refused at embedding time with
+    /// [`Error::TokenOutOfRange`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when the tokenizer's vocabulary does not fit the embedding.
+    /// None today; kept fallible for future consistency checks.
     pub fn new(
         model: Llama,
         tokenizer: TextTokenizer,
@@ -154,13 +156,6 @@ impl LlamaModel {
         special_tokens: SpecialTokens,
     ) -> Result<Self> {
         let cfg = model.config().clone();
-        if tokenizer.vocab_size() > cfg.vocab_size {
-            return Err(Error::invalid_config(format!(
-                "tokenizer has {} tokens but the embedding has {} rows",
-                tokenizer.vocab_size(),
-                cfg.vocab_size
-            )));
-        }
         let info = ModelInfo {
             name,
             architecture,
@@ -287,7 +282,7 @@ impl LlamaModel {
         };
         let llama_config = config.llama_config()?;
         llama_config.validate()?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
         let mut ckpt = read_safetensors(&safetensors_files(dir)?)?;
         ckpt.ignore_suffix("rotary_emb.inv_freq");
         let model = Llama::from_checkpoint(

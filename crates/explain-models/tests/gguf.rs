@@ -533,6 +533,24 @@ fn more_metadata_elements_than_the_budget_are_refused() {
 }
 
 #[test]
+fn more_entries_than_any_real_file_are_refused() {
+    // Counts that fit the file size (the file is padded with zeros to hold them) but exceed
+    // the reader's cap of 2^20 entries, which no real file comes near.
+    let count = (1u64 << 20) + 1;
+    for (tensors, kvs) in [(Some(count), None), (None, Some(count))] {
+        let mut writer = GgufWriter::new();
+        writer.tensor_count = tensors;
+        writer.kv_count = kvs;
+        let mut bytes = writer.build();
+        bytes.resize(24 + 24 * count as usize, 0);
+        assert!(
+            matches!(open_bytes(&bytes), Err(Error::GgufMalformed { reason }) if reason.contains("more than")),
+            "{tensors:?} {kvs:?}"
+        );
+    }
+}
+
+#[test]
 fn structural_errors_are_malformed() {
     // Unknown value type.
     let writer = GgufWriter::new().kv("k", Value { ty: 13, bytes: vec![0; 8] });

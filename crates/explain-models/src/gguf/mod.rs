@@ -139,14 +139,13 @@ impl GgufFile {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let header = reader::parse_header(&map, path)?;
-        let by_name = header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Ok(Self {
             path: path.to_path_buf(),
             map,
             version: header.version,
             metadata: header.metadata,
             tensors: header.tensors,
-            by_name,
+            by_name: header.by_name,
             alignment: header.alignment,
             data_start: header.data_start,
         })

@@ -36,6 +36,12 @@ const MAX_ARRAY_DEPTH: usize = 8;
 /// 32 bytes in memory however small its encoding, so this caps what a hostile file can make
 /// us allocate (~256 MiB); the largest real vocabularies hold ~1-2 million elements in total.
 pub(crate) const MAX_METADATA_ELEMENTS: u64 = 1 << 23;
+/// Most tensors or metadata entries accepted in one file. A count that passes the file-size
+/// check can still be absurd for a large file (a 10 GB file "holds" 400 M minimal tensor
+/// infos, ~30 GB in memory); real files hold at most a few thousand of each.
+pub(crate) const MAX_ENTRIES: u64 = 1 << 20;
+/// Capacity reserved up front for tensor infos; larger counts grow as entries are parsed.
+const INITIAL_CAPACITY: u64 = 4096;
 
 /// GGUF metadata value type ids.
 mod value_type {
@@ -72,6 +78,8 @@ pub(crate) struct Header {
     pub(crate) version: u32,
     pub(crate) metadata: BTreeMap<String, MetadataValue>,
     pub(crate) tensors: Vec<GgufTensorInfo>,
+    /// Index into `tensors` by name.
+    pub(crate) by_name: HashMap<String, usize>,
     pub(crate) alignment: u64,
     pub(crate) data_start: u64,
 }
@@ -199,7 +207,7 @@ impl<'a> Cursor<'a> {
                     });
                 }
                 self.element_budget -= count;
-                // count <= remaining bytes, so this allocation is bounded by the file size.
+                // count <= the remaining bytes and the element budget: a bounded allocation.
                 let mut values = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
                 for _ in 0..count {
                     values.push(self.value(element_type, key, depth + 1)?);
@@ -235,6 +243,16 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     if kv_count.checked_mul(MIN_KV_BYTES).is_none_or(|n| n > cur.remaining()) {
         return Err(cur.implausible("kv_count", kv_count));
     }
+    for (what, count) in [("tensors", tensor_count), ("metadata entries", kv_count)] {
+        if count > MAX_ENTRIES {
+            return Err(Error::GgufMalformed {
+                reason: format!(
+                    "the header claims {count} {what}, more than the {MAX_ENTRIES} this reader \
+                     accepts"
+                ),
+            });
+        }
+    }
 
     let mut metadata = BTreeMap::new();
     for index in 0..kv_count {
@@ -261,12 +279,12 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
     };
 
     cur.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, &|| "tensor infos".to_owned())?;
-    // tensor_count * 24 <= remaining bytes, so the capacity is bounded by the file size.
-    let mut tensors = Vec::with_capacity(usize::try_from(tensor_count).unwrap_or(0));
-    let mut names = HashMap::new();
+    let capacity = usize::try_from(tensor_count.min(INITIAL_CAPACITY)).unwrap_or(0);
+    let mut tensors = Vec::with_capacity(capacity);
+    let mut by_name = HashMap::with_capacity(capacity);
     for index in 0..tensor_count {
         let info = tensor_info(&mut cur, index)?;
-        if names.insert(info.name.clone(), index).is_some() {
+        if by_name.insert(info.name.clone(), tensors.len()).is_some() {
             return Err(Error::GgufMalformed {
                 reason: format!("duplicate tensor name {:?}", info.name),
             });
@@ -279,7 +297,7 @@ pub(crate) fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
         .checked_next_multiple_of(alignment)
         .ok_or_else(|| cur.implausible("data section start", header_end))?;
     check_tensor_ranges(&tensors, data_start, alignment, cur.file_len())?;
-    Ok(Header { version, metadata, tensors, alignment, data_start })
+    Ok(Header { version, metadata, tensors, by_name, alignment, data_start })
 }
 
 /// One tensor info: name, dims (fastest-first), type, offset relative to the data section.
@@ -393,8 +411,7 @@ pub(crate) fn data_bytes(info: &GgufTensorInfo) -> Result<Option<u64>> {
             ),
         });
     }
-    // n_elements <= i64::MAX and block_bytes <= 292 with block_elements >= 1 … the product
-    // can still overflow for absurd shapes, which is then implausible.
+    // n_elements fits i64, but blocks × bytes per block can still overflow for absurd shapes.
     (info.n_elements / block_elements).checked_mul(block_bytes).map(Some).ok_or_else(|| {
         Error::GgufMalformed { reason: format!("tensor {:?} is too large to address", info.name) }
     })

@@ -1,0 +1,159 @@
+//! `cargo xtask bench-reference`: our criterion `forward` group and Hugging Face
+//! transformers' eager forward (`reference/bench_reference.py`) on the same GGUF weights,
+//! token counts and thread count, in one run; prints the ratios and writes
+//! `target/bench-reference.json`.
+//!
+//! Threads: both sides get `OMP_NUM_THREADS=N` (libtorch sizes its default intra-op pool from
+//! it, in tch as in PyTorch) and `EXPLAINABILITY_THREADS=N` (our benches call
+//! `tch::set_num_threads` with it); the Python side also calls `torch.set_num_threads(N)`.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::pins::SMOLLM2;
+use crate::project::{Project, Result, THREADS_ENV, run, seconds};
+
+/// Token counts of the `forward` group's parameters.
+const TOKENS: [u64; 2] = [8, 128];
+
+/// Mean time of one criterion benchmark of this run, in milliseconds.
+fn criterion_mean_ms(target: &Path, function: &str, tokens: u64, since: SystemTime) -> Result<f64> {
+    let path = target
+        .join("criterion")
+        .join("forward")
+        .join(function)
+        .join(tokens.to_string())
+        .join("new")
+        .join("estimates.json");
+    let meta = fs::metadata(&path).map_err(|e| {
+        format!("criterion wrote no {} ({e}); is the bench id right?", path.display())
+    })?;
+    if meta.modified()? < since {
+        return Err(format!("{} is from an earlier run", path.display()).into());
+    }
+    let json: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+    let nanos = json["mean"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| format!("{} has no mean.point_estimate", path.display()))?;
+    Ok(nanos / 1e6)
+}
+
+/// Mean time of one reference case, in milliseconds.
+fn reference_mean_ms(reference: &Value, tokens: u64, attentions: bool) -> Result<f64> {
+    reference["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["tokens"].as_u64() == Some(tokens) && r["output_attentions"] == attentions)
+        .and_then(|r| r["mean_ms"].as_f64())
+        .ok_or_else(|| {
+            format!(
+                "bench_reference.py reported no {tokens}-token case with attentions={attentions}"
+            )
+            .into()
+        })
+}
+
+fn overhead_pct(plain: f64, capture: f64) -> f64 {
+    (capture / plain - 1.0) * 100.0
+}
+
+/// Runs both benchmarks and reports; see the module documentation.
+///
+/// # Errors
+/// When either benchmark fails or reports no result.
+pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
+    let start = Instant::now();
+    let target = project.target_dir()?;
+    let since = SystemTime::now();
+    let threads_text = threads.to_string();
+
+    println!("bench-reference: ours (criterion `forward`, {threads} threads)");
+    let mut ours = project.cargo();
+    ours.args(["bench", "-p", "benches", "--bench", "forward"])
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("criterion forward bench", &mut ours)?;
+
+    println!("bench-reference: Hugging Face transformers eager forward, {threads} threads");
+    let reference_path = target.join("bench-reference-hf.json");
+    let mut hf = project.python();
+    hf.arg("reference/bench_reference.py")
+        .arg("--gguf")
+        .arg(project.model_path(&SMOLLM2))
+        .arg("--threads")
+        .arg(&threads_text)
+        .arg("--out")
+        .arg(&reference_path)
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("reference bench", &mut hf)?;
+    let reference: Value = serde_json::from_str(&fs::read_to_string(&reference_path)?)?;
+
+    let mut rows = Vec::new();
+    let mut overhead = serde_json::Map::new();
+    println!(
+        "\n{:<30} {:>10} {:>14} {:>8}",
+        "benchmark (HF: eager)", "ours ms", "HF ms", "HF/ours"
+    );
+    for tokens in TOKENS {
+        let mut means = [(0.0, 0.0); 2];
+        for (slot, (function, attentions)) in
+            [("plain", false), ("capture_patterns", true)].into_iter().enumerate()
+        {
+            let ours_ms = criterion_mean_ms(&target, function, tokens, since)?;
+            let hf_ms = reference_mean_ms(&reference, tokens, attentions)?;
+            let id = format!("forward/{function}/{tokens}");
+            println!("{id:<30} {ours_ms:>10.2} {hf_ms:>14.2} {:>8.2}", hf_ms / ours_ms);
+            rows.push(json!({
+                "id": id,
+                "tokens": tokens,
+                "capture_patterns": attentions,
+                "hf_output_attentions": attentions,
+                "ours_ms": ours_ms,
+                "hf_ms": hf_ms,
+                "hf_over_ours": hf_ms / ours_ms,
+            }));
+            means[slot] = (ours_ms, hf_ms);
+        }
+        let [(ours_plain, hf_plain), (ours_capture, hf_capture)] = means;
+        overhead.insert(
+            tokens.to_string(),
+            json!({
+                "ours_pct": overhead_pct(ours_plain, ours_capture),
+                "hf_pct": overhead_pct(hf_plain, hf_capture),
+            }),
+        );
+    }
+    println!();
+    for tokens in TOKENS {
+        let o = &overhead[&tokens.to_string()];
+        println!(
+            "capture overhead at {tokens:>3} tokens: ours {:+.1} %, HF output_attentions {:+.1} %",
+            o["ours_pct"].as_f64().unwrap_or(f64::NAN),
+            o["hf_pct"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    let report = json!({
+        "command": format!("cargo xtask bench-reference --threads {threads}"),
+        "threads": threads,
+        "model": SMOLLM2.model_path,
+        "dtype": "float32",
+        "device": "cpu",
+        "statistic": "mean",
+        "reference": {
+            "torch": reference["torch"],
+            "transformers": reference["transformers"],
+            "attn_implementation": "eager",
+        },
+        "rows": rows,
+        "capture_overhead": overhead,
+    });
+    let out = target.join("bench-reference.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("bench-reference: wrote {} in {}", out.display(), seconds(start));
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Project automation for the explainability workspace (the cargo-xtask pattern): run as
+//! `cargo xtask <command>`; see [`USAGE`].
+
+mod bench;
+mod ci;
+mod parity;
+mod pins;
+mod project;
+mod setup;
+
+use std::process::ExitCode;
+
+use project::{Project, Result};
+
+/// What `cargo xtask help` prints.
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup                 create .venv with the pinned torch (libtorch) and reference packages,
+                        link .libtorch, fetch and verify the model packages; safe to re-run
+  demo [-- ARGS...]     setup, then the demo (default prompt: \"The capital of France is\")
+  ci                    setup, fmt, clippy, tests, parity, rustdoc: what .ci/run runs
+  parity [--regenerate] setup, write the Hugging Face reference outputs to target/parity
+                        (skipped when its inputs did not change), run the parity test
+  bench-reference [--threads N]
+                        criterion `forward` bench and the Hugging Face eager forward in one
+                        run, with N intra-op threads (default 2); writes
+                        target/bench-reference.json
+
+environment:
+  EXPLAINABILITY_MODEL_DIR  model cache (default .cache/models), passed on to every command
+  EXPLAINABILITY_PYTHON     Python that creates .venv (default python3)
+";
+
+/// The demo: the example that `cargo xtask demo` runs, and its arguments when none are given.
+/// When the full analysis exists, only this line changes.
+const DEMO: Demo = Demo {
+    package: "explainability",
+    example: "next_token",
+    default_args: &["The capital of France is"],
+};
+
+/// A `cargo run --release --example` invocation.
+struct Demo {
+    package: &'static str,
+    example: &'static str,
+    default_args: &'static [&'static str],
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Err("no command given".into());
+    };
+    let project = Project::locate()?;
+    match command.as_str() {
+        "setup" => {
+            no_arguments(command, rest)?;
+            setup::setup(&project)
+        }
+        "demo" => demo(&project, rest),
+        "ci" => {
+            no_arguments(command, rest)?;
+            ci::ci(&project)
+        }
+        "parity" => {
+            let regenerate = match rest {
+                [] => false,
+                [flag] if flag == "--regenerate" => true,
+                _ => return Err(format!("parity: unexpected arguments {rest:?}").into()),
+            };
+            setup::setup(&project)?;
+            parity::parity(&project, regenerate)
+        }
+        "bench-reference" => {
+            let threads = match rest {
+                [] => 2,
+                [flag, n] if flag == "--threads" => {
+                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
+                }
+                _ => return Err(format!("bench-reference: unexpected arguments {rest:?}").into()),
+            };
+            setup::setup(&project)?;
+            bench::bench_reference(&project, threads)
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            print!("{USAGE}");
+            Err(format!("unknown command `{other}`").into())
+        }
+    }
+}
+
+fn no_arguments(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("`{command}` takes no arguments, got {rest:?}").into())
+    }
+}
+
+/// `cargo xtask demo [-- ARGS]`: setup, then the demo example in release mode.
+fn demo(project: &Project, args: &[String]) -> Result<()> {
+    // `cargo xtask demo -- "text"` reaches us as ["--", "text"].
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
+    setup::setup(project)?;
+    let mut command = project.cargo();
+    command.args(["run", "--release", "-p", DEMO.package, "--example", DEMO.example, "--"]);
+    if args.is_empty() {
+        command.args(DEMO.default_args);
+    } else {
+        command.args(args);
+    }
+    println!("demo: {}", project::describe(&command));
+    project::run("demo", &mut command)
+}
