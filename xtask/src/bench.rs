@@ -19,8 +19,9 @@ use crate::project::{Project, Result, THREADS_ENV, run, seconds};
 /// Token counts of the `forward` group's parameters.
 const TOKENS: [u64; 2] = [8, 128];
 
-/// Mean time of one criterion benchmark of this run, in milliseconds.
-fn criterion_mean_ms(target: &Path, function: &str, tokens: u64, since: SystemTime) -> Result<f64> {
+/// Median time of one criterion benchmark of this run, in milliseconds (the median, not the
+/// mean: on a shared 2-core machine a few iterations stall, and the mean follows them).
+fn criterion_median_ms(target: &Path, function: &str, tokens: u64, since: SystemTime) -> Result<f64> {
     let path = target
         .join("criterion")
         .join("forward")
@@ -35,20 +36,20 @@ fn criterion_mean_ms(target: &Path, function: &str, tokens: u64, since: SystemTi
         return Err(format!("{} is from an earlier run", path.display()).into());
     }
     let json: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
-    let nanos = json["mean"]["point_estimate"]
+    let nanos = json["median"]["point_estimate"]
         .as_f64()
-        .ok_or_else(|| format!("{} has no mean.point_estimate", path.display()))?;
+        .ok_or_else(|| format!("{} has no median.point_estimate", path.display()))?;
     Ok(nanos / 1e6)
 }
 
-/// Mean time of one reference case, in milliseconds.
-fn reference_mean_ms(reference: &Value, tokens: u64, attentions: bool) -> Result<f64> {
+/// Median time of one reference case, in milliseconds.
+fn reference_median_ms(reference: &Value, tokens: u64, attentions: bool) -> Result<f64> {
     reference["results"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|r| r["tokens"].as_u64() == Some(tokens) && r["output_attentions"] == attentions)
-        .and_then(|r| r["mean_ms"].as_f64())
+        .and_then(|r| r["median_ms"].as_f64())
         .ok_or_else(|| {
             format!(
                 "bench_reference.py reported no {tokens}-token case with attentions={attentions}"
@@ -104,8 +105,8 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         for (slot, (function, attentions)) in
             [("plain", false), ("capture_patterns", true)].into_iter().enumerate()
         {
-            let ours_ms = criterion_mean_ms(&target, function, tokens, since)?;
-            let hf_ms = reference_mean_ms(&reference, tokens, attentions)?;
+            let ours_ms = criterion_median_ms(&target, function, tokens, since)?;
+            let hf_ms = reference_median_ms(&reference, tokens, attentions)?;
             let id = format!("forward/{function}/{tokens}");
             println!("{id:<30} {ours_ms:>10.2} {hf_ms:>14.2} {:>8.2}", hf_ms / ours_ms);
             rows.push(json!({
@@ -143,7 +144,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         "model": SMOLLM2.model_path,
         "dtype": "float32",
         "device": "cpu",
-        "statistic": "mean",
+        "statistic": "median",
         "reference": {
             "torch": reference["torch"],
             "transformers": reference["transformers"],

@@ -29,3 +29,8 @@ pub use explainability_core::{
     HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens,
     Target, TokenPrediction,
 };
+
+/// The README's code blocks, compiled as doctests so that the README stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
