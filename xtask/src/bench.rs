@@ -21,7 +21,12 @@ const TOKENS: [u64; 2] = [8, 128];
 
 /// Median time of one criterion benchmark of this run, in milliseconds (the median, not the
 /// mean: on a shared 2-core machine a few iterations stall, and the mean follows them).
-fn criterion_median_ms(target: &Path, function: &str, tokens: u64, since: SystemTime) -> Result<f64> {
+fn criterion_median_ms(
+    target: &Path,
+    function: &str,
+    tokens: u64,
+    since: SystemTime,
+) -> Result<f64> {
     let path = target
         .join("criterion")
         .join("forward")
