@@ -236,7 +236,9 @@ pub fn repeated_random_tokens(info: &ModelInfo, block: usize, seed: u64) -> Vec<
 pub enum AblationMode {
     /// `z` of the head set to zero.
     Zero,
-    /// `z` of the head replaced by its mean over positions of the same input.
+    /// `z` of the head replaced by its mean over positions of the same input. The mean runs
+    /// over every position, so in a causal model later positions inform earlier ones; for
+    /// the induction test this only makes ablation milder, never stronger.
     Mean,
 }
 

@@ -212,8 +212,9 @@ pub trait LanguageModel {
     /// Shape errors.
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor>;
 
-    /// Named parameter tensors sharing storage with the model, in checkpoint naming
-    /// (`blocks.{l}.…` prefixes identify layers). Writing into them in place (under
+    /// Named parameter tensors sharing storage with the model, under TransformerLens-style
+    /// names (`embed.W_E`, `blocks.{l}.attn.W_Q`, `blocks.{l}.mlp.W_out`, `ln_final.w`, …;
+    /// the `blocks.{l}.` prefix identifies the layer). Writing into them in place (under
     /// `no_grad`) changes the model, which is how parameter-randomisation checks work.
     fn named_parameters(&self) -> Vec<(String, Tensor)>;
 
