@@ -237,8 +237,9 @@ pub enum AblationMode {
     /// `z` of the head set to zero.
     Zero,
     /// `z` of the head replaced by its mean over positions of the same input. The mean runs
-    /// over every position, so in a causal model later positions inform earlier ones; for
-    /// the induction test this only makes ablation milder, never stronger.
+    /// over every position, so in a causal model later positions inform earlier ones (a mean
+    /// over a reference dataset would not); the induction test reads it as "this head's
+    /// position-specific output removed".
     Mean,
 }
 
