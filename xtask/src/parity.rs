@@ -1,9 +1,9 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
 //! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
 //!
-//! Data contract (the Rust tests `crates/explain-models/tests/parity.rs` and
-//! `crates/explain-attention/tests/parity.rs` read it from the folder in
-//! `EXPLAINABILITY_PARITY_DIR`): see `reference/README.md`.
+//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
+//! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
+//! `reference/README.md`; Captum's attributions go to `captum_reference.json`.
 
 use std::fs;
 use std::path::Path;
@@ -17,12 +17,21 @@ use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
 /// Files the reference script writes; all must exist for the outputs to count as present.
-const OUTPUTS: &[&str] =
-    &["smollm2_reference.safetensors", "tokenizer_reference.json", "meta.json"];
+const OUTPUTS: &[&str] = &[
+    "smollm2_reference.safetensors",
+    "tokenizer_reference.json",
+    "meta.json",
+    "captum_reference.json",
+];
 
 /// Files under `reference/` whose content determines the outputs.
-const INPUTS: &[&str] =
-    &["parity_reference.py", "hf_smollm2.py", "parity_prompts.json", "tokenizer_corpus.json"];
+const INPUTS: &[&str] = &[
+    "parity_reference.py",
+    "captum_reference.py",
+    "hf_smollm2.py",
+    "parity_prompts.json",
+    "tokenizer_corpus.json",
+];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
 /// parity test.
@@ -49,6 +58,15 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(&out);
         println!("parity: writing the Hugging Face reference outputs to {}", out.display());
         run("parity reference", &mut command)?;
+        let mut captum = project.python();
+        captum
+            .arg("reference/captum_reference.py")
+            .arg("--gguf")
+            .arg(project.model_path(&SMOLLM2))
+            .arg("--out")
+            .arg(out.join("captum_reference.json"));
+        println!("parity: writing the Captum reference attributions");
+        run("captum reference", &mut captum)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -64,7 +82,7 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
 }
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
-const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention"];
+const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
 /// model wheel's checksum and the pinned torch/transformers versions.

@@ -4,7 +4,10 @@
 //! - [`core`]: errors, hook points, hooks, the [`LanguageModel`] trait;
 //! - [`models`]: the hooked Llama-family implementation and its GGUF / Hugging Face loaders;
 //! - [`attention`]: captured patterns, pattern metrics, head roles and ablation, attention
-//!   rollout and flow, and a bilingual [`AttentionReport`].
+//!   rollout and flow, and a bilingual [`AttentionReport`];
+//! - [`gradients`]: saliency, gradient×input, SmoothGrad, integrated gradients (exact
+//!   quadrature rules and completeness-guided adaptive quadrature), layer IG, generation
+//!   attribution and gradient flow.
 //!
 //! # Examples
 //! ```no_run
@@ -16,6 +19,7 @@
 //! ```
 
 pub use explain_attention as attention;
+pub use explain_gradients as gradients;
 pub use explain_models as models;
 pub use explainability_core as core;
 

@@ -1,7 +1,7 @@
 //! Parity with Captum on SmolLM2 (same GGUF weights, fp32): integrated gradients with
 //! Gauss–Legendre at 10 and 50 steps from an all-eos baseline, and input×gradient, per-token
-//! sums over d_model. Reference JSON from `reference/captum_reference.py`, path in
-//! `EXPLAINABILITY_CAPTUM_REF`.
+//! sums over d_model. Reference JSON `captum_reference.json` from `reference/captum_reference.py`, in the folder
+//! `EXPLAINABILITY_PARITY_DIR` (`cargo xtask parity` writes it and runs this test).
 //!
 //! Tolerance 1e-3 relative to the largest |score| (issue 8): both sides run the same f32 math
 //! through different kernels (ours vs transformers' eager Llama), and the IG integrand on this
@@ -22,8 +22,9 @@ fn close(name: &str, ours: &[f64], theirs: &[f64], tol: f64) {
 
 #[test]
 fn integrated_gradients_and_input_x_gradient_match_captum() {
-    let path = std::env::var("EXPLAINABILITY_CAPTUM_REF")
-        .expect("set EXPLAINABILITY_CAPTUM_REF to reference/captum_reference.py's output");
+    let dir = std::env::var_os("EXPLAINABILITY_PARITY_DIR")
+        .expect("EXPLAINABILITY_PARITY_DIR is not set: run `cargo xtask parity`");
+    let path = std::path::Path::new(&dir).join("captum_reference.json");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let ids: Vec<i64> = serde_json::from_value(r["ids"].clone()).unwrap();
