@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use explainability_core::{
     Error, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelInfo, Result,
+    SplitMix64,
 };
 use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
@@ -207,17 +208,10 @@ pub fn repeated_random_tokens(info: &ModelInfo, block: usize, seed: u64) -> Vec<
     // Skip the low ids where tokenizers keep their special and control tokens.
     let low = (info.vocab_size / 100).clamp(1, 1000) as u64;
     let span = (info.vocab_size as u64).saturating_sub(low).max(1);
-    let mut state = seed ^ 0x5DEE_CE66_D1CE_5EED;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_5EED);
     let mut block_ids = Vec::with_capacity(block);
     while block_ids.len() < block {
-        let id = (low + next() % span) as i64;
+        let id = (low + rng.below(span)) as i64;
         if !special.contains(&Some(id)) && !block_ids.contains(&id) {
             block_ids.push(id);
         }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
+use explainability_core::{
+    Error, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
+};
 
 use crate::lm::{batch_gradient, explanation, prepare, sum_over_features, target_function};
 
@@ -156,7 +158,7 @@ impl Explainer for SmoothGrad {
         let e = &prepared.embeddings;
         let range = e.f_max()?.f_double_value(&[])? - e.f_min()?.f_double_value(&[])?;
         let sigma = self.noise_level * range;
-        let mut rng = SplitMix64(self.seed);
+        let mut rng = SplitMix64::new(self.seed);
         let mut f = target_function(model, &prepared.target);
         let mut sum = e.f_zeros_like()?.f_to_kind(Kind::Double)?;
         let mut done = 0;
@@ -194,29 +196,5 @@ impl Explainer for SmoothGrad {
                 ("norm", json!(self.norm.name())),
             ],
         )
-    }
-}
-
-/// SplitMix64 (Steele et al. 2014) with Box–Muller normals: small, fast, reproducible.
-pub(crate) struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// Standard normal.
-    pub(crate) fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 }

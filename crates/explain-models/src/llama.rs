@@ -6,7 +6,8 @@
 //! scores → pattern → z as named steps and the pattern hook sees real probabilities.
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, Result, check_positions,
+    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, Result, SplitMix64,
+    check_positions,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -278,7 +279,7 @@ impl Llama {
         config.validate()?;
         // A private generator, not libtorch's global one, so models built on several threads
         // at once are still reproducible.
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let d = config.d_model as i64;
         let q_out = (config.n_heads * config.d_head) as i64;
         let kv_out = (config.n_kv_heads * config.d_head) as i64;
@@ -288,7 +289,7 @@ impl Llama {
             let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
             Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?)
         };
-        let mut norm_rng = SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut norm_rng = SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15);
         let mut norm = |n: i64| -> Result<Tensor> {
             let values: Vec<f32> =
                 (0..n).map(|_| (0.8 + 0.4 * norm_rng.uniform()) as f32).collect();
@@ -536,29 +537,6 @@ impl Llama {
             params.push(("unembed.W_U".to_owned(), head.shallow_clone()));
         }
         params
-    }
-}
-
-/// SplitMix64: a tiny, well-mixed seeded generator for reproducible random weights.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 

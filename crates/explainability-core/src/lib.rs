@@ -14,6 +14,7 @@ mod explanation;
 mod hook_point;
 mod hooks;
 mod model;
+mod rng;
 
 pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
@@ -23,6 +24,7 @@ pub use model::{
     Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, SpecialTokens,
     TokenPrediction, check_positions,
 };
+pub use rng::SplitMix64;
 
 /// Re-export of ndarray, in which explanations hold their scores.
 pub use ndarray;
