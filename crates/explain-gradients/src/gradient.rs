@@ -10,7 +10,9 @@ use explainability_core::{
     Error, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
 };
 
-use crate::lm::{batch_gradient, explanation, prepare, sum_over_features, target_function};
+use crate::lm::{
+    Prepared, batch_gradient, explanation, prepare, sum_over_features, target_function,
+};
 
 /// How a `[pos, d_model]` gradient becomes one score per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,9 +72,7 @@ impl Explainer for Saliency {
         target: &Target,
     ) -> Result<Explanation> {
         let prepared = prepare(model, ids, target)?;
-        let mut f = target_function(model, &prepared.target);
-        let (grad, _) = batch_gradient(&mut f, &prepared.embeddings.f_unsqueeze(0)?)?;
-        let scores = self.norm.reduce(&grad.f_select(0, 0)?)?;
+        let scores = self.norm.reduce(&input_gradient(model, &prepared)?)?;
         explanation(model, self.name(), &prepared, scores, vec![("norm", json!(self.norm.name()))])
     }
 }
@@ -93,9 +93,7 @@ impl Explainer for GradientXInput {
         target: &Target,
     ) -> Result<Explanation> {
         let prepared = prepare(model, ids, target)?;
-        let mut f = target_function(model, &prepared.target);
-        let (grad, _) = batch_gradient(&mut f, &prepared.embeddings.f_unsqueeze(0)?)?;
-        let product = grad.f_select(0, 0)?.f_mul(&prepared.embeddings)?;
+        let product = input_gradient(model, &prepared)?.f_mul(&prepared.embeddings)?;
         let scores = sum_over_features(&product)?;
         explanation(model, self.name(), &prepared, scores, Vec::new())
     }
@@ -197,4 +195,11 @@ impl Explainer for SmoothGrad {
             ],
         )
     }
+}
+
+/// `∂F/∂e` at the unperturbed embeddings, `[pos, d_model]`.
+fn input_gradient(model: &dyn LanguageModel, prepared: &Prepared) -> Result<Tensor> {
+    let mut f = target_function(model, &prepared.target);
+    let (grad, _) = batch_gradient(&mut f, &prepared.embeddings.f_unsqueeze(0)?)?;
+    Ok(grad.f_select(0, 0)?)
 }

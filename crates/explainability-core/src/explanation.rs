@@ -84,22 +84,8 @@ impl Target {
     /// # Errors
     /// [`Error::TokenOutOfRange`], [`Error::InvalidArgument`] for a position past the input.
     pub fn resolve(&self, logits: &Tensor) -> Result<Target> {
-        let size = logits.size();
-        if size.len() != 3 {
-            return Err(Error::ShapeMismatch {
-                what: "logits".into(),
-                expected: "[batch, pos, vocab]".into(),
-                actual: size,
-            });
-        }
-        let (seq, vocab) = (size[1], size[2]);
-        let check_id = |id: i64| {
-            if (0..vocab).contains(&id) {
-                Ok(())
-            } else {
-                Err(Error::TokenOutOfRange { id, vocab_size: vocab as usize })
-            }
-        };
+        let (seq, vocab) = logits_dims(logits)?;
+        let check_id = |id: i64| check_token(id, vocab);
         let position = self.position_index(seq)?;
         Ok(match *self {
             Target::Token { token: TargetToken::Argmax, output, position: p } => {
@@ -148,24 +134,15 @@ impl Target {
     /// [`Error::InvalidArgument`] when the target still holds [`TargetToken::Argmax`]
     /// (call [`Target::resolve`] first); shape and range errors.
     pub fn evaluate(&self, logits: &Tensor) -> Result<Tensor> {
-        let size = logits.size();
-        if size.len() != 3 {
-            return Err(Error::ShapeMismatch {
-                what: "logits".into(),
-                expected: "[batch, pos, vocab]".into(),
-                actual: size,
-            });
-        }
-        let position = self.position_index(size[1])?;
+        let (seq, vocab) = logits_dims(logits)?;
+        let position = self.position_index(seq)?;
         let last = logits.f_select(1, position)?.f_to_kind(Kind::Float)?; // [batch, vocab]
         match *self {
             Target::Token { token: TargetToken::Argmax, .. } => Err(Error::invalid_argument(
                 "resolve an argmax target against the unperturbed logits before evaluating it",
             )),
             Target::Token { token: TargetToken::Id(id), output, .. } => {
-                if !(0..size[2]).contains(&id) {
-                    return Err(Error::TokenOutOfRange { id, vocab_size: size[2] as usize });
-                }
+                check_token(id, vocab)?;
                 let values = match output {
                     TargetOutput::LogProb => last.f_log_softmax(-1, Kind::Float)?,
                     TargetOutput::Prob => last.f_softmax(-1, Kind::Float)?,
@@ -174,11 +151,8 @@ impl Target {
                 Ok(values.f_select(1, id)?)
             }
             Target::Contrastive { token, foil, .. } => {
-                for id in [token, foil] {
-                    if !(0..size[2]).contains(&id) {
-                        return Err(Error::TokenOutOfRange { id, vocab_size: size[2] as usize });
-                    }
-                }
+                check_token(token, vocab)?;
+                check_token(foil, vocab)?;
                 Ok(last.f_select(1, token)?.f_sub(&last.f_select(1, foil)?)?)
             }
         }
@@ -191,6 +165,27 @@ impl Target {
             Target::Token { token: TargetToken::Argmax, .. } => None,
             Target::Contrastive { token, .. } => Some(*token),
         }
+    }
+}
+
+/// `(pos, vocab)` of `[batch, pos, vocab]` logits.
+fn logits_dims(logits: &Tensor) -> Result<(i64, i64)> {
+    match logits.size().as_slice() {
+        &[_, seq, vocab] => Ok((seq, vocab)),
+        _ => Err(Error::ShapeMismatch {
+            what: "logits".into(),
+            expected: "[batch, pos, vocab]".into(),
+            actual: logits.size(),
+        }),
+    }
+}
+
+/// Checks a token id against the vocabulary size.
+fn check_token(id: i64, vocab: i64) -> Result<()> {
+    if (0..vocab).contains(&id) {
+        Ok(())
+    } else {
+        Err(Error::TokenOutOfRange { id, vocab_size: vocab as usize })
     }
 }
 
