@@ -420,7 +420,7 @@ impl Llama {
         }
         let normalized = rms_norm(&residual, &self.final_norm, self.config.norm_eps)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
-        let logits = self.unembed(&final_hidden)?;
+        let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
         Ok(ModelOutput { logits, final_hidden })
     }
 

@@ -170,7 +170,7 @@ fn right_padding_gives_zero_attention_to_pads_and_unchanged_real_logits() {
     let single = model
         .forward(&model.embed(&short).unwrap(), &ForwardOptions::default(), &mut Hooks::new())
         .unwrap();
-    let options = ForwardOptions { attention_mask: Some(mask), position_ids: None };
+    let options = ForwardOptions { attention_mask: Some(mask), ..Default::default() };
     let mut hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
     let batched = model.forward(&model.embed(&padded).unwrap(), &options, &mut hooks).unwrap();
     let real = batched.logits.select(0, 0).narrow(0, 0, 3);
@@ -197,6 +197,7 @@ fn left_padding_with_position_ids_matches_the_unpadded_run() {
     let options = ForwardOptions {
         attention_mask: Some(Tensor::from_slice2(&[[0i64, 0, 1, 1, 1]])),
         position_ids: Some(Tensor::from_slice2(&[[0i64, 0, 0, 1, 2]])),
+        ..Default::default()
     };
     let mut hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
     let padded = model
@@ -213,6 +214,33 @@ fn left_padding_with_position_ids_matches_the_unpadded_run() {
         let to_pads = pattern.narrow(2, 2, 3).narrow(3, 0, 2);
         assert_eq!(to_pads.abs().max().double_value(&[]), 0.0);
     }
+}
+
+#[test]
+fn logits_from_computes_only_the_tail_positions_and_targets_follow() {
+    let model = model();
+    let e = model.embed(&ids(&[4, 5, 6, 7, 8])).unwrap();
+    let full = model.forward(&e, &ForwardOptions::default(), &mut Hooks::new()).unwrap();
+    let tail_options = ForwardOptions { logits_from: Some(3), ..Default::default() };
+    let tail = model.forward(&e, &tail_options, &mut Hooks::new()).unwrap();
+    assert_eq!(tail.logits.size(), vec![1, 2, 97]);
+    // Same rows, but a matmul of another shape may block its sums differently: f32 rounding.
+    assert!(max_abs_diff(&tail.logits, &full.logits.narrow(1, 3, 2)) < 1e-5);
+    assert_eq!(tail.final_hidden.size(), full.final_hidden.size(), "hidden stays whole");
+    let target = explainability_core::Target::Token {
+        token: explainability_core::TargetToken::Id(11),
+        output: explainability_core::TargetOutput::LogProb,
+        position: Some(3),
+    };
+    let on_full = target.evaluate(&full.logits).unwrap().double_value(&[0]);
+    let on_tail = target.from_position(3).unwrap().evaluate(&tail.logits).unwrap();
+    assert_abs_diff_eq!(on_full, on_tail.double_value(&[0]), epsilon = 1e-5);
+    assert!(matches!(target.from_position(4), Err(Error::InvalidArgument { .. })));
+    let past = ForwardOptions { logits_from: Some(5), ..Default::default() };
+    assert!(matches!(
+        model.forward(&e, &past, &mut Hooks::new()),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]
@@ -256,7 +284,7 @@ fn rope_only_depends_on_relative_position_for_scores() {
     let e = model.embed(&ids(&[1, 2, 3, 4])).unwrap();
     let run = |offset: i64| {
         let pos = Tensor::arange_start(offset, offset + 4, (Kind::Int64, Device::Cpu)).unsqueeze(0);
-        let options = ForwardOptions { attention_mask: None, position_ids: Some(pos) };
+        let options = ForwardOptions { position_ids: Some(pos), ..Default::default() };
         let mut hooks = Hooks::caching(HookFilter::point(HookPoint::pattern(0)));
         model.forward(&e, &options, &mut hooks).unwrap();
         hooks.take_cache().remove(&HookPoint::pattern(0)).unwrap()
@@ -292,15 +320,15 @@ fn bad_inputs_are_typed_errors() {
     let e = model.embed(&ids(&[1, 2])).unwrap();
     let bad_mask = ForwardOptions {
         attention_mask: Some(Tensor::ones([1, 3], (Kind::Int64, Device::Cpu))),
-        position_ids: None,
+        ..Default::default()
     };
     assert!(matches!(
         model.forward(&e, &bad_mask, &mut Hooks::new()),
         Err(Error::ShapeMismatch { what, .. }) if what == "attention_mask"
     ));
     let bad_pos = ForwardOptions {
-        attention_mask: None,
         position_ids: Some(Tensor::from_slice2(&[[0i64, 40]])),
+        ..Default::default()
     };
     assert!(matches!(
         model.forward(&e, &bad_pos, &mut Hooks::new()),

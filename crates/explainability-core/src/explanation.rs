@@ -108,6 +108,25 @@ impl Target {
         })
     }
 
+    /// The same target read from logits that start at position `from` (the logits of a
+    /// forward pass with [`ForwardOptions::logits_from`](crate::ForwardOptions) set):
+    /// an explicit position `p` becomes `p − from`; the last position stays the last.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the explicit position lies before `from`.
+    pub fn from_position(&self, from: usize) -> Result<Target> {
+        let mut shifted = self.clone();
+        let (Target::Token { position, .. } | Target::Contrastive { position, .. }) = &mut shifted;
+        if let Some(p) = position {
+            *p = p.checked_sub(from).ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "target position {p} lies before the first computed logit position {from}"
+                ))
+            })?;
+        }
+        Ok(shifted)
+    }
+
     /// The position index explained, for a sequence of `seq` positions.
     ///
     /// # Errors

@@ -122,12 +122,38 @@ pub struct ForwardOptions {
     pub attention_mask: Option<Tensor>,
     /// `[batch, pos]` position ids; `None` means `0..pos` for every row (right padding).
     pub position_ids: Option<Tensor>,
+    /// Compute logits only for positions `logits_from..pos` (`None`: every position). The LM
+    /// head is the largest matrix of a small model (SmolLM2: 49152 × 576), so a target that
+    /// reads one position need not pay for the others; [`ModelOutput::logits`] then has
+    /// `pos − logits_from` positions and a [`Target`](crate::Target) reads it through
+    /// [`Target::from_position`](crate::Target::from_position).
+    pub logits_from: Option<usize>,
+}
+
+impl ForwardOptions {
+    /// The positions of `final_hidden` (`[batch, pos, d_model]`) whose logits are wanted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `logits_from` is not below `pos`.
+    pub fn logit_hidden(&self, final_hidden: &Tensor) -> Result<Tensor> {
+        let Some(from) = self.logits_from else {
+            return Ok(final_hidden.shallow_clone());
+        };
+        let seq = final_hidden.size().get(1).copied().unwrap_or(0);
+        if from as i64 >= seq {
+            return Err(Error::invalid_argument(format!(
+                "logits_from {from} must be below the {seq} positions of the input"
+            )));
+        }
+        Ok(final_hidden.f_narrow(1, from as i64, seq - from as i64)?)
+    }
 }
 
 /// What a forward pass returns.
 #[derive(Debug)]
 pub struct ModelOutput {
-    /// `[batch, pos, vocab]` next-token logits (f32 whatever the model's dtype).
+    /// `[batch, pos, vocab]` next-token logits (f32 whatever the model's dtype); only the
+    /// positions from [`ForwardOptions::logits_from`] on when that is set.
     pub logits: Tensor,
     /// `[batch, pos, d_model]` output of the final normalisation.
     pub final_hidden: Tensor,

@@ -19,8 +19,10 @@
 //! ```
 
 pub use explain_attention as attention;
+pub use explain_eval as eval;
 pub use explain_gradients as gradients;
 pub use explain_models as models;
+pub use explain_viz as viz;
 pub use explainability_core as core;
 
 pub use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};

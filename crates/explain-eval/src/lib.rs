@@ -1,0 +1,2 @@
+//! Quality of explanations: fidelity, stability, completeness, comprehensibility, sanity
+//! checks and a streaming dataset evaluator.
