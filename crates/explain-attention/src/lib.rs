@@ -7,8 +7,10 @@
 //!   and model.
 //! - [`HeadRoleScores`]: previous-token, duplicate-token, induction, first-token and self
 //!   heads; [`HeadAblation`] zero- or mean-ablates heads through `hook_z` to test a role
-//!   causally.
+//!   causally; [`AblatedModel`] is a model with heads ablated, usable by every explainer.
 //! - [`attention_rollout`] and [`attention_flow`] (Abnar & Zuidema 2020, arXiv:2005.00928).
+//! - [`AttentionExplainer`]: attention (last layer, rollout or flow) as an
+//!   [`explainability_core::Explainer`], to compare and evaluate it beside gradient methods.
 //! - [`AttentionAnalysis`] → [`AttentionReport`] with summaries in English and Chinese.
 //!
 //! # Examples
@@ -22,13 +24,17 @@
 //! # Ok::<(), explainability_core::Error>(())
 //! ```
 
+mod ablated;
 mod capture;
+mod explainers;
 mod metrics;
 mod report;
 mod roles;
 mod rollout;
 
+pub use ablated::AblatedModel;
 pub use capture::AttentionCapture;
+pub use explainers::{AttentionExplainer, AttentionScore};
 pub use metrics::{AttentionMetrics, DEFAULT_SPARSITY_THRESHOLD, PatternMetrics};
 pub use report::{
     AttentionAnalysis, AttentionReport, DIFFUSE_ABOVE, FOCUSED_BELOW, LOCAL_ABOVE,

@@ -168,3 +168,33 @@ fn bad_input_is_typed_or_defined() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn ablated_model_is_the_ablation_and_still_fires_the_callers_hooks() {
+    use explain_attention::{AblatedModel, AttentionExplainer};
+    use explainability_core::{Explainer, ForwardOptions, HookFilter, HookKind, Hooks, Target};
+    let model = model();
+    let ids = repeated_random_tokens(model.info(), 12, 3);
+    let heads = HeadAblation { heads: vec![(18, 6), (17, 4), (17, 5)], mode: AblationMode::Mean };
+    let ablated = AblatedModel::new(&*model, heads.clone()).unwrap();
+    // The wrapper's loss equals the ablation's own loss (the same replacement of hook_z),
+    // and differs from the clean model's.
+    let clean = HeadAblation { heads: vec![], mode: AblationMode::Mean };
+    let through_wrapper = clean.loss(&ablated, &ids, 13).unwrap();
+    assert!((through_wrapper - heads.loss(&*model, &ids, 13).unwrap()).abs() < 1e-4);
+    assert!(through_wrapper > clean.loss(&*model, &ids, 13).unwrap() + 0.5);
+    // The caller's pattern hooks still fire (explicit path), after the ablation: the logits
+    // equal those of the wrapper without caller hooks (fused path).
+    let input = tch::Tensor::from_slice(&ids).unsqueeze(0);
+    let _guard = tch::no_grad_guard();
+    let plain = ablated.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new()).unwrap();
+    let mut hooks = Hooks::caching(HookFilter::kind(HookKind::Pattern));
+    let hooked = ablated.forward_ids(&input, &ForwardOptions::default(), &mut hooks).unwrap();
+    assert_eq!(hooks.cached().len(), 30);
+    let diff = (plain.logits - hooked.logits).abs().max().double_value(&[]);
+    assert!(diff < 1e-3, "fused and explicit attention differ by {diff}");
+    // Attention explainers run on it like on any model.
+    let e = AttentionExplainer::rollout().explain_ids(&ablated, &ids, &Target::argmax()).unwrap();
+    assert_eq!(e.len(), ids.len());
+    assert!((e.scores.sum() - 1.0).abs() < 1e-6, "a rollout row is a distribution");
+}

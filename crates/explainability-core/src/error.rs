@@ -266,6 +266,30 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An explainer was asked for by a name nobody registered.
+    #[error("no explainer named {name:?}; registered: {}", known.join(", "))]
+    UnknownMethod {
+        /// The requested name.
+        name: String,
+        /// The registered names.
+        known: Vec<String>,
+    },
+    /// Explanations that cannot be combined or compared (other tokens or another target).
+    #[error("explanations cannot be combined: {reason}")]
+    IncompatibleExplanations {
+        /// What differs.
+        reason: String,
+    },
+    /// Models compared on the same text do not share a vocabulary.
+    #[error("models {first:?} and {second:?} do not share a vocabulary: {reason}")]
+    VocabularyMismatch {
+        /// One model.
+        first: String,
+        /// The other.
+        second: String,
+        /// What differs.
+        reason: String,
+    },
 
     // ----- foreign ---------------------------------------------------------------------
     /// libtorch reported an error.

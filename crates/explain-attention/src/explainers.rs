@@ -1,0 +1,160 @@
+//! Attention as an [`Explainer`]: one score per input token read from the attention of the
+//! explained position — raw (last layer, mean over heads), rolled out, or as max-flow (Abnar &
+//! Zuidema 2020, arXiv:2005.00928).
+//!
+//! Attention says where information was routed, not which output it supports: these scores
+//! are the same for every target token at a position, and non-negative. They are offered so
+//! that attention can be compared with gradient attributions on the same footing (and
+//! evaluated by the same fidelity metrics), which is where its limits show.
+
+use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
+use ndarray::{Array1, Axis};
+use serde_json::json;
+use tch::Tensor;
+
+use crate::capture::AttentionCapture;
+use crate::rollout::{MaxFlowAlgorithm, attention_flow, attention_rollout};
+
+/// Which attention-derived score an [`AttentionExplainer`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionScore {
+    /// Row of the explained position in the last layer's pattern, averaged over heads.
+    LastLayer,
+    /// Row of the explained position in the attention rollout over all layers.
+    Rollout,
+    /// Attention flow from the explained position's top node to every input token.
+    Flow,
+}
+
+/// Explains a position by the attention paid from it: see [`AttentionScore`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionExplainer {
+    score: AttentionScore,
+}
+
+impl AttentionExplainer {
+    /// An explainer reporting `score`.
+    pub fn new(score: AttentionScore) -> Self {
+        Self { score }
+    }
+
+    /// Last layer, mean over heads.
+    pub fn last_layer() -> Self {
+        Self::new(AttentionScore::LastLayer)
+    }
+
+    /// Attention rollout.
+    pub fn rollout() -> Self {
+        Self::new(AttentionScore::Rollout)
+    }
+
+    /// Attention flow.
+    pub fn flow() -> Self {
+        Self::new(AttentionScore::Flow)
+    }
+
+    /// Scores of every input token for the query at `position`, from a capture.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a position past the input or an empty capture.
+    pub fn scores(&self, capture: &AttentionCapture, position: usize) -> Result<Array1<f64>> {
+        if position >= capture.len() {
+            return Err(Error::invalid_argument(format!(
+                "position {position} is past the input's {} tokens",
+                capture.len()
+            )));
+        }
+        let means = capture.head_means();
+        let last = means
+            .last()
+            .ok_or_else(|| Error::invalid_argument("attention capture of zero layers"))?;
+        Ok(match self.score {
+            AttentionScore::LastLayer => last.index_axis(Axis(0), position).to_owned(),
+            AttentionScore::Rollout => {
+                attention_rollout(&means)?.index_axis(Axis(0), position).to_owned()
+            }
+            AttentionScore::Flow => {
+                attention_flow(&means, position, capture.causal, MaxFlowAlgorithm::default())?
+            }
+        })
+    }
+}
+
+impl Explainer for AttentionExplainer {
+    fn name(&self) -> &str {
+        match self.score {
+            AttentionScore::LastLayer => "attention_last_layer",
+            AttentionScore::Rollout => "attention_rollout",
+            AttentionScore::Flow => "attention_flow",
+        }
+    }
+
+    fn explain_ids(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+    ) -> Result<Explanation> {
+        let capture = AttentionCapture::from_ids(model, ids)?;
+        let position = target.position_index(ids.len() as i64)? as usize;
+        let scores = self.scores(&capture, position)?;
+        // The target token is resolved (argmax fixed, ids checked) on the clean logits so the
+        // explanation names what it is about, although attention does not depend on it.
+        let input = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
+        let logits = {
+            let _guard = tch::no_grad_guard();
+            model
+                .forward_ids(
+                    &input,
+                    &explainability_core::ForwardOptions::default(),
+                    &mut explainability_core::Hooks::new(),
+                )?
+                .logits
+        };
+        let resolved = target.resolve(&logits)?;
+        let value = resolved.evaluate(&logits)?.f_double_value(&[0])?;
+        let mut e = Explanation::new(self.name(), ids.to_vec(), capture.tokens, scores, resolved)?;
+        if let Some(id) = e.target.token_id() {
+            e.target_token = model.token_strings(&[id])?.into_iter().next();
+        }
+        e.target_value = Some(value);
+        e.metadata.insert("position".into(), json!(position));
+        e.metadata.insert("target_dependent".into(), json!(false));
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ndarray::Array3;
+
+    fn capture() -> AttentionCapture {
+        // One layer, one head: row 1 attends 0.25 / 0.75.
+        let p = Array3::from_shape_vec((1, 2, 2), vec![1.0f32, 0.0, 0.25, 0.75]).unwrap();
+        AttentionCapture {
+            token_ids: vec![5, 6],
+            tokens: vec!["a".into(), "b".into()],
+            causal: true,
+            patterns: vec![p],
+        }
+    }
+
+    #[test]
+    fn scores_read_the_explained_row() {
+        let c = capture();
+        let last = AttentionExplainer::last_layer().scores(&c, 1).unwrap();
+        assert_eq!(last.to_vec(), vec![0.25, 0.75]);
+        // Rollout of one layer: (A + I) row-normalised → [0.125, 0.875].
+        let roll = AttentionExplainer::rollout().scores(&c, 1).unwrap();
+        assert!((roll[0] - 0.125).abs() < 1e-12 && (roll[1] - 0.875).abs() < 1e-12);
+        // With one layer, flow equals the augmented row.
+        let flow = AttentionExplainer::flow().scores(&c, 1).unwrap();
+        assert!((flow[0] - 0.125).abs() < 1e-9 && (flow[1] - 0.875).abs() < 1e-9);
+        assert!(matches!(
+            AttentionExplainer::rollout().scores(&c, 2),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}
