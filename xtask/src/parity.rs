@@ -12,7 +12,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::ci::TEST_PROFILE;
-use crate::pins::{PYTHON_PACKAGES, SMOLLM2};
+use crate::pins::{MINILM, PYTHON_PACKAGES, SMOLLM2};
 use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
@@ -22,6 +22,7 @@ const OUTPUTS: &[&str] = &[
     "tokenizer_reference.json",
     "meta.json",
     "captum_reference.json",
+    "arch/arch_reference.safetensors",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -31,6 +32,7 @@ const INPUTS: &[&str] = &[
     "hf_smollm2.py",
     "parity_prompts.json",
     "tokenizer_corpus.json",
+    "arch_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -67,6 +69,15 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("captum_reference.json"));
         println!("parity: writing the Captum reference attributions");
         run("captum reference", &mut captum)?;
+        // GPT-2, Qwen2, BERT and MiniLM references (tests/parity.rs reads `arch/`).
+        let mut arch = project.python();
+        arch.arg("reference/arch_reference.py")
+            .arg("--minilm")
+            .arg(project.model_path(&MINILM))
+            .arg("--out")
+            .arg(out.join("arch"));
+        println!("parity: writing the architecture references");
+        run("architecture reference", &mut arch)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -96,6 +107,7 @@ fn fingerprint(reference: &Path) -> Result<String> {
         hasher.update(&bytes);
     }
     hasher.update(SMOLLM2.sha256.as_bytes());
+    hasher.update(MINILM.sha256.as_bytes());
     for (name, version) in PYTHON_PACKAGES {
         hasher.update(format!("{name}=={version};").as_bytes());
     }

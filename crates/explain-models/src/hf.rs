@@ -108,6 +108,20 @@ impl HfConfig {
         }
     }
 
+    /// The `architectures` list (empty when absent).
+    pub fn architectures(&self) -> Vec<String> {
+        self.json
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of entries of an object field (e.g. `id2label`), `None` when absent.
+    pub fn map_len(&self, key: &str) -> Option<usize> {
+        self.json.get(key).and_then(Value::as_object).map(serde_json::Map::len)
+    }
+
     /// Special token ids named in the config.
     pub fn special_tokens(&self) -> SpecialTokens {
         SpecialTokens {

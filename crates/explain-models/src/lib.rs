@@ -6,6 +6,11 @@
 //!   SwiGLU) with every hook point of the design.
 //! - [`GgufFile`]: a memory-mapped GGUF v2/v3 reader with bounded parsing and
 //!   dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+//! - [`load_model`]: any implemented architecture (Llama family, GPT-2, BERT encoders) → [`AnyModel`].
+//! - [`Bert`] / [`BertModel`]: BERT-style encoders (MiniLM) with every hook point, padding
+//!   masks, mean pooling ([`mean_pool`]) and an optional classification head.
+//! - [`Gpt2`] / [`Gpt2Model`]: GPT-2 (learned positions, fused `c_attn`, `gelu_new`, tied
+//!   head) with every hook point.
 //! - [`TextTokenizer`]: BPE tokenizers from GGUF metadata or `tokenizer.json`.
 //!
 //! # Examples
@@ -18,7 +23,10 @@
 //! # Ok::<(), explainability_core::Error>(())
 //! ```
 
+mod any_model;
+mod bert;
 pub mod gguf;
+mod gpt2;
 mod hf;
 mod llama;
 mod loader;
@@ -27,7 +35,10 @@ pub mod pins;
 pub mod tokenizer;
 mod weights;
 
+pub use any_model::{AnyModel, SUPPORTED_MODEL_TYPES, load_model};
+pub use bert::{Bert, BertConfig, BertModel, mean_pool};
 pub use gguf::GgufFile;
+pub use gpt2::{Gpt2, Gpt2Config, Gpt2Model};
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
 pub use llama::{Llama, LlamaConfig, LlamaKeys};
 pub use loader::{LlamaModel, LoadOptions, Precision, load, load_with};

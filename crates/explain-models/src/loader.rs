@@ -70,7 +70,7 @@ impl LoadOptions {
         Self::default().device(Device::cuda_if_available())
     }
 
-    fn check_device(&self) -> Result<()> {
+    pub(crate) fn check_device(&self) -> Result<()> {
         if let Device::Cuda(index) = self.device
             && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
         {

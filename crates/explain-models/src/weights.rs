@@ -81,6 +81,11 @@ impl Checkpoint {
         if self.contains(key) { self.take(key, expected, kind, device).map(Some) } else { Ok(None) }
     }
 
+    /// The remaining tensors by key (e.g. to write a checkpoint back out).
+    pub fn into_tensors(self) -> Vec<(String, Tensor)> {
+        self.tensors.into_iter().collect()
+    }
+
     /// Ends loading.
     ///
     /// # Errors

@@ -162,3 +162,127 @@ fn tokenizer_ids_match_transformers_on_the_corpus() {
     }
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
 }
+
+// ---- other architectures (reference/arch_reference.py, written into `arch/`) ----------------
+//
+// Tolerances: logits of the tiny random models 1e-4 absolute (two f32 layers), attention
+// probabilities 1e-5, MiniLM hidden states 1e-4 absolute (six f32 layers, values of order 1).
+
+const ARCH_LOGIT_TOL: f64 = 1e-4;
+
+fn arch_reference() -> HashMap<String, Tensor> {
+    let path = parity_dir().join("arch").join("arch_reference.safetensors");
+    let tensors = Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    tensors.into_iter().collect()
+}
+
+/// Runs `model` on the reference's padded ids and checks logits (real positions only: HF's
+/// logits at padded query positions follow another convention) and every attention pattern.
+fn check_arch(model: &dyn LanguageModel, name: &str, reference: &HashMap<String, Tensor>) {
+    let ids = &reference["ids"];
+    let mask = &reference["mask"];
+    let mut hooks = Hooks::new();
+    hooks.cache_detached(HookFilter::kind(HookKind::Pattern));
+    let options =
+        ForwardOptions { attention_mask: Some(mask.shallow_clone()), ..Default::default() };
+    let out = {
+        let _guard = tch::no_grad_guard();
+        model.forward_ids(ids, &options, &mut hooks).unwrap()
+    };
+    let cache = hooks.take_cache();
+    let expected = &reference[&format!("{name}_logits")];
+    let real = mask.sum_dim_intlist(-1, false, Kind::Int64);
+    let got =
+        if expected.dim() == 2 { out.logits.squeeze_dim(1) } else { out.logits.shallow_clone() };
+    assert_eq!(got.size(), expected.size(), "{name} logits shape");
+    for row in 0..ids.size()[0] {
+        let n = if expected.dim() == 2 { 1 } else { real.int64_value(&[row]) };
+        let (g, e) = if expected.dim() == 2 {
+            (got.get(row), expected.get(row))
+        } else {
+            (got.get(row).narrow(0, 0, n), expected.get(row).narrow(0, 0, n))
+        };
+        let diff = max_abs_diff(&g, &e);
+        assert!(diff < ARCH_LOGIT_TOL, "{name} logits row {row}: max |Δ| = {diff:e}");
+    }
+    for layer in 0..model.info().n_layers {
+        let pattern = cache.get(&HookPoint::pattern(layer)).unwrap();
+        let expected = &reference[&format!("{name}_attn_{layer}")];
+        for row in 0..ids.size()[0] {
+            let n = real.int64_value(&[row]);
+            let g = pattern.get(row).narrow(1, 0, n).narrow(2, 0, n);
+            let e = expected.get(row).narrow(1, 0, n).narrow(2, 0, n);
+            let diff = max_abs_diff(&g, &e);
+            assert!(diff < ATTN_TOL, "{name} attention layer {layer} row {row}: {diff:e}");
+            // Padded keys get exactly zero attention from real queries.
+            let pad = pattern.get(row).narrow(1, 0, n).narrow(2, n, ids.size()[1] - n);
+            assert_eq!(pad.abs().sum(Kind::Double).double_value(&[]), 0.0);
+        }
+    }
+}
+
+#[test]
+fn tiny_gpt2_qwen2_and_bert_classifier_match_transformers() {
+    let reference = arch_reference();
+    for (name, arch) in [
+        ("gpt2", explainability_core::Architecture::Gpt2),
+        ("qwen2", explainability_core::Architecture::Qwen2),
+        ("bert_cls", explainability_core::Architecture::Bert),
+    ] {
+        let dir = parity_dir().join("arch").join(name);
+        let model = explain_models::load_model(&dir, explain_models::LoadOptions::default())
+            .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+        assert_eq!(model.info().architecture, arch);
+        check_arch(&model, name, &reference);
+    }
+}
+
+#[test]
+fn minilm_matches_transformers_hidden_states_attentions_and_embeddings() {
+    let reference = arch_reference();
+    let model = explain_models::BertModel::from_hf_dir(
+        &explain_models::minilm_dir(),
+        explain_models::LoadOptions::default(),
+    )
+    .unwrap();
+    let ids = &reference["minilm_ids"];
+    let mask = &reference["minilm_mask"];
+    let mut hooks = Hooks::new();
+    hooks.cache_detached(
+        HookFilter::kind(HookKind::Pattern)
+            .or(HookFilter::kind(HookKind::ResidPost))
+            .or(HookFilter::point(HookPoint::embed())),
+    );
+    let options =
+        ForwardOptions { attention_mask: Some(mask.shallow_clone()), ..Default::default() };
+    let _guard = tch::no_grad_guard();
+    model.forward_ids(ids, &options, &mut hooks).unwrap();
+    let cache = hooks.take_cache();
+    let real = mask.sum_dim_intlist(-1, false, Kind::Int64);
+    for row in 0..ids.size()[0] {
+        let n = real.int64_value(&[row]);
+        for layer in 0..=6 {
+            let point =
+                if layer == 0 { HookPoint::embed() } else { HookPoint::resid_post(layer - 1) };
+            let g = cache.get(&point).unwrap().get(row).narrow(0, 0, n);
+            let e = reference[&format!("minilm_hidden_{layer}")].get(row).narrow(0, 0, n);
+            let diff = max_abs_diff(&g, &e);
+            assert!(diff < 1e-4, "MiniLM hidden state {layer} row {row}: {diff:e}");
+        }
+        for layer in 0..6 {
+            let g = cache.get(&HookPoint::pattern(layer)).unwrap().get(row).narrow(1, 0, n);
+            let e = reference[&format!("minilm_attn_{layer}")].get(row).narrow(1, 0, n);
+            let diff = max_abs_diff(&g, &e);
+            assert!(diff < ATTN_TOL, "MiniLM attention {layer} row {row}: {diff:e}");
+        }
+    }
+    let sentences = [
+        "A man is playing a guitar.",
+        "Someone plays an instrument.",
+        "The stock market fell sharply today.",
+    ];
+    let emb = model.sentence_embeddings(&sentences).unwrap();
+    let diff = max_abs_diff(&emb, &reference["minilm_embeddings"]);
+    assert!(diff < 1e-5, "MiniLM sentence embeddings: {diff:e}");
+}

@@ -128,6 +128,15 @@ pub enum Error {
         /// Comma-separated list of supported ones.
         supported: String,
     },
+    /// The model has no head for the requested output (a bare encoder has no LM head and no
+    /// classifier).
+    #[error("model {model:?} has no {head} head")]
+    NoHead {
+        /// The model's name.
+        model: String,
+        /// The head that was asked for (`"language-model"`, `"classification"`).
+        head: String,
+    },
     /// The tokenizer a model file describes is of a kind this crate cannot build.
     #[error("unsupported tokenizer model {model:?} (supported: {supported})")]
     UnsupportedTokenizer {
@@ -265,6 +274,21 @@ pub enum Error {
     InvalidArgument {
         /// What is wrong.
         reason: String,
+    },
+    /// NaN or infinity appeared in a gradient or an activation; says where when known.
+    #[error(
+        "{what} is not finite (NaN or infinity){}{}",
+        alpha.map(|a| format!(" at path point alpha = {a}")).unwrap_or_default(),
+        hook_point.as_ref().map(|p| format!("; it first appears at {p}")).unwrap_or_default()
+    )]
+    NonFinite {
+        /// Which quantity (e.g. "gradient with respect to the embeddings").
+        what: String,
+        /// The path point α of a path method at which it happened.
+        alpha: Option<f64>,
+        /// The first hook point where the value (or, if every activation is finite, the
+        /// gradient flowing back from the output) is not finite.
+        hook_point: Option<String>,
     },
     /// An explainer was asked for by a name nobody registered.
     #[error("no explainer named {name:?}; registered: {}", known.join(", "))]
