@@ -39,7 +39,7 @@ environment:
 /// When the full analysis exists, only this line changes.
 const DEMO: Demo = Demo {
     package: "explainability",
-    example: "next_token",
+    example: "analyze",
     default_args: &["The capital of France is"],
 };
 

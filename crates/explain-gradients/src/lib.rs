@@ -11,6 +11,8 @@
 //!   [`LayerIntegratedGradients`].
 //! - [`GenerationAttribution`]: the `[T_out, T_prompt + T_out]` matrix attributing each
 //!   generated token's log-probability to every earlier token, rows sharing forward passes.
+//! - [`SentenceSimilarity`]: attributes the cosine similarity of two texts' mean-pooled
+//!   embeddings to the tokens of both texts.
 //! - [`GradientFlowAnalysis`]: per-parameter and per-layer gradient statistics for a target.
 //!
 //! Every method takes gradients with `f_run_backward` with respect to embedding (or layer)
@@ -25,6 +27,7 @@ mod integrated;
 mod lm;
 mod path;
 mod quadrature;
+mod similarity;
 
 pub use adaptive::{AdaptiveAttribution, AdaptiveOptions, adaptive_integrated_gradients};
 pub use flow::{GradientFlow, GradientFlowAnalysis, ParameterGradient};
@@ -35,3 +38,4 @@ pub use gradient::{GradientXInput, Saliency, SaliencyNorm, SmoothGrad};
 pub use integrated::{Baseline, IntegratedGradients, LayerIntegratedGradients, Quadrature};
 pub use path::{PathAttribution, PathOptions, path_integrated_gradients};
 pub use quadrature::QuadratureRule;
+pub use similarity::{SentenceSimilarity, SimilarityAttribution, SimilarityMethod, pooled_cosine};

@@ -7,7 +7,14 @@
 //!   rollout and flow, and a bilingual [`AttentionReport`];
 //! - [`gradients`]: saliency, gradient×input, SmoothGrad, integrated gradients (exact
 //!   quadrature rules and completeness-guided adaptive quadrature), layer IG, generation
-//!   attribution and gradient flow.
+//!   attribution, sentence-similarity attribution and gradient flow;
+//! - [`eval`]: fidelity, completeness, comprehensibility, sanity checks and the random control;
+//! - [`viz`]: explanation graphs, charts and the self-contained HTML report.
+//!
+//! On top of them this crate adds the [`Framework`] (explainers registered by name, method
+//! comparison with failures kept, aggregation), [`ModelComparison`] (several models with one
+//! vocabulary: predictions, divergences, explanation similarity) and the [`Analyzer`]
+//! (prediction, attention, attributions, their evaluation and a bilingual report in one call).
 //!
 //! # Examples
 //! ```no_run
@@ -18,6 +25,26 @@
 //! # Ok::<(), explainability::Error>(())
 //! ```
 
+mod analyzer;
+mod comparison;
+mod evaluation;
+mod framework;
+
+pub use analyzer::{
+    ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
+    Report, SINK_ABOVE, UNRELIABLE_DELTA_ABOVE,
+};
+pub use evaluation::{MethodEvaluation, TOP_K_SHARE};
+
+pub use comparison::{
+    DatasetComparison, ExplanationSimilarity, ModelComparison, ModelPrediction, TextComparison,
+    TextFailure, spearman, top_k_jaccard,
+};
+pub use framework::{
+    Aggregation, DEFAULT_METHODS, Framework, MethodComparison, MethodFailure, MethodOutcome,
+    aggregate,
+};
+
 pub use explain_attention as attention;
 pub use explain_eval as eval;
 pub use explain_gradients as gradients;
@@ -27,8 +54,8 @@ pub use explainability_core as core;
 
 pub use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
 pub use explain_models::{
-    LlamaModel, LoadOptions, MODEL_DIR_ENV, Precision, default_model_dir, load, load_with,
-    minilm_dir, smollm2_gguf_path,
+    AnyModel, LlamaModel, LoadOptions, MODEL_DIR_ENV, Precision, SUPPORTED_MODEL_TYPES,
+    default_model_dir, load, load_model, load_with, minilm_dir, smollm2_gguf_path,
 };
 pub use explainability_core::{
     ActivationCache, Architecture, Error, Explainer, Explanation, ForwardOptions, HookFilter,

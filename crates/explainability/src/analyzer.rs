@@ -1,0 +1,546 @@
+//! The analysis system: one call runs the next-token prediction, the attention analysis,
+//! every configured attribution method (with convergence deltas) and their evaluation, and
+//! turns the results into a report with a summary and recommendations in English and
+//! Chinese, written as JSON, Markdown and a self-contained HTML page with charts and graphs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use explain_attention::{AttentionAnalysis, AttentionReport};
+use explain_eval::FidelityConfig;
+use explainability_core::{Error, Explanation, LanguageModel, Result, Target, TokenPrediction};
+
+use crate::comparison::{ModelComparison, TextComparison, spearman};
+use crate::framework::{Framework, MethodComparison};
+
+/// Methods the analyzer runs by default: three gradient methods, attention rollout, and the
+/// seeded random control that every sound method must beat.
+pub const ANALYZER_METHODS: &[&str] =
+    &["gradient_x_input", "integrated_gradients", "saliency", "attention_rollout", "random"];
+
+/// Relative convergence delta `|δ| / |F(x) − F(x')|` above which a path attribution is
+/// reported as unreliable (the adaptive quadrature's default tolerance).
+pub const UNRELIABLE_DELTA_ABOVE: f64 = 0.05;
+/// Mean Spearman correlation between two attribution methods below which they are said to
+/// disagree.
+pub const DISAGREE_BELOW: f64 = 0.3;
+/// Share of rollout mass on the first token above which the report warns about an attention
+/// sink.
+pub const SINK_ABOVE: f64 = 0.5;
+
+/// Builder of a comprehensive analysis.
+///
+/// # Examples
+/// ```no_run
+/// use explainability::{Analyzer, load, smollm2_gguf_path};
+/// let model = load(smollm2_gguf_path())?;
+/// let analysis = Analyzer::new().comprehensive_analysis(&model, "The capital of France is")?;
+/// for line in &analysis.report.summary_en {
+///     println!("{line}");
+/// }
+/// analysis.write_to("analysis")?;
+/// # Ok::<(), explainability::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Analyzer {
+    framework: Framework,
+    methods: Vec<String>,
+    target: Target,
+    attention: AttentionAnalysis,
+    evaluate: bool,
+    fidelity: FidelityConfig,
+    top_k: usize,
+    progress: bool,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Analyzer {
+    /// Defaults: [`ANALYZER_METHODS`] from [`Framework::with_defaults`], the argmax next
+    /// token's log-probability as target, attention analysis with head roles and flow,
+    /// evaluation on, top 5 predictions, progress bars on.
+    pub fn new() -> Self {
+        Self {
+            framework: Framework::with_defaults(),
+            methods: ANALYZER_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+            target: Target::argmax(),
+            attention: AttentionAnalysis::new(),
+            evaluate: true,
+            fidelity: FidelityConfig::default(),
+            top_k: 5,
+            progress: true,
+        }
+    }
+
+    /// Uses `framework` for the attribution methods.
+    pub fn framework(mut self, framework: Framework) -> Self {
+        self.framework = framework;
+        self
+    }
+
+    /// The attribution methods to run, by registered name.
+    pub fn methods(mut self, methods: &[&str]) -> Self {
+        self.methods = methods.iter().map(|m| (*m).to_owned()).collect();
+        self
+    }
+
+    /// The target explained (default: log-probability of the argmax next token).
+    pub fn target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Configuration of the attention analysis.
+    pub fn attention(mut self, attention: AttentionAnalysis) -> Self {
+        self.attention = attention;
+        self
+    }
+
+    /// Whether to evaluate the attributions (fidelity, completeness, comprehensibility).
+    pub fn evaluate(mut self, on: bool) -> Self {
+        self.evaluate = on;
+        self
+    }
+
+    /// Settings of the fidelity evaluation (removal strategy, bins, …).
+    pub fn fidelity(mut self, config: FidelityConfig) -> Self {
+        self.fidelity = config;
+        self
+    }
+
+    /// How many next-token candidates to list.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = k.max(1);
+        self
+    }
+
+    /// Whether to show progress bars.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Runs everything on `text`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyText`], [`Error::SequenceTooLong`], [`Error::UnknownMethod`] for a
+    /// method that is not registered, and failures of the prediction or the attention
+    /// analysis. A failing attribution method is reported in the result instead.
+    pub fn comprehensive_analysis(
+        &self,
+        model: &dyn LanguageModel,
+        text: &str,
+    ) -> Result<ComprehensiveAnalysis> {
+        for m in &self.methods {
+            self.framework.get(m)?;
+        }
+        let steps = 3 + u64::from(self.evaluate);
+        let bar = self.bar(steps);
+        bar.set_message("prediction");
+        let ids = model.encode(text, true)?;
+        let tokens = model.token_strings(&ids)?;
+        let top = model.top_next_tokens(text, self.top_k)?;
+        let prediction = top.first().cloned().ok_or_else(|| {
+            Error::invalid_argument("the model returned no next-token candidates")
+        })?;
+        bar.inc(1);
+
+        bar.set_message("attention");
+        let attention = self.attention.run(model, text)?;
+        bar.inc(1);
+
+        bar.set_message("attributions");
+        let methods: Vec<&str> = self.methods.iter().map(String::as_str).collect();
+        let attributions = self.framework.compare_methods(model, text, &methods, &self.target)?;
+        let agreement = MethodAgreement::of(&attributions.explanations());
+        bar.inc(1);
+
+        let evaluation = if self.evaluate {
+            bar.set_message("evaluation");
+            let e = crate::evaluation::evaluate_all(
+                model,
+                &attributions.explanations(),
+                &self.fidelity,
+            );
+            bar.inc(1);
+            Some(e)
+        } else {
+            None
+        };
+        bar.finish_and_clear();
+
+        let mut analysis = ComprehensiveAnalysis {
+            model: model.info().name.clone(),
+            text: text.to_owned(),
+            token_ids: ids,
+            tokens,
+            prediction,
+            top_k: top,
+            attention,
+            attributions,
+            agreement,
+            evaluation,
+            report: Report::default(),
+        };
+        analysis.report = analysis.generate_report();
+        Ok(analysis)
+    }
+
+    /// Compares `model` (under `name`) with `others` on `text`.
+    ///
+    /// # Errors
+    /// As [`ModelComparison::new`] and [`ModelComparison::compare`].
+    pub fn compare_with_other_models<'m>(
+        &self,
+        name: &str,
+        model: &'m dyn LanguageModel,
+        others: Vec<(String, &'m dyn LanguageModel)>,
+        text: &str,
+    ) -> Result<TextComparison> {
+        let mut all: Vec<(String, &'m dyn LanguageModel)> = vec![(name.to_owned(), model)];
+        all.extend(others);
+        ModelComparison::new(all)?.top_k(self.top_k).progress(self.progress).compare(text)
+    }
+
+    fn bar(&self, steps: u64) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(steps);
+        if let Ok(style) = ProgressStyle::with_template("analysis: {msg:14} [{bar:20}] {pos}/{len}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    }
+}
+
+/// Pairwise Spearman correlation between the methods' scores on the same tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodAgreement {
+    /// Methods, in order.
+    pub methods: Vec<String>,
+    /// Spearman correlation per pair.
+    pub spearman: Array2<f64>,
+}
+
+impl MethodAgreement {
+    fn of(explanations: &[&Explanation]) -> Self {
+        let n = explanations.len();
+        let spearman = Array2::from_shape_fn((n, n), |(a, b)| {
+            spearman(&explanations[a].scores, &explanations[b].scores)
+        });
+        Self { methods: explanations.iter().map(|e| e.method.clone()).collect(), spearman }
+    }
+}
+
+/// One finding of the report, in both languages, with a stable code for programs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable identifier (`weak_locality`, `unreliable_attribution`, …).
+    pub code: String,
+    /// English text.
+    pub en: String,
+    /// Chinese text.
+    pub zh: String,
+}
+
+impl Finding {
+    pub(crate) fn new(code: &str, en: String, zh: String) -> Self {
+        Self { code: code.to_owned(), en, zh }
+    }
+}
+
+/// The readable part of an analysis: named metrics, summary and recommendations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Flat named metrics (`attention.locality`, `integrated_gradients.relative_delta`, …).
+    pub metrics: BTreeMap<String, f64>,
+    /// Summary sentences, English.
+    pub summary_en: Vec<String>,
+    /// Summary sentences, Chinese.
+    pub summary_zh: Vec<String>,
+    /// Recommendations, each in both languages.
+    pub recommendations: Vec<Finding>,
+}
+
+/// Everything [`Analyzer::comprehensive_analysis`] computed for one text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComprehensiveAnalysis {
+    /// Model name.
+    pub model: String,
+    /// The text.
+    pub text: String,
+    /// Its token ids.
+    pub token_ids: Vec<i64>,
+    /// A readable string per token.
+    pub tokens: Vec<String>,
+    /// The most likely next token.
+    pub prediction: TokenPrediction,
+    /// The top next-token candidates.
+    pub top_k: Vec<TokenPrediction>,
+    /// Attention metrics, roles, rollout, flow and summaries.
+    pub attention: AttentionReport,
+    /// Every method's attribution (or failure).
+    pub attributions: MethodComparison,
+    /// How far the methods agree.
+    pub agreement: MethodAgreement,
+    /// Quality of each attribution, when evaluated.
+    pub evaluation: Option<Vec<crate::evaluation::MethodEvaluation>>,
+    /// Summary and recommendations.
+    pub report: Report,
+}
+
+impl ComprehensiveAnalysis {
+    /// Builds the report from the results: metrics, summary sentences and recommendations
+    /// (attention: weak locality, very sparse or diffuse attention, attention sinks;
+    /// attributions: large convergence deltas, discontinuous paths, methods that disagree,
+    /// methods no better than the random control).
+    pub fn generate_report(&self) -> Report {
+        let mut r = Report::default();
+        let m = &self.attention.metrics.model;
+        for (k, v) in [
+            ("attention.locality", m.locality),
+            ("attention.sparsity", m.sparsity),
+            ("attention.entropy", m.entropy),
+            ("attention.normalized_entropy", m.normalized_entropy),
+            ("attention.focus", m.focus),
+            ("attention.mean_distance", m.mean_distance),
+            ("prediction.probability", self.prediction.probability),
+        ] {
+            r.metrics.insert(k.to_owned(), v);
+        }
+        r.summary_en.push(format!(
+            "{} predicts {:?} after {:?} with probability {:.1}%.",
+            self.model,
+            self.prediction.token,
+            self.text,
+            100.0 * self.prediction.probability
+        ));
+        r.summary_zh.push(format!(
+            "{} 在 {:?} 之后预测 {:?}，概率 {:.1}%。",
+            self.model,
+            self.text,
+            self.prediction.token,
+            100.0 * self.prediction.probability
+        ));
+        r.summary_en.extend(self.attention.summary_en.iter().cloned());
+        r.summary_zh.extend(self.attention.summary_zh.iter().cloned());
+        self.attention_findings(&mut r);
+        self.attribution_findings(&mut r);
+        if let Some(evaluation) = &self.evaluation {
+            crate::evaluation::findings(evaluation, &mut r);
+        }
+        r
+    }
+
+    fn attention_findings(&self, r: &mut Report) {
+        use explain_attention::{DIFFUSE_ABOVE, LONG_RANGE_BELOW, VERY_SPARSE_ABOVE};
+        let m = &self.attention.metrics.model;
+        if m.locality < LONG_RANGE_BELOW {
+            r.recommendations.push(Finding::new(
+                "weak_locality",
+                format!("Locality is weak ({:.2}): attention reaches far back, so explanations that only look at nearby tokens will miss context; prefer rollout/flow or gradient methods over last-layer attention.", m.locality),
+                format!("局部性较弱（{:.2}）：注意力跨越较远距离，只看邻近词元的解释会遗漏上下文；建议使用 rollout/flow 或梯度方法，而不是仅看最后一层注意力。", m.locality),
+            ));
+        }
+        if m.sparsity > VERY_SPARSE_ABOVE {
+            r.recommendations.push(Finding::new(
+                "very_sparse_attention",
+                format!("Attention is very sparse ({:.0}% of weights below the threshold): a few heads carry the routing; inspect the top heads and test them by ablation before trusting averages.", 100.0 * m.sparsity),
+                format!("注意力非常稀疏（{:.0}% 的权重低于阈值）：少数注意力头承担了信息路由；在信任平均值之前，先检查主要的注意力头并用消融验证。", 100.0 * m.sparsity),
+            ));
+        }
+        if m.entropy > DIFFUSE_ABOVE {
+            r.recommendations.push(Finding::new(
+                "diffuse_attention",
+                format!("Attention is diffuse (entropy {:.2} nats): raw attention weights say little here; rely on gradient attributions.", m.entropy),
+                format!("注意力较为分散（熵 {:.2}）：原始注意力权重的解释力有限；请以梯度归因为准。", m.entropy),
+            ));
+        }
+        if let Some(&first) = self.attention.rollout.first()
+            && first > SINK_ABOVE
+            && self.tokens.len() > 1
+        {
+            r.metrics.insert("attention.rollout_first_token".into(), first);
+            r.recommendations.push(Finding::new(
+                "attention_sink",
+                format!("Attention rollout puts {:.0}% on the first token (an attention sink that compounds over layers); read rollout with care and compare with attention flow.", 100.0 * first),
+                format!("注意力展开（rollout）将 {:.0}% 的权重放在第一个词元上（注意力汇聚点在层间累积）；解读 rollout 时需谨慎，并与注意力流对比。", 100.0 * first),
+            ));
+        }
+    }
+
+    fn attribution_findings(&self, r: &mut Report) {
+        for (method, failure) in self.attributions.failures() {
+            r.recommendations.push(Finding::new(
+                "method_failed",
+                format!("{method} failed: {}", failure.message),
+                format!("{method} 运行失败：{}", failure.message),
+            ));
+        }
+        for e in self.attributions.explanations() {
+            if let Some(v) = e.target_value {
+                r.metrics.insert(format!("{}.target_value", e.method), v);
+            }
+            let Some(delta) = e.convergence_delta else { continue };
+            r.metrics.insert(format!("{}.convergence_delta", e.method), delta);
+            let total: f64 = e.scores.sum() - delta;
+            let relative = if total.abs() > 0.0 { (delta / total).abs() } else { delta.abs() };
+            r.metrics.insert(format!("{}.relative_delta", e.method), relative);
+            if relative > UNRELIABLE_DELTA_ABOVE {
+                r.recommendations.push(Finding::new(
+                    "unreliable_attribution",
+                    format!("{}: the convergence delta is {:.0}% of F(x) − F(baseline) (above {:.0}%): the attributions do not add up to the output change; use adaptive quadrature (IntegratedGradients::adaptive) or more steps.", e.method, 100.0 * relative, 100.0 * UNRELIABLE_DELTA_ABOVE),
+                    format!("{}：收敛误差为 F(x) − F(基线) 的 {:.0}%（超过 {:.0}%）：归因之和与输出变化不符；请使用自适应积分（IntegratedGradients::adaptive）或增加步数。", e.method, 100.0 * relative, 100.0 * UNRELIABLE_DELTA_ABOVE),
+                ));
+            }
+            if let Some(warning) = e.metadata.get("warning_path_discontinuity") {
+                r.recommendations.push(Finding::new(
+                    "path_discontinuity",
+                    format!("{}: {}", e.method, warning.as_str().unwrap_or_default()),
+                    format!("{}：积分路径在基线附近几乎不连续（RMSNorm 模型使用零基线时常见）；请改用 eos 词元基线或自适应积分。", e.method),
+                ));
+            }
+        }
+        let a = &self.agreement;
+        for i in 0..a.methods.len() {
+            for j in i + 1..a.methods.len() {
+                let (mi, mj) = (&a.methods[i], &a.methods[j]);
+                if is_control(mi) || is_control(mj) || !is_gradient(mi) || !is_gradient(mj) {
+                    continue;
+                }
+                let rho = a.spearman[[i, j]];
+                r.metrics.insert(format!("agreement.{mi}.{mj}"), rho);
+                if rho < DISAGREE_BELOW {
+                    r.recommendations.push(Finding::new(
+                        "methods_disagree",
+                        format!("{mi} and {mj} disagree (Spearman {rho:.2} < {DISAGREE_BELOW}): do not trust either ranking alone; check which one passes the fidelity tests."),
+                        format!("{mi} 与 {mj} 的结论不一致（Spearman {rho:.2} < {DISAGREE_BELOW}）：不要单独相信任一排序；请查看哪一种通过了保真度检验。"),
+                    ));
+                }
+            }
+        }
+        if let Some(e) =
+            self.attributions.explanations().into_iter().find(|e| is_gradient(&e.method))
+        {
+            let top: Vec<String> =
+                e.top_k(3).into_iter().map(|(_, t, s)| format!("{t:?} ({s:+.3})")).collect();
+            r.summary_en.push(format!(
+                "By {}, the tokens that drive the prediction most are {}.",
+                e.method,
+                top.join(", ")
+            ));
+            r.summary_zh.push(format!(
+                "按 {}，对预测影响最大的词元是 {}。",
+                e.method,
+                top.join("、")
+            ));
+        }
+    }
+
+    /// The analysis as pretty JSON.
+    ///
+    /// # Errors
+    /// [`Error::Json`] (not expected for these types).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self)
+            .map_err(|source| Error::Json { path: PathBuf::from("<analysis>"), source })
+    }
+
+    /// An analysis read back from [`ComprehensiveAnalysis::to_json`].
+    ///
+    /// # Errors
+    /// [`Error::Json`].
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|source| Error::Json { path: PathBuf::from("<analysis>"), source })
+    }
+
+    /// The report as Markdown: prediction, summary, recommendations, metrics and the
+    /// attribution table.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let md = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+        s.push_str(&format!("# Explanation of {}\n\n", md(&self.model)));
+        s.push_str(&format!("Text: `{}`\n\n", self.text.replace('`', "'")));
+        s.push_str("## Prediction\n\n| token | probability |\n|---|---|\n");
+        for p in &self.top_k {
+            s.push_str(&format!("| {:?} | {:.4} |\n", md(&p.token), p.probability));
+        }
+        s.push_str("\n## Summary\n\n");
+        for line in &self.report.summary_en {
+            s.push_str(&format!("- {line}\n"));
+        }
+        s.push_str("\n## 摘要\n\n");
+        for line in &self.report.summary_zh {
+            s.push_str(&format!("- {line}\n"));
+        }
+        s.push_str("\n## Recommendations / 建议\n\n");
+        if self.report.recommendations.is_empty() {
+            s.push_str("- None: no rule fired. / 无。\n");
+        }
+        for f in &self.report.recommendations {
+            s.push_str(&format!("- **{}**: {}\n  - {}\n", f.code, f.en, f.zh));
+        }
+        s.push_str("\n## Attributions\n\n| token |");
+        let explanations = self.attributions.explanations();
+        for e in &explanations {
+            s.push_str(&format!(" {} |", e.method));
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---|".repeat(explanations.len()));
+        s.push('\n');
+        for (i, t) in self.tokens.iter().enumerate() {
+            s.push_str(&format!("| {:?} |", md(t)));
+            for e in &explanations {
+                s.push_str(&format!(" {:+.4} |", e.scores[i]));
+            }
+            s.push('\n');
+        }
+        if let Some(evaluation) = &self.evaluation {
+            s.push_str(&crate::evaluation::markdown_table(evaluation));
+        }
+        s.push_str("\n## Metrics\n\n| metric | value |\n|---|---|\n");
+        for (k, v) in &self.report.metrics {
+            s.push_str(&format!("| {k} | {v:.4} |\n"));
+        }
+        s
+    }
+
+    /// Writes `analysis.json`, `report.md`, `report.html` and the charts and graphs into
+    /// `dir` (created if missing); returns the paths written.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file.
+    pub fn write_to(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut written = Vec::new();
+        let mut write = |name: &str, contents: &[u8]| -> Result<()> {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))?;
+            written.push(path);
+            Ok(())
+        };
+        write("analysis.json", self.to_json()?.as_bytes())?;
+        write("report.md", self.to_markdown().as_bytes())?;
+        Ok(written)
+    }
+}
+
+fn is_control(method: &str) -> bool {
+    method == "random"
+}
+
+fn is_gradient(method: &str) -> bool {
+    !method.starts_with("attention") && !is_control(method)
+}

@@ -1,0 +1,150 @@
+//! Evaluation of every attribution of an analysis with explain-eval's metric families:
+//! fidelity (ERASER comprehensiveness / sufficiency, deletion / insertion curves,
+//! faithfulness correlation, leave-one-out τ), completeness and comprehensibility. A method
+//! whose evaluation fails keeps its error; the others are still evaluated.
+
+use serde::{Deserialize, Serialize};
+
+use explain_eval::{
+    Completeness, Comprehensibility, FidelityConfig, FidelityReport, completeness,
+    comprehensibility, fidelity,
+};
+use explainability_core::{Explanation, LanguageModel};
+
+use crate::analyzer::{Finding, Report};
+
+/// `k` of the top-k share of completeness.
+pub const TOP_K_SHARE: usize = 3;
+
+/// Quality of one method's attribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodEvaluation {
+    /// Method name.
+    pub method: String,
+    /// Fidelity, or `None` when it failed (see `error`).
+    pub fidelity: Option<FidelityReport>,
+    /// Completeness residual and top-k share.
+    pub completeness: Option<Completeness>,
+    /// Gini sparseness, entropy and effective number of tokens of `|a|`.
+    pub comprehensibility: Comprehensibility,
+    /// Why fidelity or completeness could not be computed.
+    pub error: Option<String>,
+}
+
+/// Evaluates each explanation on `model`.
+pub fn evaluate_all(
+    model: &dyn LanguageModel,
+    explanations: &[&Explanation],
+    config: &FidelityConfig,
+) -> Vec<MethodEvaluation> {
+    explanations
+        .iter()
+        .map(|e| {
+            let scores: Vec<f64> = e.scores.to_vec();
+            let mut errors = Vec::new();
+            let fidelity = fidelity(model, e, config)
+                .map_err(|err| errors.push(format!("fidelity: {err}")))
+                .ok();
+            let completeness = completeness(e, TOP_K_SHARE)
+                .map_err(|err| errors.push(format!("completeness: {err}")))
+                .ok();
+            MethodEvaluation {
+                method: e.method.clone(),
+                fidelity,
+                completeness,
+                comprehensibility: comprehensibility(&scores),
+                error: (!errors.is_empty()).then(|| errors.join("; ")),
+            }
+        })
+        .collect()
+}
+
+/// Adds the evaluation's metrics and findings to `report`: each method's metrics under
+/// `eval.<method>.<metric>`, the most faithful method, and every method that does not beat
+/// the random control on comprehensiveness.
+pub fn findings(evaluation: &[MethodEvaluation], report: &mut Report) {
+    for m in evaluation {
+        let key = |name: &str| format!("eval.{}.{name}", m.method);
+        if let Some(f) = &m.fidelity {
+            report.metrics.insert(key("aopc_comprehensiveness"), f.aopc_comprehensiveness);
+            report.metrics.insert(key("aopc_sufficiency"), f.aopc_sufficiency);
+            report.metrics.insert(key("deletion_auc"), f.deletion_auc);
+            report.metrics.insert(key("insertion_auc"), f.insertion_auc);
+            if let Some(v) = f.faithfulness_correlation {
+                report.metrics.insert(key("faithfulness_correlation"), v);
+            }
+            if let Some(v) = f.loo_kendall_tau {
+                report.metrics.insert(key("loo_kendall_tau"), v);
+            }
+        }
+        if let Some(c) = &m.completeness {
+            report.metrics.insert(key("top_k_share"), c.top_k_share);
+            if let Some(r) = c.relative_residual {
+                report.metrics.insert(key("relative_residual"), r);
+            }
+        }
+        report.metrics.insert(key("gini"), m.comprehensibility.gini);
+        report.metrics.insert(key("effective_tokens"), m.comprehensibility.effective_tokens);
+        if let Some(error) = &m.error {
+            report.recommendations.push(Finding::new(
+                "evaluation_failed",
+                format!("{}: evaluation failed ({error}).", m.method),
+                format!("{}：评估失败（{error}）。", m.method),
+            ));
+        }
+    }
+    let aopc = |m: &MethodEvaluation| m.fidelity.as_ref().map(|f| f.aopc_comprehensiveness);
+    let Some(random) = evaluation.iter().find(|m| m.method == "random").and_then(aopc) else {
+        return;
+    };
+    let mut real: Vec<(&str, f64)> = evaluation
+        .iter()
+        .filter(|m| m.method != "random")
+        .filter_map(|m| aopc(m).map(|v| (m.method.as_str(), v)))
+        .collect();
+    real.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if let Some(&(best, v)) = real.first() {
+        report.summary_en.push(format!(
+            "Most faithful by comprehensiveness: {best} (AOPC {v:.3}; the random control scores {random:.3})."
+        ));
+        report.summary_zh.push(format!(
+            "按全面性（comprehensiveness）最忠实的方法：{best}（AOPC {v:.3}；随机对照为 {random:.3}）。"
+        ));
+    }
+    for &(method, v) in &real {
+        if v <= random {
+            report.recommendations.push(Finding::new(
+                "no_better_than_random",
+                format!("{method} is no better than the random control on comprehensiveness (AOPC {v:.3} ≤ {random:.3}): removing its top tokens changes the prediction no more than removing random ones, so its ranking should not be trusted for this input."),
+                format!("{method} 在全面性上不优于随机对照（AOPC {v:.3} ≤ {random:.3}）：移除其最重要的词元对预测的影响不比随机移除更大，因此不应信任它对该输入给出的排序。"),
+            ));
+        }
+    }
+}
+
+/// The evaluation as a Markdown section.
+pub fn markdown_table(evaluation: &[MethodEvaluation]) -> String {
+    let mut s = String::from(
+        "\n## Evaluation\n\nComprehensiveness (AOPC, higher is better), sufficiency (AOPC, lower is better), deletion AUC (lower is better), insertion AUC (higher is better), faithfulness correlation, leave-one-out Kendall τ, top-3 share of |a|, relative completeness residual, Gini sparseness, effective number of tokens.\n\n| method | compr. | suff. | del. AUC | ins. AUC | faithf. | LOO τ | top-3 | residual | Gini | eff. tokens |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let num = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"));
+    for m in evaluation {
+        let f = m.fidelity.as_ref();
+        let c = m.completeness.as_ref();
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} |\n",
+            m.method,
+            num(f.map(|f| f.aopc_comprehensiveness)),
+            num(f.map(|f| f.aopc_sufficiency)),
+            num(f.map(|f| f.deletion_auc)),
+            num(f.map(|f| f.insertion_auc)),
+            num(f.and_then(|f| f.faithfulness_correlation)),
+            num(f.and_then(|f| f.loo_kendall_tau)),
+            num(c.map(|c| c.top_k_share)),
+            num(c.and_then(|c| c.relative_residual)),
+            m.comprehensibility.gini,
+            m.comprehensibility.effective_tokens,
+        ));
+    }
+    s
+}

@@ -1,0 +1,200 @@
+//! The analysis system end to end on the real SmolLM2-135M: "The capital of France is" →
+//! " Paris", every default method's attribution finite, path methods with their deltas,
+//! every metric family evaluated, the report's rules firing on the conditions they name, and
+//! the analysis surviving JSON and being written to disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use explainability::{
+    ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, Error, LanguageModel, LlamaModel,
+    UNRELIABLE_DELTA_ABOVE, load, smollm2_gguf_path,
+};
+
+const TEXT: &str = "The capital of France is";
+
+/// The model, one test at a time (the machine has two cores; libtorch uses both).
+fn model() -> MutexGuard<'static, LlamaModel> {
+    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn analysis() -> &'static ComprehensiveAnalysis {
+    static ANALYSIS: OnceLock<ComprehensiveAnalysis> = OnceLock::new();
+    ANALYSIS.get_or_init(|| {
+        Analyzer::new().progress(false).comprehensive_analysis(&*model(), TEXT).unwrap()
+    })
+}
+
+fn codes(a: &ComprehensiveAnalysis) -> Vec<String> {
+    a.generate_report().recommendations.into_iter().map(|f| f.code).collect()
+}
+
+#[test]
+fn predicts_paris_and_every_method_attributes_every_token() {
+    let a = analysis();
+    assert_eq!(a.prediction.token, " Paris");
+    assert_eq!(a.top_k.len(), 5);
+    assert!(a.top_k.windows(2).all(|w| w[0].probability >= w[1].probability));
+    assert_eq!(a.tokens.len(), a.token_ids.len());
+    assert_eq!(a.attributions.failures().len(), 0, "{:?}", a.attributions.failures());
+    let explanations = a.attributions.explanations();
+    let methods: Vec<&str> = explanations.iter().map(|e| e.method.as_str()).collect();
+    assert_eq!(methods, ANALYZER_METHODS);
+    for e in &explanations {
+        assert_eq!(e.len(), a.tokens.len(), "{}", e.method);
+        assert!(e.scores.iter().all(|s| s.is_finite()), "{}: {:?}", e.method, e.scores);
+        assert!(e.scores.iter().any(|s| *s != 0.0), "{} is all zero", e.method);
+        assert_eq!(e.target.token_id(), Some(a.prediction.id), "{}", e.method);
+    }
+    // Integrated gradients carries its delta, and the report relates it to F(x) − F(x').
+    let ig = explanations.iter().find(|e| e.method == "integrated_gradients").unwrap();
+    let delta = ig.convergence_delta.expect("IG reports its convergence delta");
+    let relative = a.report.metrics["integrated_gradients.relative_delta"];
+    let total = ig.scores.sum() - delta;
+    assert!((relative - (delta / total).abs()).abs() < 1e-12);
+    // The agreement matrix is symmetric with a unit diagonal.
+    let s = &a.agreement.spearman;
+    for i in 0..s.nrows() {
+        assert!((s[[i, i]] - 1.0).abs() < 1e-12);
+        for j in 0..s.ncols() {
+            assert!((s[[i, j]] - s[[j, i]]).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn every_metric_family_is_evaluated_for_every_method() {
+    let a = analysis();
+    let evaluation = a.evaluation.as_ref().expect("evaluation is on by default");
+    assert_eq!(evaluation.len(), ANALYZER_METHODS.len());
+    for m in evaluation {
+        assert!(m.error.is_none(), "{}: {:?}", m.method, m.error);
+        let f = m.fidelity.as_ref().unwrap();
+        for v in [f.aopc_comprehensiveness, f.aopc_sufficiency, f.deletion_auc, f.insertion_auc] {
+            assert!(v.is_finite(), "{}: {f:?}", m.method);
+        }
+        // Probabilities: every comprehensiveness is f(x) − f(x ∖ S) with both in [0, 1].
+        assert!(f.comprehensiveness.iter().all(|c| (-1.0..=1.0).contains(c)));
+        let c = m.completeness.unwrap();
+        assert!((0.0..=1.0 + 1e-12).contains(&c.top_k_share), "{}: {c:?}", m.method);
+        let d = a.tokens.len() as f64;
+        let g = m.comprehensibility.gini;
+        assert!((0.0..=(d - 1.0) / d + 1e-12).contains(&g), "{}: gini {g}", m.method);
+        let k = a.report.metrics[&format!("eval.{}.aopc_comprehensiveness", m.method)];
+        assert_eq!(k, f.aopc_comprehensiveness);
+    }
+    let ig = evaluation.iter().find(|m| m.method == "integrated_gradients").unwrap();
+    assert!(ig.completeness.unwrap().relative_residual.is_some(), "IG has a residual");
+    let markdown = a.to_markdown();
+    assert!(markdown.contains("## Evaluation"));
+    assert!(markdown.contains("| integrated_gradients |"));
+}
+
+#[test]
+fn the_report_rules_fire_on_the_conditions_they_name() {
+    let a = analysis();
+    let baseline = codes(a);
+
+    // A convergence delta far above the tolerance is called unreliable.
+    let mut bad = a.clone();
+    for o in &mut bad.attributions.outcomes {
+        if let Some(e) = o.explanation.as_mut().filter(|e| e.method == "integrated_gradients") {
+            let total = e.scores.sum() - e.convergence_delta.unwrap();
+            let delta = 4.0 * UNRELIABLE_DELTA_ABOVE * total.abs();
+            e.scores[0] += delta - e.convergence_delta.unwrap();
+            e.convergence_delta = Some(delta);
+        }
+    }
+    assert!(codes(&bad).contains(&"unreliable_attribution".to_owned()));
+
+    // Two gradient methods with opposite rankings disagree.
+    let mut bad = a.clone();
+    let i = bad.agreement.methods.iter().position(|m| m == "gradient_x_input").unwrap();
+    let j = bad.agreement.methods.iter().position(|m| m == "saliency").unwrap();
+    bad.agreement.spearman[[i, j]] = -0.9;
+    bad.agreement.spearman[[j, i]] = -0.9;
+    assert!(codes(&bad).contains(&"methods_disagree".to_owned()));
+    assert!(
+        !baseline.contains(&"methods_disagree".to_owned()) || a.agreement.spearman[[i, j]] < 0.3
+    );
+
+    // Attention rules.
+    let mut bad = a.clone();
+    bad.attention.metrics.model.locality = 0.0;
+    bad.attention.metrics.model.sparsity = 0.99;
+    bad.attention.metrics.model.entropy = 50.0;
+    let c = codes(&bad);
+    for code in ["weak_locality", "very_sparse_attention", "diffuse_attention"] {
+        assert!(c.contains(&code.to_owned()), "{code} missing from {c:?}");
+    }
+
+    // A method that is no better than the control is named.
+    let mut bad = a.clone();
+    let evaluation = bad.evaluation.as_mut().unwrap();
+    let random = evaluation.iter().find(|m| m.method == "random").unwrap().clone();
+    for m in evaluation.iter_mut().filter(|m| m.method == "saliency") {
+        m.fidelity = random.fidelity.clone();
+    }
+    let report = bad.generate_report();
+    assert!(
+        report
+            .recommendations
+            .iter()
+            .any(|f| f.code == "no_better_than_random" && f.en.starts_with("saliency")),
+        "{:?}",
+        report.recommendations
+    );
+    // Every finding has both languages.
+    for f in &report.recommendations {
+        assert!(!f.en.is_empty() && !f.zh.is_empty(), "{f:?}");
+    }
+}
+
+#[test]
+fn the_analysis_round_trips_through_json_and_is_written_to_a_folder() {
+    let a = analysis();
+    let json = a.to_json().unwrap();
+    let back = ComprehensiveAnalysis::from_json(&json).unwrap();
+    assert_eq!(back.to_json().unwrap(), json);
+    assert_eq!(back.report, a.report);
+    assert_eq!(back.generate_report(), a.report, "the report is a function of the results");
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = a.write_to(dir.path().join("report")).unwrap();
+    let names: Vec<String> =
+        files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in ["analysis.json", "report.md"] {
+        assert!(names.contains(&expected.to_owned()), "{expected} missing from {names:?}");
+    }
+    for f in &files {
+        assert!(std::fs::metadata(f).unwrap().len() > 0, "{} is empty", f.display());
+    }
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(md.contains("\" Paris\""));
+    assert!(md.contains("## 摘要"));
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let model = &*model();
+    let analyzer = Analyzer::new().progress(false).evaluate(false);
+    assert!(matches!(analyzer.comprehensive_analysis(model, ""), Err(Error::EmptyText)));
+    let unknown = Analyzer::new().progress(false).methods(&["saliency", "no_such_method"]);
+    match unknown.comprehensive_analysis(model, TEXT) {
+        Err(Error::UnknownMethod { name, known }) => {
+            assert_eq!(name, "no_such_method");
+            assert!(known.iter().any(|k| k == "saliency"), "{known:?}");
+        }
+        other => panic!("expected UnknownMethod, got {:?}", other.map(|a| a.prediction)),
+    }
+    let long = "word ".repeat(model.info().max_positions + 10);
+    assert!(matches!(
+        analyzer.comprehensive_analysis(model, &long),
+        Err(Error::SequenceTooLong { .. })
+    ));
+}

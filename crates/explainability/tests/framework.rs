@@ -1,0 +1,167 @@
+//! The explainer framework and model comparison on the real SmolLM2-135M: every default
+//! method explains a prompt, a failing method is reported beside the others, aggregation of
+//! real explanations, a model compared with itself agrees fully, and vocabularies that differ
+//! are a typed error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Mutex, OnceLock};
+
+use explainability::models::{Llama, LlamaConfig};
+use explainability::{
+    Aggregation, Architecture, DEFAULT_METHODS, Error, Explainer, Explanation, Framework,
+    LanguageModel, LlamaModel, ModelComparison, Target, aggregate, load, smollm2_gguf_path,
+};
+
+fn model() -> std::sync::MutexGuard<'static, LlamaModel> {
+    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// An explainer that always fails, as a method with a bug would.
+struct Broken;
+
+impl Explainer for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    fn explain_ids(
+        &self,
+        _: &dyn LanguageModel,
+        _: &[i64],
+        _: &Target,
+    ) -> explainability::Result<Explanation> {
+        Err(Error::invalid_argument("this method is broken on purpose"))
+    }
+}
+
+const TEXT: &str = "The capital of France is";
+
+#[test]
+fn every_default_method_explains_and_a_failure_is_reported_not_fatal() {
+    let model = model();
+    let mut framework = Framework::with_defaults();
+    framework.register(Broken);
+    let comparison = framework.compare_methods(&*model, TEXT, &[], &Target::argmax()).unwrap();
+    assert_eq!(comparison.outcomes.len(), DEFAULT_METHODS.len() + 1);
+    let failures = comparison.failures();
+    assert_eq!(failures.len(), 1, "only the broken method fails: {failures:?}");
+    assert_eq!(failures[0].0, "broken");
+    assert!(failures[0].1.message.contains("broken on purpose"));
+    assert!(matches!(failures[0].1.error.as_deref(), Some(Error::InvalidArgument { .. })));
+    let paris = model.encode(" Paris", false).unwrap()[0];
+    for e in comparison.explanations() {
+        assert_eq!(e.len(), comparison.token_ids.len(), "{}", e.method);
+        assert!(e.scores.iter().all(|s| s.is_finite()), "{} has non-finite scores", e.method);
+        assert_eq!(e.target.token_id(), Some(paris), "{} explains \" Paris\"", e.method);
+    }
+    let ig =
+        comparison.explanations().into_iter().find(|e| e.method == "integrated_gradients").unwrap();
+    let delta = ig.convergence_delta.unwrap();
+    let total = ig.scores.sum() - delta;
+    // The default IG is adaptive with a 5% tolerance on the relative delta.
+    assert!((delta / total).abs() <= 0.05 + 1e-9, "delta {delta} of {total}");
+    // Results serialise (failures keep their message, drop the in-memory error).
+    let json = serde_json::to_string(&comparison).unwrap();
+    let back: explainability::MethodComparison = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.failures()[0].1.message, failures[0].1.message);
+    assert_eq!(back.explanations().len(), comparison.explanations().len());
+}
+
+#[test]
+fn aggregation_of_real_explanations() {
+    let model = model();
+    let framework = Framework::with_defaults();
+    let methods = ["gradient_x_input", "saliency", "attention_rollout"];
+    let c = framework.compare_methods(&*model, TEXT, &methods, &Target::argmax()).unwrap();
+    let explanations: Vec<Explanation> = c.explanations().into_iter().cloned().collect();
+    assert_eq!(explanations.len(), 3);
+    for how in
+        [Aggregation::MeanNormalised, Aggregation::Rank, Aggregation::TopKIntersection { k: 3 }]
+    {
+        let a = aggregate(&explanations, how).unwrap();
+        assert_eq!(a.token_ids, c.token_ids);
+        assert!(a.scores.iter().all(|s| s.is_finite() && s.abs() <= 1.0 + 1e-12), "{how:?}");
+    }
+    let other = framework
+        .explain(&*model, "The capital of Italy is", "saliency", &Target::argmax())
+        .unwrap();
+    assert!(matches!(
+        aggregate(&[explanations[0].clone(), other], Aggregation::Rank),
+        Err(Error::IncompatibleExplanations { .. })
+    ));
+    assert!(matches!(
+        framework.explain(&*model, TEXT, "lime", &Target::argmax()),
+        Err(Error::UnknownMethod { .. })
+    ));
+}
+
+#[test]
+fn a_model_compared_with_itself_agrees_fully() {
+    let model = model();
+    let comparison =
+        ModelComparison::new(vec![("a", &*model as &dyn LanguageModel), ("b", &*model)])
+            .unwrap()
+            .progress(false);
+    let c = comparison.compare(TEXT).unwrap();
+    assert!(c.all_agree && c.disagreeing.is_empty());
+    assert_eq!(c.majority, " Paris");
+    assert_eq!(c.js_divergence[[0, 1]], 0.0);
+    let framework = Framework::with_defaults();
+    let texts = ["The capital of France is", "Two plus two equals"];
+    let d = comparison
+        .compare_dataset(texts, &framework, &["gradient_x_input"], &Target::argmax())
+        .unwrap();
+    assert_eq!((d.n_texts, d.agreement_rate), (2, 1.0));
+    let s = &d.explanation_similarity[0];
+    assert_eq!(s.n_texts, 2);
+    assert!((s.spearman[[0, 1]] - 1.0).abs() < 1e-12);
+    assert!((s.top_k_jaccard[[0, 1]] - 1.0).abs() < 1e-12);
+    assert!(d.failures.is_empty());
+    let json = serde_json::to_string(&d).unwrap();
+    assert_eq!(serde_json::from_str::<explainability::DatasetComparison>(&json).unwrap(), d);
+    assert!(matches!(
+        comparison.compare_dataset(Vec::<String>::new(), &framework, &[], &Target::argmax()),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn models_with_other_vocabularies_are_refused() {
+    let model = model();
+    let config = LlamaConfig {
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        d_model: 16,
+        d_head: 8,
+        d_mlp: 32,
+        vocab_size: 1000,
+        max_positions: 64,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: true,
+        attention_bias: false,
+    };
+    let tiny = LlamaModel::new(
+        Llama::random(config, 1, tch::Kind::Float, tch::Device::Cpu).unwrap(),
+        model.tokenizer().clone(),
+        "tiny".into(),
+        Architecture::Llama,
+        model.info().special_tokens,
+    )
+    .unwrap();
+    let result =
+        ModelComparison::new(vec![("smollm2", &*model as &dyn LanguageModel), ("tiny", &tiny)]);
+    match result {
+        Err(Error::VocabularyMismatch { first, second, .. }) => {
+            assert_eq!((first.as_str(), second.as_str()), ("smollm2", "tiny"));
+        }
+        Err(other) => panic!("expected VocabularyMismatch, got {other}"),
+        Ok(_) => panic!("expected VocabularyMismatch, got a comparison"),
+    }
+}
