@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::Array2;
+use ndarray::{Array2, Array3, Axis};
 use serde::{Deserialize, Serialize};
 
-use explain_attention::{AttentionAnalysis, AttentionReport};
+use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
 use explain_eval::FidelityConfig;
 use explainability_core::{Error, Explanation, LanguageModel, Result, Target, TokenPrediction};
 
@@ -31,6 +31,17 @@ pub const DISAGREE_BELOW: f64 = 0.3;
 /// Share of rollout mass on the first token above which the report warns about an attention
 /// sink.
 pub const SINK_ABOVE: f64 = 0.5;
+
+/// Longest text (in tokens) whose per-layer attention matrices an analysis keeps for its
+/// charts and graphs; longer texts keep the metrics, rollout and flow only (the matrices
+/// grow as layers × tokens²).
+pub const STORED_ATTENTION_MAX_TOKENS: usize = 256;
+
+/// `[layer, query, key]` from one matrix per layer (`None` when there are none).
+fn stack_layers(layers: &[Array2<f64>]) -> Option<Array3<f64>> {
+    let views: Vec<_> = layers.iter().map(Array2::view).collect();
+    ndarray::stack(Axis(0), &views).ok()
+}
 
 /// Builder of a comprehensive analysis.
 ///
@@ -154,7 +165,11 @@ impl Analyzer {
         bar.inc(1);
 
         bar.set_message("attention");
-        let attention = self.attention.run(model, text)?;
+        let capture = AttentionCapture::from_ids(model, &ids)?;
+        let layer_attention = (ids.len() <= STORED_ATTENTION_MAX_TOKENS)
+            .then(|| stack_layers(&capture.head_means()))
+            .flatten();
+        let attention = self.attention.run_on_capture(model, capture)?;
         bar.inc(1);
 
         bar.set_message("attributions");
@@ -185,6 +200,7 @@ impl Analyzer {
             prediction,
             top_k: top,
             attention,
+            layer_attention,
             attributions,
             agreement,
             evaluation,
@@ -289,6 +305,10 @@ pub struct ComprehensiveAnalysis {
     pub top_k: Vec<TokenPrediction>,
     /// Attention metrics, roles, rollout, flow and summaries.
     pub attention: AttentionReport,
+    /// Head-averaged attention per layer, `[layer, query, key]`, kept for the attention
+    /// charts and graphs when the text has at most [`STORED_ATTENTION_MAX_TOKENS`] tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_attention: Option<Array3<f64>>,
     /// Every method's attribution (or failure).
     pub attributions: MethodComparison,
     /// How far the methods agree.
@@ -533,6 +553,7 @@ impl ComprehensiveAnalysis {
         };
         write("analysis.json", self.to_json()?.as_bytes())?;
         write("report.md", self.to_markdown().as_bytes())?;
+        written.extend(self.generate_visualizations(dir)?);
         Ok(written)
     }
 }

@@ -29,12 +29,14 @@ mod analyzer;
 mod comparison;
 mod evaluation;
 mod framework;
+mod visualize;
 
 pub use analyzer::{
     ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
-    Report, SINK_ABOVE, UNRELIABLE_DELTA_ABOVE,
+    Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
 };
 pub use evaluation::{MethodEvaluation, TOP_K_SHARE};
+pub use visualize::{FLOW_THRESHOLD, INTERACTION_THRESHOLD, LAYERED_ATTENTION_THRESHOLD};
 
 pub use comparison::{
     DatasetComparison, ExplanationSimilarity, ModelComparison, ModelPrediction, TextComparison,

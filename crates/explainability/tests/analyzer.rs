@@ -168,7 +168,20 @@ fn the_analysis_round_trips_through_json_and_is_written_to_a_folder() {
     let files = a.write_to(dir.path().join("report")).unwrap();
     let names: Vec<String> =
         files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for expected in ["analysis.json", "report.md"] {
+    for expected in [
+        "analysis.json",
+        "report.md",
+        "report.html",
+        "attributions.svg",
+        "attribution_heatmap.svg",
+        "attention_entropy.svg",
+        "attention_last_layer.svg",
+        "curves_integrated_gradients.svg",
+        "interaction_network.dot",
+        "layered_attention.graphml",
+        "attention_flow.json",
+        "attention_flow.svg",
+    ] {
         assert!(names.contains(&expected.to_owned()), "{expected} missing from {names:?}");
     }
     for f in &files {
@@ -177,6 +190,41 @@ fn the_analysis_round_trips_through_json_and_is_written_to_a_folder() {
     let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
     assert!(md.contains("\" Paris\""));
     assert!(md.contains("## 摘要"));
+    let html = std::fs::read_to_string(dir.path().join("report/report.html")).unwrap();
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no remote resources");
+    for method in ANALYZER_METHODS {
+        assert!(html.contains(method), "{method} missing from the HTML report");
+    }
+    // The layered graph has one node per token and layer (plus the embedding layer).
+    let graph: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report/layered_attention.json")).unwrap(),
+    )
+    .unwrap();
+    let nodes = graph["nodes"].as_array().unwrap().len();
+    let layers = model().info().n_layers;
+    assert!(
+        nodes == a.tokens.len() * layers || nodes == a.tokens.len() * (layers + 1),
+        "{nodes} nodes for {} tokens and {layers} layers",
+        a.tokens.len()
+    );
+}
+
+#[test]
+fn strings_from_the_user_are_escaped_in_the_html_report() {
+    let mut a = analysis().clone();
+    let attack = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    a.text = attack.to_owned();
+    a.tokens[0] = attack.to_owned();
+    a.attention.tokens[0] = attack.to_owned();
+    for o in &mut a.attributions.outcomes {
+        if let Some(e) = o.explanation.as_mut() {
+            e.tokens[0] = attack.to_owned();
+        }
+    }
+    let html = a.to_html().unwrap();
+    assert!(!html.contains("<script>alert(1)"), "raw script tag in the report");
+    assert!(!html.contains("<img src=x"), "raw img tag in the report");
+    assert!(html.contains("&lt;script&gt;alert(1)"), "the text is shown, escaped");
 }
 
 #[test]

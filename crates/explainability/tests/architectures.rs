@@ -1,4 +1,4 @@
-//! The architecture matrix: every explainer runs on Llama (tiny random), GPT-2 (tiny random),
+//! The architecture matrix: every explainer, and every evaluation family on its result, runs on Llama (tiny random), GPT-2 (tiny random),
 //! a BERT classifier (tiny random) and the real all-MiniLM-L6-v2, giving finite results of the
 //! expected shapes; padded encoder batches give exactly zero attention and zero attribution
 //! on pad positions.
@@ -13,6 +13,7 @@ use explainability::core::{
     Architecture, Explainer, ForwardOptions, HookFilter, HookKind, Hooks, LanguageModel,
     SpecialTokens, Target, TargetOutput, TargetToken,
 };
+use explainability::eval::{FidelityConfig, completeness, comprehensibility, fidelity};
 use explainability::gradients::{
     Baseline, GradientXInput, IntegratedGradients, Saliency, SaliencyNorm, SentenceSimilarity,
 };
@@ -113,6 +114,22 @@ fn run_matrix(model: &dyn LanguageModel, target: &Target) {
         assert_eq!(e.scores.len(), ids.len(), "{} on {name}", explainer.name());
         assert!(e.scores.iter().all(|s| s.is_finite()), "{} on {name}", explainer.name());
         assert!(e.scores.iter().any(|s| *s != 0.0), "{} on {name} is all zero", explainer.name());
+        // Every evaluation family runs on every architecture and stays in its range.
+        let label = format!("{} on {name}", explainer.name());
+        let c = comprehensibility(&e.scores.to_vec());
+        let d = ids.len() as f64;
+        assert!((0.0..=(d - 1.0) / d + 1e-12).contains(&c.gini), "{label}: {c:?}");
+        assert!((1.0 - 1e-12..=d + 1e-12).contains(&c.effective_tokens), "{label}: {c:?}");
+        let k = completeness(&e, 2).unwrap();
+        assert!((0.0..=1.0 + 1e-12).contains(&k.top_k_share), "{label}: {k:?}");
+        let config = FidelityConfig { faithfulness_subsets: 8, ..FidelityConfig::default() };
+        let f = fidelity(model, &e, &config).unwrap_or_else(|err| panic!("{label}: {err}"));
+        assert_eq!(f.comprehensiveness.len(), config.bins.len(), "{label}");
+        assert!(
+            f.comprehensiveness.iter().chain(&f.sufficiency).all(|v| (-1.0..=1.0).contains(v)),
+            "{label}: probabilities differ by at most 1: {f:?}"
+        );
+        assert!(f.deletion_auc.is_finite() && f.insertion_auc.is_finite(), "{label}");
     }
     let capture = AttentionCapture::from_ids(model, &ids).unwrap();
     assert_eq!(capture.n_layers(), model.info().n_layers);

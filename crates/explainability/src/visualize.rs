@@ -1,0 +1,331 @@
+//! The analysis as pictures: SVG charts, explanation graphs (DOT, GraphML, JSON node-link and
+//! SVG) and one self-contained HTML report, all drawn by explain-viz from the analysis's
+//! plain data.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+
+use explain_attention::PatternMetrics;
+use explain_viz::charts::{self, ChartOptions, HeatmapRow};
+use explain_viz::{EdgeRule, ExplanationGraph, HtmlReport, Svg, format_score};
+use explainability_core::{Error, Explanation, Result};
+
+use crate::analyzer::ComprehensiveAnalysis;
+
+/// Edges of the token interaction network: pairs whose normalised importances multiply to at
+/// least this (scores are divided by the largest |score| first, so 0.1 keeps pairs where
+/// both tokens are within ~30 % of the strongest).
+pub const INTERACTION_THRESHOLD: f64 = 0.1;
+/// Edges of the layered attention graph: head-averaged attention weights at least this.
+pub const LAYERED_ATTENTION_THRESHOLD: f64 = 0.1;
+/// Edges of the attention-flow graph: weights at least this.
+pub const FLOW_THRESHOLD: f64 = 0.05;
+
+/// Scores divided by their largest |score| (an all-zero or non-finite vector stays as is).
+fn normalised(scores: &[f64]) -> Vec<f64> {
+    let max = scores.iter().filter(|s| s.is_finite()).fold(0.0_f64, |m, s| m.max(s.abs()));
+    if max > 0.0 { scores.iter().map(|s| s / max).collect() } else { scores.to_vec() }
+}
+
+/// The explanation the graphs and the headline chart use: integrated gradients when it ran,
+/// else the first gradient method, else the first explanation.
+fn headline<'a>(explanations: &[&'a Explanation]) -> Option<&'a Explanation> {
+    explanations
+        .iter()
+        .find(|e| e.method == "integrated_gradients")
+        .or_else(|| {
+            explanations.iter().find(|e| !e.method.starts_with("attention") && e.method != "random")
+        })
+        .or_else(|| explanations.first())
+        .copied()
+}
+
+/// File-name-safe form of a method name.
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// The charts of an analysis, as `(file stem, caption, svg)`.
+fn charts(a: &ComprehensiveAnalysis) -> Result<Vec<(String, String, Svg)>> {
+    let mut out = Vec::new();
+    let explanations: Vec<&Explanation> = a.attributions.explanations();
+    if !explanations.is_empty() {
+        let owned: Vec<Explanation> = explanations.iter().map(|e| (*e).clone()).collect();
+        out.push((
+            "attributions".to_owned(),
+            "Attribution per token and method (positive and negative in different colours)"
+                .to_owned(),
+            charts::compare_explanations(
+                &owned,
+                &ChartOptions::titled(format!("Attributions for {:?}", a.prediction.token)),
+            )?,
+        ));
+        let rows: Vec<HeatmapRow> = explanations
+            .iter()
+            .map(|e| HeatmapRow {
+                label: e.method.clone(),
+                tokens: e.tokens.clone(),
+                scores: normalised(&e.scores.to_vec()),
+            })
+            .collect();
+        out.push((
+            "attribution_heatmap".to_owned(),
+            "Method × token, each method divided by its largest |score|, aligned by position"
+                .to_owned(),
+            charts::token_heatmap(&rows, &ChartOptions::titled("Normalised attributions"))?,
+        ));
+    }
+    let metrics = &a.attention.metrics;
+    for (stem, name, metric) in [
+        (
+            "attention_entropy",
+            "entropy (nats)",
+            (|m: &PatternMetrics| m.entropy) as fn(&PatternMetrics) -> f64,
+        ),
+        ("attention_locality", "locality", |m: &PatternMetrics| m.locality),
+    ] {
+        out.push((
+            stem.to_owned(),
+            format!("Attention {name} per layer and head"),
+            charts::layer_head_grid(
+                &metrics.grid(metric),
+                name,
+                &ChartOptions::titled(format!("Attention {name}")),
+            ),
+        ));
+    }
+    if let Some(layers) = &a.layer_attention
+        && let Some(last) = layers.shape().first().and_then(|n| n.checked_sub(1))
+    {
+        let matrix: Array2<f64> = layers.index_axis(ndarray::Axis(0), last).to_owned();
+        out.push((
+            "attention_last_layer".to_owned(),
+            format!("Head-averaged attention of layer {last} (rows: queries)"),
+            charts::attention_matrix(
+                &a.tokens,
+                &matrix,
+                &ChartOptions::titled(format!("Layer {last}, mean over heads")),
+            )?,
+        ));
+    }
+    if let Some(evaluation) = &a.evaluation {
+        for m in evaluation {
+            let Some(f) = &m.fidelity else { continue };
+            out.push((
+                format!("curves_{}", slug(&m.method)),
+                format!(
+                    "{}: deletion AUC {:.3} (lower is better), insertion AUC {:.3} (higher is better)",
+                    m.method, f.deletion_auc, f.insertion_auc
+                ),
+                charts::deletion_insertion_curves(
+                    &f.deletion_curve,
+                    &f.insertion_curve,
+                    &ChartOptions::titled(format!("Deletion and insertion, {}", m.method)),
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The explanation graphs of an analysis, as `(file stem, graph)`.
+fn graphs(a: &ComprehensiveAnalysis) -> Result<Vec<(String, ExplanationGraph)>> {
+    let mut out = Vec::new();
+    let explanations = a.attributions.explanations();
+    if let Some(e) = headline(&explanations) {
+        out.push((
+            "interaction_network".to_owned(),
+            ExplanationGraph::interaction_network(
+                &e.tokens,
+                &normalised(&e.scores.to_vec()),
+                EdgeRule::ImportanceProduct { threshold: INTERACTION_THRESHOLD },
+            )?,
+        ));
+    }
+    if let Some(layers) = &a.layer_attention {
+        out.push((
+            "layered_attention".to_owned(),
+            ExplanationGraph::layered_attention(&a.tokens, layers, LAYERED_ATTENTION_THRESHOLD)?,
+        ));
+        out.push((
+            "attention_flow".to_owned(),
+            ExplanationGraph::attention_flow(
+                &a.tokens,
+                layers,
+                a.attention.target_position,
+                FLOW_THRESHOLD,
+            )?,
+        ));
+    }
+    Ok(out)
+}
+
+impl ComprehensiveAnalysis {
+    /// Writes the charts (`*.svg`), the explanation graphs (`*.dot`, `*.graphml`, `*.json`,
+    /// `*.svg`) and `report.html` into `dir`; returns the paths written.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file; chart errors (not expected for a consistent analysis).
+    pub fn generate_visualizations(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut written = Vec::new();
+        for (stem, _, svg) in charts(self)? {
+            let path = dir.join(format!("{stem}.svg"));
+            std::fs::write(&path, svg.as_str()).map_err(|e| Error::io(&path, e))?;
+            written.push(path);
+        }
+        for (stem, graph) in graphs(self)? {
+            written.extend(graph.write_all(dir, &stem)?);
+        }
+        let path = dir.join("report.html");
+        std::fs::write(&path, self.to_html()?).map_err(|e| Error::io(&path, e))?;
+        written.push(path);
+        Ok(written)
+    }
+
+    /// The whole analysis as one self-contained HTML page: prediction, bilingual summary and
+    /// recommendations, highlighted tokens per method, charts, evaluation and attention
+    /// tables, and the graphs. Every string from the model or the user is escaped.
+    ///
+    /// # Errors
+    /// Chart errors (not expected for a consistent analysis).
+    pub fn to_html(&self) -> Result<String> {
+        let mut html = HtmlReport::new(format!("Explanation of {} on {:?}", self.model, self.text));
+
+        html.section("Prediction", true);
+        let rows: Vec<Vec<String>> = self
+            .top_k
+            .iter()
+            .map(|p| {
+                vec![format!("{:?}", p.token), p.id.to_string(), format!("{:.4}", p.probability)]
+            })
+            .collect();
+        html.table(&["token", "id", "probability"], &rows)?;
+        html.end_section();
+
+        html.section("Summary / 摘要", true);
+        for line in &self.report.summary_en {
+            html.paragraph(line);
+        }
+        for line in &self.report.summary_zh {
+            html.paragraph(line);
+        }
+        html.end_section();
+
+        html.section("Recommendations / 建议", true);
+        if self.report.recommendations.is_empty() {
+            html.paragraph("No rule fired. / 无。");
+        }
+        for f in &self.report.recommendations {
+            html.paragraph(&format!("[{}] {}", f.code, f.en));
+            html.paragraph(&f.zh);
+        }
+        html.end_section();
+
+        html.section("Attributions", true);
+        for e in self.attributions.explanations() {
+            html.explanation(e);
+            if let Some(delta) = e.convergence_delta {
+                html.paragraph(&format!("{}: convergence delta {}", e.method, format_score(delta)));
+            }
+        }
+        for (method, failure) in self.attributions.failures() {
+            html.paragraph(&format!("{method} failed: {}", failure.message));
+        }
+        let charts = charts(self)?;
+        let charts_of = |prefix: &'static str| {
+            charts.iter().filter(move |(stem, _, _)| stem.starts_with(prefix))
+        };
+        for (_, caption, svg) in charts_of("attribution") {
+            html.svg(svg, caption);
+        }
+        html.end_section();
+
+        if let Some(evaluation) = &self.evaluation {
+            html.section("Evaluation", false);
+            let num = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), format_score);
+            let rows: Vec<Vec<String>> = evaluation
+                .iter()
+                .map(|m| {
+                    let f = m.fidelity.as_ref();
+                    let c = m.completeness.as_ref();
+                    vec![
+                        m.method.clone(),
+                        num(f.map(|f| f.aopc_comprehensiveness)),
+                        num(f.map(|f| f.aopc_sufficiency)),
+                        num(f.map(|f| f.deletion_auc)),
+                        num(f.map(|f| f.insertion_auc)),
+                        num(f.and_then(|f| f.faithfulness_correlation)),
+                        num(f.and_then(|f| f.loo_kendall_tau)),
+                        num(c.map(|c| c.top_k_share)),
+                        num(c.and_then(|c| c.relative_residual)),
+                        format_score(m.comprehensibility.gini),
+                        format_score(m.comprehensibility.effective_tokens),
+                    ]
+                })
+                .collect();
+            html.table(
+                &[
+                    "method",
+                    "comprehensiveness ↑",
+                    "sufficiency ↓",
+                    "deletion AUC ↓",
+                    "insertion AUC ↑",
+                    "faithfulness corr.",
+                    "LOO Kendall τ",
+                    "top-3 share",
+                    "relative residual",
+                    "Gini",
+                    "effective tokens",
+                ],
+                &rows,
+            )?;
+            for (_, caption, svg) in charts_of("curves_") {
+                html.svg(svg, caption);
+            }
+            html.end_section();
+        }
+
+        html.section("Attention", false);
+        let m = &self.attention.metrics.model;
+        html.metrics(&[
+            ("entropy (nats)", m.entropy),
+            ("normalised entropy", m.normalized_entropy),
+            ("sparsity", m.sparsity),
+            ("locality", m.locality),
+            ("focus", m.focus),
+            ("mean distance", m.mean_distance),
+        ]);
+        html.token_highlight(
+            &self.attention.tokens,
+            &self.attention.rollout.to_vec(),
+            "Attention rollout of the last position",
+        )?;
+        if let Some(flow) = &self.attention.flow {
+            html.token_highlight(
+                &self.attention.tokens,
+                &flow.to_vec(),
+                "Attention flow of the last position",
+            )?;
+        }
+        for (_, caption, svg) in charts_of("attention_") {
+            html.svg(svg, caption);
+        }
+        html.end_section();
+
+        let graphs = graphs(self)?;
+        if !graphs.is_empty() {
+            html.section("Graphs", false);
+            for (stem, graph) in &graphs {
+                html.svg(
+                    &graph.to_svg(&explain_viz::GraphDrawing::default()),
+                    &format!("{} (also as {stem}.dot, .graphml, .json)", graph.kind().name()),
+                );
+            }
+            html.end_section();
+        }
+        Ok(html.render())
+    }
+}
