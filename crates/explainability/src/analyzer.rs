@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array3, Axis};
@@ -155,6 +156,12 @@ impl Analyzer {
         }
         let steps = 3 + u64::from(self.evaluate);
         let bar = self.bar(steps);
+        let mut timings = BTreeMap::new();
+        let mut clock = Instant::now();
+        let mut lap = |step: &str| {
+            timings.insert(step.to_owned(), clock.elapsed().as_secs_f64());
+            clock = Instant::now();
+        };
         bar.set_message("prediction");
         let ids = model.encode(text, true)?;
         let tokens = model.token_strings(&ids)?;
@@ -163,6 +170,7 @@ impl Analyzer {
             Error::invalid_argument("the model returned no next-token candidates")
         })?;
         bar.inc(1);
+        lap("prediction");
 
         bar.set_message("attention");
         let capture = AttentionCapture::from_ids(model, &ids)?;
@@ -171,12 +179,14 @@ impl Analyzer {
             .flatten();
         let attention = self.attention.run_on_capture(model, capture)?;
         bar.inc(1);
+        lap("attention");
 
         bar.set_message("attributions");
         let methods: Vec<&str> = self.methods.iter().map(String::as_str).collect();
         let attributions = self.framework.compare_methods(model, text, &methods, &self.target)?;
         let agreement = MethodAgreement::of(&attributions.explanations());
         bar.inc(1);
+        lap("attributions");
 
         let evaluation = if self.evaluate {
             bar.set_message("evaluation");
@@ -186,6 +196,7 @@ impl Analyzer {
                 &self.fidelity,
             );
             bar.inc(1);
+            lap("evaluation");
             Some(e)
         } else {
             None
@@ -204,6 +215,7 @@ impl Analyzer {
             attributions,
             agreement,
             evaluation,
+            timings,
             report: Report::default(),
         };
         analysis.report = analysis.generate_report();
@@ -315,6 +327,9 @@ pub struct ComprehensiveAnalysis {
     pub agreement: MethodAgreement,
     /// Quality of each attribution, when evaluated.
     pub evaluation: Option<Vec<crate::evaluation::MethodEvaluation>>,
+    /// Seconds spent per step (`prediction`, `attention`, `attributions`, `evaluation`).
+    #[serde(default)]
+    pub timings: BTreeMap<String, f64>,
     /// Summary and recommendations.
     pub report: Report,
 }

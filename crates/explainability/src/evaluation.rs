@@ -16,6 +16,10 @@ use crate::analyzer::{Finding, Report};
 /// `k` of the top-k share of completeness.
 pub const TOP_K_SHARE: usize = 3;
 
+/// Largest |AOPC comprehensiveness − the random control's| below which the evaluation is
+/// called inconclusive instead of naming a most faithful method.
+pub const INCONCLUSIVE_BELOW: f64 = 0.02;
+
 /// Quality of one method's attribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodEvaluation {
@@ -103,6 +107,15 @@ pub fn findings(evaluation: &[MethodEvaluation], report: &mut Report) {
         .filter_map(|m| aopc(m).map(|v| (m.method.as_str(), v)))
         .collect();
     real.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let spread = real.iter().map(|(_, v)| (v - random).abs()).fold(0.0_f64, f64::max);
+    if !real.is_empty() && spread < INCONCLUSIVE_BELOW {
+        report.recommendations.push(Finding::new(
+            "evaluation_inconclusive",
+            format!("Removal-based fidelity cannot tell the methods apart on this input: every method's comprehensiveness is within {INCONCLUSIVE_BELOW} of the random control ({random:.3}). Removing any token changes the prediction about equally (typical of very short prompts); evaluate on longer texts or a dataset (explain-eval's evaluator) before ranking methods."),
+            format!("基于移除的保真度无法在该输入上区分各方法：所有方法的全面性与随机对照（{random:.3}）相差不到 {INCONCLUSIVE_BELOW}。移除任一词元对预测的影响几乎相同（极短提示中常见）；在比较方法之前，请在更长的文本或数据集上评估（explain-eval 的评估器）。"),
+        ));
+        return;
+    }
     if let Some(&(best, v)) = real.first() {
         report.summary_en.push(format!(
             "Most faithful by comprehensiveness: {best} (AOPC {v:.3}; the random control scores {random:.3})."

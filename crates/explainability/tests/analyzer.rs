@@ -133,22 +133,36 @@ fn the_report_rules_fire_on_the_conditions_they_name() {
         assert!(c.contains(&code.to_owned()), "{code} missing from {c:?}");
     }
 
-    // A method that is no better than the control is named.
-    let mut bad = a.clone();
-    let evaluation = bad.evaluation.as_mut().unwrap();
-    let random = evaluation.iter().find(|m| m.method == "random").unwrap().clone();
-    for m in evaluation.iter_mut().filter(|m| m.method == "saliency") {
-        m.fidelity = random.fidelity.clone();
-    }
-    let report = bad.generate_report();
+    // A method that is no better than the control is named; when no method differs from
+    // the control the evaluation is called inconclusive instead.
+    let with_aopc = |values: &[(&str, f64)]| {
+        let mut bad = a.clone();
+        for m in bad.evaluation.as_mut().unwrap() {
+            let v = values.iter().find(|(name, _)| *name == m.method).map_or(0.5, |(_, v)| *v);
+            m.fidelity.as_mut().unwrap().aopc_comprehensiveness = v;
+        }
+        bad.generate_report()
+    };
+    let report = with_aopc(&[("random", 0.5), ("gradient_x_input", 0.9), ("saliency", 0.4)]);
+    let fired: Vec<&str> = report.recommendations.iter().map(|f| f.code.as_str()).collect();
     assert!(
         report
             .recommendations
             .iter()
             .any(|f| f.code == "no_better_than_random" && f.en.starts_with("saliency")),
-        "{:?}",
-        report.recommendations
+        "{fired:?}"
     );
+    assert!(!fired.contains(&"evaluation_inconclusive"), "{fired:?}");
+    assert!(
+        report
+            .summary_en
+            .iter()
+            .any(|l| l.contains("Most faithful") && l.contains("gradient_x_input"))
+    );
+    let report = with_aopc(&[("random", 0.5)]);
+    let fired: Vec<&str> = report.recommendations.iter().map(|f| f.code.as_str()).collect();
+    assert!(fired.contains(&"evaluation_inconclusive"), "{fired:?}");
+    assert!(!fired.contains(&"no_better_than_random"), "{fired:?}");
     // Every finding has both languages.
     for f in &report.recommendations {
         assert!(!f.en.is_empty() && !f.zh.is_empty(), "{f:?}");
