@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use crate::parity;
 use crate::project::{Project, Result, describe, run, seconds};
 use crate::setup;
+use crate::{browser, parity};
 
 /// Profile flags of the test run and of the parity test: none, i.e. cargo's `test` profile
 /// (workspace crates at opt-level 1 with debug assertions and overflow checks, dependencies
@@ -75,6 +75,11 @@ pub fn ci(project: &Project) -> Result<()> {
             &[],
         ),
         cargo_step(project, "test", &test_args, &[]),
+        Step {
+            name: "browser",
+            what: "cargo xtask browser".into(),
+            action: Box::new(|| browser::browser(project)),
+        },
         Step {
             name: "parity",
             what: "cargo xtask parity".into(),

