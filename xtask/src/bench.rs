@@ -1,7 +1,9 @@
 //! `cargo xtask bench-reference`: our criterion `forward` group and Hugging Face
 //! transformers' eager forward (`reference/bench_reference.py`) on the same GGUF weights,
-//! token counts and thread count, in one run; prints the ratios and writes
-//! `target/bench-reference.json`.
+//! token counts and thread count, in one run; then our criterion `gradients` group beside
+//! Captum (`reference/bench_captum.py`), and the `ig_efficiency` example of explain-gradients
+//! (adaptive versus uniform IG evaluations, peak memory as `n_steps` grows); prints the
+//! ratios and writes `target/bench-reference.json`.
 //!
 //! Threads: both sides get `OMP_NUM_THREADS=N` (libtorch sizes its default intra-op pool from
 //! it, in tch as in PyTorch) and `EXPLAINABILITY_THREADS=N` (our benches call
@@ -14,22 +16,32 @@ use std::time::{Instant, SystemTime};
 use serde_json::{Value, json};
 
 use crate::pins::SMOLLM2;
-use crate::project::{Project, Result, THREADS_ENV, run, seconds};
+use crate::project::{Project, Result, THREADS_ENV, output, run, seconds};
 
 /// Token counts of the `forward` group's parameters.
 const TOKENS: [u64; 2] = [8, 128];
+
+/// `gradients` benchmarks timed beside Captum: (function, parameter, description).
+const GRADIENT_CASES: [(&str, u64, &str); 5] = [
+    ("ig_gl50", 5, "IG, 50 Gauss-Legendre steps, 5 tokens"),
+    ("ig_gl50", 60, "IG, 50 Gauss-Legendre steps, 60 tokens"),
+    ("saliency", 5, "saliency, 5 tokens"),
+    ("gradient_x_input", 5, "gradient x input, 5 tokens"),
+    ("generation_prompt_ig20", 10, "10-token continuation, IG 20 steps"),
+];
 
 /// Median time of one criterion benchmark of this run, in milliseconds (the median, not the
 /// mean: on a shared 2-core machine a few iterations stall, and the mean follows them).
 fn criterion_median_ms(
     target: &Path,
+    group: &str,
     function: &str,
     tokens: u64,
     since: SystemTime,
 ) -> Result<f64> {
     let path = target
         .join("criterion")
-        .join("forward")
+        .join(group)
         .join(function)
         .join(tokens.to_string())
         .join("new")
@@ -110,7 +122,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         for (slot, (function, attentions)) in
             [("plain", false), ("capture_patterns", true)].into_iter().enumerate()
         {
-            let ours_ms = criterion_median_ms(&target, function, tokens, since)?;
+            let ours_ms = criterion_median_ms(&target, "forward", function, tokens, since)?;
             let hf_ms = reference_median_ms(&reference, tokens, attentions)?;
             let id = format!("forward/{function}/{tokens}");
             println!("{id:<30} {ours_ms:>10.2} {hf_ms:>14.2} {:>8.2}", hf_ms / ours_ms);
@@ -143,6 +155,8 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
             o["hf_pct"].as_f64().unwrap_or(f64::NAN),
         );
     }
+    let gradients = gradients_beside_captum(project, &target, threads)?;
+    let efficiency = ig_efficiency(project, threads)?;
     let report = json!({
         "command": format!("cargo xtask bench-reference --threads {threads}"),
         "threads": threads,
@@ -157,9 +171,98 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         },
         "rows": rows,
         "capture_overhead": overhead,
+        "gradients": gradients,
+        "ig_efficiency": efficiency,
     });
     let out = target.join("bench-reference.json");
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("bench-reference: wrote {} in {}", out.display(), seconds(start));
     Ok(())
+}
+
+/// Our criterion `gradients` group and `reference/bench_captum.py` in one run; the rows of
+/// [`GRADIENT_CASES`] with both medians and the ratio.
+fn gradients_beside_captum(project: &Project, target: &Path, threads: usize) -> Result<Value> {
+    let since = SystemTime::now();
+    let threads_text = threads.to_string();
+    println!("bench-reference: ours (criterion `gradients`, {threads} threads)");
+    let mut ours = project.cargo();
+    ours.args(["bench", "-p", "benches", "--bench", "gradients"])
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("criterion gradients bench", &mut ours)?;
+    println!("bench-reference: Captum on transformers, {threads} threads");
+    let captum_path = target.join("bench-reference-captum.json");
+    let mut captum = project.python();
+    captum
+        .arg("reference/bench_captum.py")
+        .arg("--gguf")
+        .arg(project.model_path(&SMOLLM2))
+        .arg("--threads")
+        .arg(&threads_text)
+        .arg("--out")
+        .arg(&captum_path)
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("captum bench", &mut captum)?;
+    let reference: Value = serde_json::from_str(&fs::read_to_string(&captum_path)?)?;
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<42} {:>10} {:>12} {:>10}",
+        "benchmark (Captum)", "ours ms", "Captum ms", "Captum/ours"
+    );
+    for (function, param, description) in GRADIENT_CASES {
+        let id = format!("gradients/{function}/{param}");
+        let ours_ms = criterion_median_ms(target, "gradients", function, param, since)?;
+        let captum_ms = reference["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["id"].as_str() == Some(id.as_str()))
+            .and_then(|r| r["median_ms"].as_f64())
+            .ok_or_else(|| format!("bench_captum.py reported no {id}"))?;
+        println!(
+            "{description:<42} {ours_ms:>10.1} {captum_ms:>12.1} {:>10.2}",
+            captum_ms / ours_ms
+        );
+        rows.push(json!({
+            "id": id,
+            "case": description,
+            "ours_ms": ours_ms,
+            "captum_ms": captum_ms,
+            "captum_over_ours": captum_ms / ours_ms,
+        }));
+    }
+    Ok(json!({
+        "captum": reference["captum"],
+        "continuation": reference["continuation"],
+        "rows": rows,
+    }))
+}
+
+/// The `ig_efficiency` example of explain-gradients in both modes; its JSON reports.
+fn ig_efficiency(project: &Project, threads: usize) -> Result<Value> {
+    let threads_text = threads.to_string();
+    let mut reports = serde_json::Map::new();
+    for mode in ["adaptive", "memory"] {
+        println!("bench-reference: ig_efficiency {mode}");
+        let mut command = project.cargo();
+        command
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "explain-gradients",
+                "--example",
+                "ig_efficiency",
+                "--",
+                mode,
+            ])
+            .env("OMP_NUM_THREADS", &threads_text)
+            .env(THREADS_ENV, &threads_text);
+        let stdout = output("ig_efficiency", &mut command)?;
+        let value: Value = serde_json::from_str(&stdout)?;
+        reports.insert(mode.to_string(), value["report"].clone());
+    }
+    Ok(Value::Object(reports))
 }

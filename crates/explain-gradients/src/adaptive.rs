@@ -93,7 +93,8 @@ struct Interval {
 /// # Errors
 /// [`Error::InvalidArgument`] for a tolerance that is not positive and finite, zero
 /// intervals/nodes/refinements, a budget smaller than the initial evaluations, an internal
-/// batch size of 0 or non-finite gradients; [`Error::ShapeMismatch`]; whatever `f` returns.
+/// batch size of 0; [`Error::NonFinite`] with the path point α of a non-finite gradient or
+/// value; [`Error::ShapeMismatch`]; whatever `f` returns.
 pub fn adaptive_integrated_gradients<F>(
     mut f: F,
     input: &Tensor,

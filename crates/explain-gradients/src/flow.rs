@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use explainability_core::{Error, ForwardOptions, Hooks, LanguageModel, Result, Target};
+use explainability_core::{Error, Hooks, LanguageModel, Result, Target};
 
 /// Gradient statistics of one parameter tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,9 +101,9 @@ impl GradientFlowAnalysis {
         }
         let ids_tensor = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
         let grads = tch::with_grad(|| -> Result<Vec<Tensor>> {
-            let out =
-                model.forward_ids(&ids_tensor, &ForwardOptions::default(), &mut Hooks::new())?;
-            let y = prepared.target.evaluate(&out.logits)?.f_sum(Kind::Float)?;
+            let tail = crate::lm::TargetTail::new(&prepared.target, ids.len() as i64)?;
+            let out = model.forward_ids(&ids_tensor, &tail.options, &mut Hooks::new())?;
+            let y = tail.evaluate(&out.logits)?.f_sum(Kind::Float)?;
             let inputs: Vec<&Tensor> = params.iter().map(|(_, t)| t).collect();
             Ok(Tensor::f_run_backward(&[&y], &inputs, false, false)?)
         })?;

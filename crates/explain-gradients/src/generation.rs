@@ -28,8 +28,20 @@ pub enum GenerationMethod {
     /// A norm of `∂ log p / ∂e` (non-negative for L1/L2).
     Saliency(SaliencyNorm),
     /// Integrated gradients from `baseline` with fixed quadrature; per-row deltas reported.
+    /// Every position (prompt and continuation) moves along the path.
     IntegratedGradients {
         /// Baseline of the whole sequence (prompt and continuation).
+        baseline: Baseline,
+        /// Quadrature settings.
+        path: PathOptions,
+    },
+    /// Integrated gradients of the prompt only: the generated tokens keep their embeddings on
+    /// the whole path, so row `t` is integrated gradients of `log p(y_t | x, y_<t)` with respect
+    /// to the prompt `x`, and the columns of generated tokens are 0. This is what Captum's
+    /// `LLMGradientAttribution` with `LayerIntegratedGradients` on the embedding layer computes
+    /// (one full IG per output token there; one shared path here). Per-row deltas reported.
+    PromptIntegratedGradients {
+        /// Baseline of the prompt (the continuation's rows are ignored).
         baseline: Baseline,
         /// Quadrature settings.
         path: PathOptions,
@@ -42,6 +54,7 @@ impl GenerationMethod {
             GenerationMethod::GradientXInput => "gradient_x_input",
             GenerationMethod::Saliency(_) => "saliency",
             GenerationMethod::IntegratedGradients { .. } => "integrated_gradients",
+            GenerationMethod::PromptIntegratedGradients { .. } => "prompt_integrated_gradients",
         }
     }
 }
@@ -88,13 +101,20 @@ pub fn greedy_continuation(
     if max_new_tokens == 0 {
         return Err(Error::invalid_argument("max_new_tokens must be at least 1"));
     }
+    if prompt.is_empty() {
+        return Err(Error::EmptyText);
+    }
     check_positions((prompt.len() + max_new_tokens) as i64, model.info().max_positions)?;
     let _guard = tch::no_grad_guard();
     let mut ids = prompt.to_vec();
     let mut out = Vec::with_capacity(max_new_tokens);
     for _ in 0..max_new_tokens {
         let t = Tensor::f_from_slice(&ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
-        let logits = model.forward_ids(&t, &ForwardOptions::default(), &mut Hooks::new())?.logits;
+        let last = ForwardOptions {
+            logits_from: Some(ids.len().saturating_sub(1)),
+            ..ForwardOptions::default()
+        };
+        let logits = model.forward_ids(&t, &last, &mut Hooks::new())?.logits;
         let next =
             logits.f_select(0, 0)?.f_select(0, -1)?.f_argmax(-1, false)?.f_int64_value(&[])?;
         ids.push(next);
@@ -153,13 +173,15 @@ impl GenerationAttribution {
         };
         let targets = Tensor::f_from_slice(continuation)?.f_to_device(device)?;
         // [n, L, d] → [n, T] log-probabilities of every generated token.
+        // Logits only from the last prompt position on: the LM head runs for the T positions
+        // whose predictions are attributed (plus the last, unused), not for the prompt.
+        let options = ForwardOptions { logits_from: Some(p - 1), ..ForwardOptions::default() };
         let mut f = |emb: &Tensor| -> Result<Tensor> {
             let n = emb.size()[0];
-            let logits = model
-                .forward_embeddings(emb, &ForwardOptions::default(), &mut Hooks::new())?
-                .logits;
-            let lp =
-                logits.f_narrow(1, p as i64 - 1, t_out as i64)?.f_log_softmax(-1, Kind::Float)?;
+            let logits = model.forward_embeddings(emb, &options, &mut Hooks::new())?.logits;
+            // A model that ignores `logits_from` returns every position.
+            let start = if logits.size()[1] == len as i64 { p as i64 - 1 } else { 0 };
+            let lp = logits.f_narrow(1, start, t_out as i64)?.f_log_softmax(-1, Kind::Float)?;
             let index =
                 targets.f_view([1, t_out as i64, 1])?.f_expand([n, t_out as i64, 1], false)?;
             Ok(lp.f_gather(-1, &index, false)?.f_squeeze_dim(-1)?)
@@ -187,8 +209,19 @@ impl GenerationAttribution {
                     None,
                 )
             }
-            GenerationMethod::IntegratedGradients { baseline, path } => {
-                let base = baseline.embeddings(model, &embeddings)?;
+            GenerationMethod::IntegratedGradients { baseline, path }
+            | GenerationMethod::PromptIntegratedGradients { baseline, path } => {
+                let mut base = baseline.embeddings(model, &embeddings)?;
+                if matches!(self.method, GenerationMethod::PromptIntegratedGradients { .. }) {
+                    // The continuation stays at its own embeddings along the whole path.
+                    base = Tensor::f_cat(
+                        &[
+                            base.f_narrow(0, 0, p as i64)?,
+                            embeddings.f_narrow(0, p as i64, t_out as i64)?,
+                        ],
+                        0,
+                    )?;
+                }
                 let chunk = chunk_size(path.internal_batch_size)?;
                 let (alphas, weights) = path.rule.nodes_and_weights(path.n_steps)?;
                 let zero = embeddings.f_zeros_like()?.f_to_kind(Kind::Double)?;

@@ -10,9 +10,7 @@ use explainability_core::{
     Error, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
 };
 
-use crate::lm::{
-    Prepared, batch_gradient, explanation, prepare, sum_over_features, target_function,
-};
+use crate::lm::{explanation, prepare, prepare_with_gradient, sum_over_features, target_function};
 
 /// How a `[pos, d_model]` gradient becomes one score per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -71,8 +69,8 @@ impl Explainer for Saliency {
         ids: &[i64],
         target: &Target,
     ) -> Result<Explanation> {
-        let prepared = prepare(model, ids, target)?;
-        let scores = self.norm.reduce(&input_gradient(model, &prepared)?)?;
+        let (prepared, gradient) = prepare_with_gradient(model, ids, target)?;
+        let scores = self.norm.reduce(&gradient)?;
         explanation(model, self.name(), &prepared, scores, vec![("norm", json!(self.norm.name()))])
     }
 }
@@ -92,8 +90,8 @@ impl Explainer for GradientXInput {
         ids: &[i64],
         target: &Target,
     ) -> Result<Explanation> {
-        let prepared = prepare(model, ids, target)?;
-        let product = input_gradient(model, &prepared)?.f_mul(&prepared.embeddings)?;
+        let (prepared, gradient) = prepare_with_gradient(model, ids, target)?;
+        let product = gradient.f_mul(&prepared.embeddings)?;
         let scores = sum_over_features(&product)?;
         explanation(model, self.name(), &prepared, scores, Vec::new())
     }
@@ -195,11 +193,4 @@ impl Explainer for SmoothGrad {
             ],
         )
     }
-}
-
-/// `∂F/∂e` at the unperturbed embeddings, `[pos, d_model]`.
-fn input_gradient(model: &dyn LanguageModel, prepared: &Prepared) -> Result<Tensor> {
-    let mut f = target_function(model, &prepared.target);
-    let (grad, _) = batch_gradient(&mut f, &prepared.embeddings.f_unsqueeze(0)?)?;
-    Ok(grad.f_select(0, 0)?)
 }

@@ -12,8 +12,11 @@ use explainability_core::{
 };
 
 use crate::adaptive::{AdaptiveOptions, adaptive_integrated_gradients};
-use crate::lm::{Prepared, explanation, prepare, sum_over_features, target_function};
-use crate::path::{PathOptions, path_integrated_gradients, path_values};
+use crate::lm::{
+    Prepared, TargetTail, explanation, locate_non_finite, prepare, sum_over_features,
+    target_function, with_location,
+};
+use crate::path::{PathOptions, path_integrated_gradients, path_points, path_values};
 
 /// The reference input integrated gradients starts from.
 ///
@@ -276,7 +279,13 @@ impl IntegratedGradients {
         let prepared = prepare(model, ids, target)?;
         let base = self.baseline.embeddings(model, &prepared.embeddings)?;
         let f = batched_over_path(model, &prepared.target);
-        let mut r = integrate(f, &prepared.embeddings, &base, &self.quadrature, self.check_path)?;
+        let mut r = integrate(f, &prepared.embeddings, &base, &self.quadrature, self.check_path)
+            .map_err(|e| {
+                with_location(e, |a| {
+                    let point = path_points(&prepared.embeddings, &base, &[a])?;
+                    locate_non_finite(model, &point, &prepared.target, None)
+                })
+            })?;
         let scores = sum_over_features(&r.attributions)?;
         let metadata = std::mem::take(&mut r.metadata);
         let e =
@@ -364,11 +373,10 @@ impl LayerIntegratedGradients {
 fn capture(model: &dyn LanguageModel, embeddings: &Tensor, point: HookPoint) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
     let mut hooks = Hooks::caching(HookFilter::point(point));
-    model.forward_embeddings(
-        &embeddings.f_unsqueeze(0)?,
-        &ForwardOptions::default(),
-        &mut hooks,
-    )?;
+    // Only the activation is wanted: the LM head runs for the last position alone.
+    let last = (embeddings.size()[0] - 1).max(0) as usize;
+    let options = ForwardOptions { logits_from: Some(last), ..ForwardOptions::default() };
+    model.forward_embeddings(&embeddings.f_unsqueeze(0)?, &options, &mut hooks)?;
     Ok(hooks.cached().require(&point)?.f_detach()?.f_select(0, 0)?)
 }
 
@@ -389,8 +397,8 @@ impl Explainer for LayerIntegratedGradients {
         let act_input = capture(model, &prepared.embeddings, self.point)?;
         let act_base = capture(model, &base, self.point)?;
         let point = self.point;
-        let target = &prepared.target;
         let embeddings = &prepared.embeddings;
+        let tail = TargetTail::new(&prepared.target, embeddings.size()[0])?;
         let f = |acts: &Tensor| -> Result<Tensor> {
             let n = acts.size()[0];
             let size = embeddings.size();
@@ -398,11 +406,16 @@ impl Explainer for LayerIntegratedGradients {
             let replacement = acts.shallow_clone();
             let mut hooks = Hooks::new();
             hooks.replace(HookFilter::point(point), move |_, _| Ok(replacement.shallow_clone()));
-            let output =
-                model.forward_embeddings(&batch, &ForwardOptions::default(), &mut hooks)?;
-            target.evaluate(&output.logits)
+            let output = model.forward_embeddings(&batch, &tail.options, &mut hooks)?;
+            tail.evaluate(&output.logits)
         };
-        let mut r = integrate(f, &act_input, &act_base, &self.quadrature, false)?;
+        let mut r = integrate(f, &act_input, &act_base, &self.quadrature, false).map_err(|e| {
+            with_location(e, |a| {
+                let acts = path_points(&act_input, &act_base, &[a])?;
+                let replacement = Some((point, acts));
+                locate_non_finite(model, &embeddings.f_unsqueeze(0)?, &prepared.target, replacement)
+            })
+        })?;
         let scores = sum_over_features(&r.attributions)?;
         let mut metadata = std::mem::take(&mut r.metadata);
         metadata.push(("hook_point", json!(self.point.to_string())));

@@ -1,13 +1,16 @@
 //! Shared plumbing of the language-model explainers: validating ids, embedding them,
 //! resolving the target on the clean logits, the differentiable target function of
-//! embeddings, gradients with respect to embeddings, and building [`Explanation`]s.
+//! embeddings (its forward pass computes the LM head only for the position the target reads),
+//! gradients with respect to embeddings, locating NaN/infinity, and building
+//! [`Explanation`]s.
 
 use ndarray::Array1;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, Explanation, ForwardOptions, Hooks, LanguageModel, Result, Target, check_positions,
+    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, Result,
+    Target, check_positions,
 };
 
 /// An input ready to be explained.
@@ -26,35 +29,150 @@ pub(crate) struct Prepared {
 ///
 /// # Errors
 /// [`Error::EmptyText`], [`Error::SequenceTooLong`], [`Error::TokenOutOfRange`] (ids or
-/// target), model errors.
+/// target), [`Error::NonFinite`] when F(x) is not finite, model errors.
 pub(crate) fn prepare(model: &dyn LanguageModel, ids: &[i64], target: &Target) -> Result<Prepared> {
-    check_positions(ids.len() as i64, model.info().max_positions)?;
-    let ids_tensor = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
     let _guard = tch::no_grad_guard();
-    let embeddings = model.embed(&ids_tensor)?.f_detach()?;
-    let output =
-        model.forward_embeddings(&embeddings, &ForwardOptions::default(), &mut Hooks::new())?;
-    let target = target.resolve(&output.logits)?;
-    let value = target.evaluate(&output.logits)?.f_double_value(&[0])?;
-    Ok(Prepared { ids: ids.to_vec(), embeddings: embeddings.f_select(0, 0)?, target, value })
+    Ok(prepare_inner(model, ids, target, false)?.0)
 }
 
-/// The target as a function of a batch of embeddings `[n, pos, d]` → `[n]`.
+/// [`prepare`] whose clean forward pass is also differentiated: also returns `∂F/∂e`
+/// (`[pos, d_model]`), so a single-gradient method costs one forward and one backward pass.
+///
+/// # Errors
+/// As [`prepare`]; [`Error::NonFinite`] (with the hook point) for a non-finite gradient.
+pub(crate) fn prepare_with_gradient(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+) -> Result<(Prepared, Tensor)> {
+    let (prepared, gradient) = tch::with_grad(|| prepare_inner(model, ids, target, true))?;
+    let gradient =
+        gradient.ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+    Ok((prepared, gradient))
+}
+
+fn prepare_inner(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+    with_gradient: bool,
+) -> Result<(Prepared, Option<Tensor>)> {
+    check_positions(ids.len() as i64, model.info().max_positions)?;
+    let ids_tensor = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
+    let embeddings = {
+        let _guard = tch::no_grad_guard();
+        model.embed(&ids_tensor)?.f_detach()?
+    };
+    let input = if with_gradient {
+        embeddings.f_detach()?.f_set_requires_grad(true)?
+    } else {
+        embeddings.shallow_clone()
+    };
+    let tail = TargetTail::new(target, ids.len() as i64)?;
+    let output = model.forward_embeddings(&input, &tail.options, &mut Hooks::new())?;
+    let shifted = tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
+    let y = shifted.evaluate(&output.logits)?;
+    let value = y.f_double_value(&[0])?;
+    // The resolved target keeps the caller's position (resolution only fixes an argmax id).
+    let mut target = shifted;
+    let (Target::Token { position, .. } | Target::Contrastive { position, .. }) = &mut target;
+    *position = match tail.original {
+        Target::Token { position, .. } | Target::Contrastive { position, .. } => position,
+    };
+    if !value.is_finite() {
+        return Err(Error::NonFinite {
+            what: format!("the target F(x) = {value}"),
+            alpha: None,
+            hook_point: first_non_finite_activation(model, &embeddings)?,
+        });
+    }
+    let gradient = if with_gradient {
+        let total = y.f_sum(Kind::Float)?;
+        let grad = Tensor::f_run_backward(&[&total], &[&input], false, false)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+        if let Err(e) = check_finite(&grad, "gradient with respect to the embeddings") {
+            return Err(with_location(e, |_| locate_non_finite(model, &embeddings, &target, None)));
+        }
+        Some(grad.f_select(0, 0)?)
+    } else {
+        None
+    };
+    let prepared =
+        Prepared { ids: ids.to_vec(), embeddings: embeddings.f_select(0, 0)?, target, value };
+    Ok((prepared, gradient))
+}
+
+/// The forward options and target that compute logits only from the explained position on
+/// ([`ForwardOptions::logits_from`]): the LM head (SmolLM2: 49152 × 576, a fifth of the
+/// model's multiply-adds per token) runs for one position instead of all of them.
+pub(crate) struct TargetTail {
+    /// Options with `logits_from` set to the explained position.
+    pub options: ForwardOptions,
+    /// The target reading the shortened logits.
+    pub shifted: Target,
+    /// The target as given (reads full logits).
+    pub original: Target,
+    /// Positions of the sequence.
+    pub seq: i64,
+}
+
+impl TargetTail {
+    /// For `target` on sequences of `seq` positions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a target position past the sequence,
+    /// [`Error::EmptyText`] for an empty one.
+    pub fn new(target: &Target, seq: i64) -> Result<Self> {
+        // An empty sequence has no last position.
+        let from = usize::try_from(target.position_index(seq)?).map_err(|_| Error::EmptyText)?;
+        Ok(Self {
+            options: ForwardOptions { logits_from: Some(from), ..ForwardOptions::default() },
+            shifted: target.from_position(from)?,
+            original: target.clone(),
+            seq,
+        })
+    }
+
+    /// The target matching `logits`: the shifted one, or the original when the model ignored
+    /// `logits_from` and returned every position (a [`LanguageModel`] of another crate).
+    pub fn target_for(&self, logits: &Tensor) -> Result<&Target> {
+        Ok(if logits.size().get(1).copied() == Some(self.seq) && self.seq > 1 {
+            &self.original
+        } else {
+            &self.shifted
+        })
+    }
+
+    /// The target scalar per batch row of `logits`.
+    pub fn evaluate(&self, logits: &Tensor) -> Result<Tensor> {
+        self.target_for(logits)?.evaluate(logits)
+    }
+}
+
+/// The target as a function of a batch of embeddings `[n, pos, d]` → `[n]`; logits are
+/// computed only for the position the target reads.
 pub(crate) fn target_function<'a>(
     model: &'a dyn LanguageModel,
     target: &'a Target,
 ) -> impl FnMut(&Tensor) -> Result<Tensor> + 'a {
+    let mut tail: Option<TargetTail> = None;
     move |embeddings: &Tensor| {
-        let output =
-            model.forward_embeddings(embeddings, &ForwardOptions::default(), &mut Hooks::new())?;
-        target.evaluate(&output.logits)
+        let seq = embeddings.size().get(1).copied().unwrap_or(0);
+        if tail.as_ref().is_none_or(|t| t.seq != seq) {
+            tail = Some(TargetTail::new(target, seq)?);
+        }
+        let tail = tail.as_ref().ok_or_else(|| Error::invalid_argument("no target tail"))?;
+        let output = model.forward_embeddings(embeddings, &tail.options, &mut Hooks::new())?;
+        tail.evaluate(&output.logits)
     }
 }
 
 /// Gradients of `Σ_n F(points_n)` with respect to `points` (`[n, ...]`), detached.
 ///
 /// # Errors
-/// As `f`; [`Error::InvalidArgument`] when the gradient is not finite.
+/// As `f`; [`Error::NonFinite`] when the gradient is not finite.
 pub(crate) fn batch_gradient<F>(f: &mut F, points: &Tensor) -> Result<(Tensor, Tensor)>
 where
     F: FnMut(&Tensor) -> Result<Tensor>,
@@ -72,12 +190,129 @@ where
     })
 }
 
-/// [`Error::InvalidArgument`] when `t` holds NaN or infinity.
+/// [`Error::NonFinite`] when `t` holds NaN or infinity.
 pub(crate) fn check_finite(t: &Tensor, what: &str) -> Result<()> {
     if t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-        return Err(Error::invalid_argument(format!("{what} is not finite (NaN or infinity)")));
+        return Err(Error::NonFinite { what: what.to_string(), alpha: None, hook_point: None });
     }
     Ok(())
+}
+
+/// The hook points searched for NaN/infinity, in the order the forward pass fires them
+/// (residual stream and block outputs only: asking for attention patterns would change the
+/// attention kernel).
+fn diagnostic_points(n_layers: usize) -> Vec<HookPoint> {
+    let mut points = vec![HookPoint::embed()];
+    for l in 0..n_layers {
+        points.extend([
+            HookPoint::resid_pre(l),
+            HookPoint::attn_out(l),
+            HookPoint::resid_mid(l),
+            HookPoint::mlp_out(l),
+            HookPoint::resid_post(l),
+        ]);
+    }
+    points.push(HookPoint::ln_final());
+    points
+}
+
+fn is_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0)
+}
+
+/// The first hook point whose activation is not finite when running `embeddings`
+/// (`[n, pos, d]`), `None` when all are finite.
+///
+/// # Errors
+/// Model errors.
+pub(crate) fn first_non_finite_activation(
+    model: &dyn LanguageModel,
+    embeddings: &Tensor,
+) -> Result<Option<String>> {
+    let _guard = tch::no_grad_guard();
+    let points = diagnostic_points(model.info().n_layers);
+    let mut hooks = Hooks::caching(HookFilter::points(points.iter().copied()));
+    let seq = embeddings.size().get(1).copied().unwrap_or(1);
+    let options =
+        ForwardOptions { logits_from: Some(seq.max(1) as usize - 1), ..Default::default() };
+    model.forward_embeddings(embeddings, &options, &mut hooks)?;
+    for point in &points {
+        if let Some(t) = hooks.cached().get(point)
+            && !is_finite(t)?
+        {
+            return Ok(Some(point.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Where NaN or infinity first appears when the gradient of `target` is taken at one point:
+/// the first hook point (in firing order) whose activation is not finite; when every
+/// activation is finite, the hook point where the gradient first turns non-finite on its way
+/// back from the output (the latest point whose gradient is not finite while every later one
+/// is). `replacement` replaces one activation first (layer attribution).
+///
+/// # Shapes
+/// `embeddings`: `[1, pos, d_model]`; a replacement: that activation's shape.
+///
+/// # Errors
+/// Model errors.
+pub(crate) fn locate_non_finite(
+    model: &dyn LanguageModel,
+    embeddings: &Tensor,
+    target: &Target,
+    replacement: Option<(HookPoint, Tensor)>,
+) -> Result<Option<String>> {
+    let points = diagnostic_points(model.info().n_layers);
+    let seq = embeddings.size().get(1).copied().unwrap_or(0);
+    let tail = TargetTail::new(target, seq)?;
+    tch::with_grad(|| {
+        let leaf = embeddings.f_detach()?.f_set_requires_grad(true)?;
+        let mut hooks = Hooks::new();
+        if let Some((point, value)) = replacement {
+            let value = value.f_detach()?.f_set_requires_grad(true)?;
+            hooks.replace(HookFilter::point(point), move |_, _| Ok(value.shallow_clone()));
+        }
+        hooks.cache(HookFilter::points(points.iter().copied()));
+        let output = model.forward_embeddings(&leaf, &tail.options, &mut hooks)?;
+        let cached: Vec<(HookPoint, Tensor)> = points
+            .iter()
+            .filter_map(|p| hooks.cached().get(p).map(|t| (*p, t.shallow_clone())))
+            .collect();
+        for (point, t) in &cached {
+            if !is_finite(t)? {
+                return Ok(Some(point.to_string()));
+            }
+        }
+        let y = tail.evaluate(&output.logits)?.f_sum(Kind::Float)?;
+        let attached: Vec<&(HookPoint, Tensor)> =
+            cached.iter().filter(|(_, t)| t.requires_grad()).collect();
+        let inputs: Vec<&Tensor> = attached.iter().map(|(_, t)| t).collect();
+        let grads = Tensor::f_run_backward(&[&y], &inputs, false, false)?;
+        for ((point, _), g) in attached.iter().zip(grads).rev() {
+            if g.defined() && !is_finite(&g)? {
+                return Ok(Some(point.to_string()));
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Fills in the hook point of an [`Error::NonFinite`] that lacks one; `locate` gets the path
+/// point α when the error names one (the path core knows α but not the model). Other errors
+/// pass through.
+pub(crate) fn with_location(
+    error: Error,
+    locate: impl FnOnce(f64) -> Result<Option<String>>,
+) -> Error {
+    match error {
+        Error::NonFinite { what, alpha, hook_point: None } => {
+            // A failure of the diagnosis itself must not hide the original error.
+            let hook_point = locate(alpha.unwrap_or(1.0)).ok().flatten();
+            Error::NonFinite { what, alpha, hook_point }
+        }
+        other => other,
+    }
 }
 
 /// `[pos, d]` → per-position sum over `d` as f64.

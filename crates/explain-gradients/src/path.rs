@@ -52,8 +52,8 @@ pub struct PathAttribution {
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] when the shapes differ or `f` returns another shape;
-/// [`Error::InvalidArgument`] for `n_steps = 0`, an internal batch size of 0, or non-finite
-/// gradients; whatever `f` returns.
+/// [`Error::InvalidArgument`] for `n_steps = 0` or an internal batch size of 0;
+/// [`Error::NonFinite`] with the path point α for non-finite gradients; whatever `f` returns.
 ///
 /// # Examples
 /// ```
@@ -157,7 +157,7 @@ where
 /// `F` along the path at `alphas`, without gradients, `chunk` points per call.
 ///
 /// # Errors
-/// As `f`, and shape errors.
+/// As `f`, shape errors, and [`Error::NonFinite`] with the α of a non-finite value.
 pub(crate) fn path_values<F>(
     f: &mut F,
     input: &Tensor,
@@ -173,7 +173,15 @@ where
     for part in alphas.chunks(chunk.max(1)) {
         let points = path_points(input, baseline, part)?;
         let y = evaluate(f, &points)?.f_to_kind(Kind::Double)?;
-        values.extend(Vec::<f64>::try_from(&y)?);
+        let y = Vec::<f64>::try_from(&y)?;
+        if let Some((a, v)) = part.iter().zip(&y).find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("the target F = {v}"),
+                alpha: Some(*a),
+                hook_point: None,
+            });
+        }
+        values.extend(y);
     }
     Ok(values)
 }
@@ -192,7 +200,7 @@ where
 /// each chunk's contribution is detached before it is accumulated.
 ///
 /// # Errors
-/// As `f`; [`Error::InvalidArgument`] when a gradient is not finite (naming the α).
+/// As `f`; [`Error::NonFinite`] with the α when a gradient is not finite.
 pub(crate) fn weighted_gradient_sums<F>(
     f: &mut F,
     input: &Tensor,
@@ -226,9 +234,11 @@ where
             for (i, &(g, a, w)) in part.iter().enumerate() {
                 let row = grad.f_select(0, i as i64)?;
                 if row.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-                    return Err(Error::invalid_argument(format!(
-                        "non-finite gradient at path point α = {a}"
-                    )));
+                    return Err(Error::NonFinite {
+                        what: "the gradient along the integration path".into(),
+                        alpha: Some(a),
+                        hook_point: None,
+                    });
                 }
                 sums[g] = sums[g].f_add(&row.f_mul_scalar(w)?)?;
             }

@@ -90,6 +90,22 @@ fn integrated_gradient_rows_share_passes_and_match_prefix_ig() {
     check_rows_against_prefix_explanations(&model, &ig, &single, 2e-3);
     let first = single.explain_ids(&*model, &PROMPT, &Target::log_prob(PARIS)).unwrap();
     assert!((deltas[0] - first.convergence_delta.unwrap()).abs() < 1e-3 * 17.0);
+    // Prompt-only IG (Captum's LLMGradientAttribution): the generated token keeps its
+    // embedding, so its column is exactly 0; row 0 sees no generated token and is the same IG.
+    let prompt_only = GenerationAttribution {
+        method: GenerationMethod::PromptIntegratedGradients { baseline: Baseline::Eos, path },
+    }
+    .attribute(&*model, &PROMPT, &[PARIS, 30])
+    .unwrap();
+    assert_eq!(prompt_only.method, "prompt_integrated_gradients");
+    assert_eq!(prompt_only.scores[[1, 5]], 0.0);
+    let row0 = |r: &SequenceAttribution| r.scores.row(0).iter().copied().collect::<Vec<f64>>();
+    rel_close(&row0(&prompt_only), &row0(&ig), 1e-5);
+    // Completeness per row against F with only the prompt at the baseline.
+    let d = prompt_only.convergence_deltas.unwrap();
+    let fb: Vec<f64> = serde_json::from_value(prompt_only.metadata["f_baseline"].clone()).unwrap();
+    let row1: f64 = prompt_only.scores.row(1).sum();
+    assert!((row1 - d[1] - (prompt_only.target_log_probs[1] - fb[1])).abs() < 1e-6);
 }
 
 #[test]
@@ -104,6 +120,7 @@ fn generation_errors_are_typed() {
         Err(Error::TokenOutOfRange { id: 49152, .. })
     ));
     assert!(matches!(greedy_continuation(m, &PROMPT, 0), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(greedy_continuation(m, &[], 3), Err(Error::EmptyText)));
     let zero_steps = GenerationAttribution {
         method: GenerationMethod::IntegratedGradients {
             baseline: Baseline::Eos,

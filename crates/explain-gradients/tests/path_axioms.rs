@@ -156,13 +156,21 @@ fn bad_arguments_are_typed_errors() {
         path_integrated_gradients(bad, &x, &x.zeros_like(), &PathOptions::default()),
         Err(Error::ShapeMismatch { .. })
     ));
-    // Non-finite gradients are reported, not returned.
+    // Non-finite gradients are reported with the path point, not returned: √ has an infinite
+    // derivative at α = 0, the first node of the left Riemann rule.
     let sqrt = |p: &Tensor| Ok(p.f_sqrt()?.f_sum_dim_intlist(1, false, Kind::Double)?);
     let o =
         PathOptions { rule: QuadratureRule::LeftRiemann, n_steps: 4, internal_batch_size: None };
     assert!(matches!(
         path_integrated_gradients(sqrt, &x, &x.zeros_like(), &o),
-        Err(Error::InvalidArgument { .. })
+        Err(Error::NonFinite { alpha: Some(0.0), hook_point: None, .. })
+    ));
+    // So are non-finite values of F (here ln 0 at the baseline).
+    let log = |p: &Tensor| Ok(p.f_log()?.f_sum_dim_intlist(1, false, Kind::Double)?);
+    let o = PathOptions { rule: QuadratureRule::MiddleRiemann, ..o };
+    assert!(matches!(
+        path_integrated_gradients(log, &x, &x.zeros_like(), &o),
+        Err(Error::NonFinite { alpha: Some(0.0), .. })
     ));
 }
 

@@ -1,5 +1,6 @@
 //! Gradient methods on the real SmolLM2-135M: definitions, baselines, layer IG consistency,
-//! SmoothGrad reproducibility, adaptive IG convergence, and typed errors on bad input.
+//! SmoothGrad reproducibility, adaptive IG convergence, typed errors on bad input, and NaN
+//! gradients located by path step and hook point (faults injected through the model's hooks).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,10 @@ use explain_gradients::{
     PathOptions, Quadrature, QuadratureRule, Saliency, SaliencyNorm, SmoothGrad,
 };
 use explain_models::{LlamaModel, load, smollm2_gguf_path};
-use explainability_core::{Error, Explainer, HookPoint, LanguageModel, Target};
+use explainability_core::{
+    Error, Explainer, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelInfo,
+    ModelOutput, Target,
+};
 use tch::{Kind, Tensor};
 
 const PROMPT: [i64; 5] = [504, 3575, 282, 4649, 314]; // "The capital of France is"
@@ -359,4 +363,103 @@ fn gradient_flow_covers_every_parameter_and_leaks_no_requires_grad() {
     assert_eq!(q0.layer, Some(0));
     assert!(q0.norm > 0.0 && q0.ratio > 0.0 && !q0.unused);
     assert!(serde_json::to_string(&flow).is_ok());
+}
+
+/// SmolLM2 with a fault injected through its own hook mechanism at one hook point.
+struct Faulty<'m> {
+    inner: &'m LlamaModel,
+    point: HookPoint,
+    /// `false`: `x + 0·sqrt(0·x)`, the same values forward but NaN gradients backward
+    /// (0·∞); `true`: the activation becomes NaN.
+    nan_values: bool,
+}
+
+impl LanguageModel for Faulty<'_> {
+    fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+    fn device(&self) -> tch::Device {
+        self.inner.device()
+    }
+    fn kind(&self) -> Kind {
+        self.inner.kind()
+    }
+    fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> explainability_core::Result<Vec<i64>> {
+        self.inner.encode(text, add_special_tokens)
+    }
+    fn decode(&self, ids: &[i64]) -> explainability_core::Result<String> {
+        self.inner.decode(ids)
+    }
+    fn token_strings(&self, ids: &[i64]) -> explainability_core::Result<Vec<String>> {
+        self.inner.token_strings(ids)
+    }
+    fn embed(&self, ids: &Tensor) -> explainability_core::Result<Tensor> {
+        self.inner.embed(ids)
+    }
+    fn forward_embeddings(
+        &self,
+        embeddings: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> explainability_core::Result<ModelOutput> {
+        let nan_values = self.nan_values;
+        hooks.replace(HookFilter::point(self.point), move |_, x| {
+            Ok(if nan_values { x * f64::NAN } else { x + (x * 0.0).sqrt() * 0.0 })
+        });
+        self.inner.forward_embeddings(embeddings, options, hooks)
+    }
+    fn unembed(&self, final_hidden: &Tensor) -> explainability_core::Result<Tensor> {
+        self.inner.unembed(final_hidden)
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.inner.named_parameters()
+    }
+}
+
+fn non_finite(
+    r: explainability_core::Result<explainability_core::Explanation>,
+) -> (Option<f64>, Option<String>) {
+    match r {
+        Err(Error::NonFinite { alpha, hook_point, what }) => {
+            println!("non-finite {what}: alpha {alpha:?} at {hook_point:?}");
+            (alpha, hook_point)
+        }
+        other => panic!("expected Error::NonFinite, got {other:?}"),
+    }
+}
+
+#[test]
+fn nan_gradients_are_reported_with_the_step_and_the_layer() {
+    let model = model();
+    let faulty = Faulty { inner: &model, point: HookPoint::resid_mid(7), nan_values: false };
+    let target = Target::log_prob(PARIS);
+    // The fault leaves the forward values intact: F(x) is finite, only gradients are NaN.
+    let (alpha, point) = non_finite(Saliency::default().explain_ids(&faulty, &PROMPT, &target));
+    assert_eq!((alpha, point.as_deref()), (None, Some("blocks.7.hook_resid_mid")));
+    let ig = fixed(Baseline::Eos, QuadratureRule::GaussLegendre, 4, Some(1));
+    let (alpha, point) = non_finite(ig.explain_ids(&faulty, &PROMPT, &target));
+    let first = QuadratureRule::GaussLegendre.nodes_and_weights(4).unwrap().0[0];
+    assert_eq!(alpha, Some(first));
+    assert_eq!(point.as_deref(), Some("blocks.7.hook_resid_mid"));
+    // Layer IG above the fault sees finite gradients; below it, the fault is located too.
+    let above = LayerIntegratedGradients { point: HookPoint::resid_post(7), ..lig_default() };
+    assert!(above.explain_ids(&faulty, &PROMPT, &target).is_ok());
+    let below = LayerIntegratedGradients { point: HookPoint::resid_pre(3), ..lig_default() };
+    let (alpha, point) = non_finite(below.explain_ids(&faulty, &PROMPT, &target));
+    assert!(alpha.is_some());
+    assert_eq!(point.as_deref(), Some("blocks.7.hook_resid_mid"));
+    // NaN values in block 12's attention: F(x) itself is NaN, found at the block's output.
+    let broken = Faulty { inner: &model, point: HookPoint::z(12), nan_values: true };
+    let (alpha, point) = non_finite(GradientXInput.explain_ids(&broken, &PROMPT, &target));
+    assert_eq!((alpha, point.as_deref()), (None, Some("blocks.12.hook_attn_out")));
+    // The message names both.
+    let message = ig.explain_ids(&faulty, &PROMPT, &target).unwrap_err().to_string();
+    assert!(
+        message.contains("alpha = ") && message.contains("blocks.7.hook_resid_mid"),
+        "{message}"
+    );
 }
