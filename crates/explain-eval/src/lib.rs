@@ -1,2 +1,46 @@
-//! Quality of explanations: fidelity, stability, completeness, comprehensibility, sanity
-//! checks and a streaming dataset evaluator.
+//! Quality of explanations: fidelity, stability, completeness, comprehensibility, the
+//! parameter-randomisation sanity check, a dataset evaluator and a seeded random control
+//! explainer.
+//!
+//! * [`comprehensibility`]: Gini sparseness, entropy complexity and effective number of tokens
+//!   of `|a|`.
+//! * [`completeness`]: IG residual relative to `|F(x) − F(x')|` and the top-k share of `|a|`.
+//! * [`fidelity`]: ERASER comprehensiveness / sufficiency with AOPC (arXiv 1911.03429),
+//!   deletion and insertion curves, faithfulness correlation (arXiv 2005.00631) and
+//!   leave-one-out Kendall τ, every edited input re-run in batches.
+//! * [`stability`]: max-sensitivity (arXiv 1901.09392) and local Lipschitz estimate
+//!   (arXiv 1806.08049) under embedding noise, rank stability under perturbation and
+//!   across seeds ([`seed_stability`]).
+//! * [`parameter_randomisation`]: cascading model parameter randomisation (Adebayo et al.
+//!   2018, arXiv 1810.03292) with a verdict on whether the explanation depends on the model.
+//! * [`compute_all_metrics`] and [`Evaluator`]: every family for one explainer and text, or
+//!   many explainers over a dataset streamed to JSONL with a bootstrap summary table.
+//! * [`RandomExplainer`]: the control every real method should beat.
+
+mod completeness;
+mod comprehensibility;
+mod evaluator;
+mod fidelity;
+mod random;
+mod sanity;
+mod stability;
+mod stats;
+
+pub use completeness::{Completeness, completeness};
+pub use comprehensibility::{
+    Comprehensibility, comprehensibility, effective_tokens, entropy_complexity, gini_sparseness,
+};
+pub use evaluator::{
+    EvaluationRecord, EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig,
+    SummaryRow, compute_all_metrics, metrics_of_explanation,
+};
+pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};
+pub use random::RandomExplainer;
+pub use sanity::{
+    RandomisationConfig, RandomisationReport, RandomisationStep, parameter_randomisation,
+    parameter_randomisation_many,
+};
+pub use stability::{RankStability, StabilityConfig, StabilityReport, seed_stability, stability};
+pub use stats::{
+    SummaryStats, kendall_tau, pearson, spearman, summarize, top_k_overlap, trapezoid_auc,
+};

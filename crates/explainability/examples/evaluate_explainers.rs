@@ -9,51 +9,65 @@
 //! ```
 
 use explainability::{
-    Explainer, LanguageModel, load, smollm2_gguf_path,
+    Explainer, LanguageModel,
     attention::AttentionExplainer,
     eval::{
-        Evaluator, MetricsConfig, RandomExplainer, RandomisationConfig, StabilityConfig,
-        parameter_randomisation_many,
+        Evaluator, FidelityConfig, MetricsConfig, RandomExplainer, RandomisationConfig,
+        StabilityConfig, parameter_randomisation_many,
     },
     gradients::{Baseline, GradientXInput, IntegratedGradients, Saliency},
+    load, smollm2_gguf_path,
 };
 
-const PROMPTS: [&str; 6] = [
+const PROMPTS: [&str; 3] = [
     "The capital of France is",
     "The chemical symbol for gold is",
-    "The largest planet in the solar system is",
     "Romeo and Juliet was written by William",
-    "The currency of Japan is the",
-    "A week has seven",
 ];
 
 fn main() -> explainability::Result<()> {
     let model = load(smollm2_gguf_path())?;
     let random = RandomExplainer::new(0);
     let saliency = Saliency::default();
-    let ig = IntegratedGradients::adaptive(Baseline::Eos);
+    // 16 fixed Gauss–Legendre steps keep the example under a minute; the adaptive rule
+    // (`IntegratedGradients::adaptive`) converges further at up to 256 gradient evaluations.
+    let ig = IntegratedGradients::new(Baseline::Eos, 16);
     let rollout = AttentionExplainer::rollout();
     let explainers: Vec<&dyn Explainer> = vec![&random, &saliency, &GradientXInput, &ig, &rollout];
 
+    // Fidelity with the causal-LM setting, bins 10/20/50 %, curves at 2 points instead of every
+    // token and 8
+    // faithfulness subsets (each distinct length of a Delete edit costs a forward pass).
     let config = MetricsConfig {
-        stability: Some(StabilityConfig { samples: 2, ..StabilityConfig::default() }),
+        fidelity: FidelityConfig {
+            bins: vec![0.1, 0.2, 0.5],
+            curve_steps: 2,
+            faithfulness_subsets: 8,
+            ..FidelityConfig::causal_lm()
+        },
+        stability: Some(StabilityConfig { samples: 1, ..StabilityConfig::default() }),
         ..MetricsConfig::default()
     };
     let evaluator = Evaluator::new(explainers.clone(), config.clone());
     let out = std::env::temp_dir().join("evaluate_explainers.jsonl");
     let file = std::fs::File::create(&out).map_err(|e| explainability::Error::io(&out, e))?;
     let mut writer = std::io::BufWriter::new(file);
+    let start = std::time::Instant::now();
     let summary = evaluator.evaluate(&model, PROMPTS, &mut writer)?;
-    println!("{} prompts, per-example records in {}\n", summary.examples, out.display());
+    println!(
+        "{} prompts in {:.1} s, per-example records in {}\n",
+        summary.examples,
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
     println!("{}", summary.table());
 
-    // Sanity check: randomise the blocks top-down (top layer, top half, all) and compare.
+    // Sanity check: randomise the blocks top-down (top layer, then all) and compare.
     let n_layers = model.info().n_layers;
-    let sanity = RandomisationConfig {
-        checkpoints: vec![1, n_layers / 2, n_layers],
-        ..RandomisationConfig::default()
-    };
-    println!("model parameter randomisation (|a| Spearman after 1 / {} / {} layers):", n_layers / 2, n_layers);
+    let sanity =
+        RandomisationConfig { checkpoints: vec![1, n_layers], ..RandomisationConfig::default() };
+    println!("model parameter randomisation (|a| Spearman after 1 / {n_layers} layers):");
+    let start = std::time::Instant::now();
     for explainer in &explainers {
         let originals: Vec<_> = PROMPTS
             .iter()
@@ -67,13 +81,13 @@ fn main() -> explainability::Result<()> {
         };
         let passed = reports.iter().filter(|r| r.depends_on_model).count();
         println!(
-            "{:<22} {:>7.3} {:>7.3} {:>7.3}   depends on the model in {passed}/{} prompts",
+            "{:<22} {:>7.3} {:>7.3}   depends on the model in {passed}/{} prompts",
             explainer.name(),
             mean_at(0),
             mean_at(1),
-            mean_at(2),
             reports.len()
         );
     }
+    println!("randomisation in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -18,7 +18,7 @@ pub const TOP_K_SHARE: usize = 3;
 
 /// Largest |AOPC comprehensiveness − the random control's| below which the evaluation is
 /// called inconclusive instead of naming a most faithful method.
-pub const INCONCLUSIVE_BELOW: f64 = 0.02;
+pub const INCONCLUSIVE_BELOW: f64 = 0.05;
 
 /// Quality of one method's attribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

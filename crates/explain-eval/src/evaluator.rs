@@ -1,0 +1,410 @@
+//! Metrics of one explanation in one call ([`compute_all_metrics`]) and the dataset
+//! evaluator ([`Evaluator`]): one or many explainers over an iterator of texts or a JSONL
+//! file, one JSON line per (example, explainer) streamed to a writer as soon as it is
+//! computed, a progress bar, and a summary table (mean, std and a seeded 95 % percentile
+//! bootstrap interval per metric and explainer).
+//!
+//! **Memory.** Explanations, curves and per-example reports are written out and dropped;
+//! the evaluator keeps only the scalar metrics (a few `f64` per example and explainer) that
+//! the bootstrap needs, so memory does not grow with the size of the explanations.
+//!
+//! **Failures.** An explainer that fails on an example is recorded as a JSON line with an
+//! `error` field and counted in [`EvaluationSummary::failures`]; the run continues. An empty
+//! dataset is an [`Error::InvalidArgument`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::completeness::{Completeness, completeness};
+use crate::comprehensibility::{Comprehensibility, comprehensibility};
+use crate::fidelity::{FidelityConfig, FidelityReport, fidelity};
+use crate::sanity::{RandomisationConfig, RandomisationReport, parameter_randomisation};
+use crate::stability::{StabilityConfig, StabilityReport, stability};
+use crate::stats::{SummaryStats, summarize};
+
+/// What [`compute_all_metrics`] and the [`Evaluator`] compute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsConfig {
+    /// The explained target (default: log-probability of the argmax next token).
+    pub target: Target,
+    /// Fidelity settings (default [`FidelityConfig::causal_lm`]).
+    pub fidelity: FidelityConfig,
+    /// Stability settings (`None` skips it: each sample costs two explanations).
+    pub stability: Option<StabilityConfig>,
+    /// `k` of the completeness top-k share (default 3).
+    pub top_k: usize,
+    /// Parameter randomisation settings (`None`, the default, skips it: it re-initialises
+    /// the model once per checkpoint and example).
+    pub randomisation: Option<RandomisationConfig>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            target: Target::default(),
+            fidelity: FidelityConfig::causal_lm(),
+            stability: Some(StabilityConfig { samples: 4, ..StabilityConfig::default() }),
+            top_k: 3,
+            randomisation: None,
+        }
+    }
+}
+
+/// The metric families of one explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleMetrics {
+    /// Method name.
+    pub method: String,
+    /// Tokens explained.
+    pub n_tokens: usize,
+    /// Fidelity.
+    pub fidelity: FidelityReport,
+    /// Stability (`None` when not configured).
+    pub stability: Option<StabilityReport>,
+    /// Completeness.
+    pub completeness: Completeness,
+    /// Comprehensibility of the scores.
+    pub comprehensibility: Comprehensibility,
+    /// Parameter randomisation (`None` when not configured).
+    pub randomisation: Option<RandomisationReport>,
+}
+
+/// Names of the scalar metrics [`ExampleMetrics::scalars`] reports, in table order.
+pub const METRIC_NAMES: [&str; 15] = [
+    "aopc_comprehensiveness",
+    "aopc_sufficiency",
+    "deletion_auc",
+    "insertion_auc",
+    "faithfulness_correlation",
+    "loo_kendall_tau",
+    "max_sensitivity",
+    "local_lipschitz",
+    "perturbation_spearman",
+    "relative_residual",
+    "top_k_share",
+    "gini",
+    "entropy",
+    "effective_tokens",
+    "randomisation_similarity",
+];
+
+impl ExampleMetrics {
+    /// One scalar per name of [`METRIC_NAMES`] (`None` where undefined or not computed).
+    pub fn scalars(&self) -> [(&'static str, Option<f64>); 15] {
+        let f = &self.fidelity;
+        let s = self.stability.as_ref();
+        let values = [
+            Some(f.aopc_comprehensiveness),
+            Some(f.aopc_sufficiency),
+            Some(f.deletion_auc),
+            Some(f.insertion_auc),
+            f.faithfulness_correlation,
+            f.loo_kendall_tau,
+            s.and_then(|s| s.max_sensitivity),
+            s.map(|s| s.local_lipschitz),
+            s.map(|s| s.perturbation_spearman),
+            self.completeness.relative_residual,
+            Some(self.completeness.top_k_share),
+            Some(self.comprehensibility.gini),
+            Some(self.comprehensibility.entropy),
+            Some(self.comprehensibility.effective_tokens),
+            self.randomisation.as_ref().map(|r| r.final_similarity),
+        ];
+        let mut out = [("", None); 15];
+        for ((slot, name), value) in out.iter_mut().zip(METRIC_NAMES).zip(values) {
+            *slot = (name, value.filter(|v| v.is_finite()));
+        }
+        out
+    }
+}
+
+/// All metric families of `explainer` on `text` (the source document's call shape).
+///
+/// # Errors
+/// As [`Explainer::explain`], [`metrics_of_explanation`].
+pub fn compute_all_metrics(
+    model: &dyn LanguageModel,
+    explainer: &dyn Explainer,
+    text: &str,
+    config: &MetricsConfig,
+) -> Result<ExampleMetrics> {
+    let explanation = explainer.explain(model, text, &config.target)?;
+    metrics_of_explanation(model, explainer, &explanation, config)
+}
+
+/// All metric families of an explanation `explainer` produced.
+///
+/// # Errors
+/// As [`fidelity`], [`stability`], [`completeness`] and [`parameter_randomisation`].
+pub fn metrics_of_explanation(
+    model: &dyn LanguageModel,
+    explainer: &dyn Explainer,
+    explanation: &Explanation,
+    config: &MetricsConfig,
+) -> Result<ExampleMetrics> {
+    let scores: Vec<f64> = explanation.scores.iter().copied().collect();
+    Ok(ExampleMetrics {
+        method: explanation.method.clone(),
+        n_tokens: explanation.len(),
+        fidelity: fidelity(model, explanation, &config.fidelity)?,
+        stability: match &config.stability {
+            Some(c) => Some(stability(model, explainer, explanation, c)?),
+            None => None,
+        },
+        completeness: completeness(explanation, config.top_k)?,
+        comprehensibility: comprehensibility(&scores),
+        randomisation: match &config.randomisation {
+            Some(c) => Some(parameter_randomisation(model, explainer, explanation, c)?),
+            None => None,
+        },
+    })
+}
+
+/// One line of the evaluator's JSONL output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationRecord {
+    /// Position of the example in the dataset.
+    pub index: usize,
+    /// The example's text.
+    pub text: String,
+    /// Method name.
+    pub method: String,
+    /// The metrics (absent when the method failed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metrics: Option<ExampleMetrics>,
+    /// Why the method failed on this example.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// One row of the summary: a metric of a method over the dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    /// Method name.
+    pub method: String,
+    /// Metric name (one of [`METRIC_NAMES`]).
+    pub metric: String,
+    /// Statistics over the examples where the metric was defined.
+    pub stats: SummaryStats,
+}
+
+/// Summary of an evaluation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationSummary {
+    /// Examples read.
+    pub examples: usize,
+    /// Method names, in the evaluator's order.
+    pub methods: Vec<String>,
+    /// Failed examples per method.
+    pub failures: BTreeMap<String, usize>,
+    /// One row per (metric, method) with at least one defined value.
+    pub rows: Vec<SummaryRow>,
+}
+
+impl EvaluationSummary {
+    /// The statistics of `metric` for `method`.
+    pub fn get(&self, method: &str, metric: &str) -> Option<&SummaryStats> {
+        self.rows.iter().find(|r| r.method == method && r.metric == metric).map(|r| &r.stats)
+    }
+
+    /// A plain-text table: one line per metric and method with mean, std, the 95 % bootstrap
+    /// interval and the number of examples where the metric was defined.
+    pub fn table(&self) -> String {
+        let width = self.methods.iter().map(String::len).max().unwrap_or(6).max(6);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<26} {:<width$} {:>10} {:>9} {:>22} {:>4}",
+            "metric", "method", "mean", "std", "95% bootstrap CI", "n"
+        );
+        for row in &self.rows {
+            let s = &row.stats;
+            let ci = format!("[{:.4}, {:.4}]", s.ci_low, s.ci_high);
+            let _ = writeln!(
+                out,
+                "{:<26} {:<width$} {:>10.4} {:>9.4} {:>22} {:>4}",
+                row.metric, row.method, s.mean, s.std, ci, s.n
+            );
+        }
+        for (method, failed) in &self.failures {
+            if *failed > 0 {
+                let _ = writeln!(out, "{method}: failed on {failed} of {} examples", self.examples);
+            }
+        }
+        out
+    }
+}
+
+/// Evaluates explainers over a dataset; see the module documentation.
+pub struct Evaluator<'a> {
+    explainers: Vec<&'a dyn Explainer>,
+    /// Metric settings.
+    pub config: MetricsConfig,
+    /// Show a progress bar on stderr (default `true`).
+    pub progress: bool,
+    /// Bootstrap resamples of the summary (default 1000).
+    pub bootstrap_resamples: usize,
+    /// Seed of the bootstrap.
+    pub bootstrap_seed: u64,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator of `explainers` with `config`.
+    pub fn new(explainers: Vec<&'a dyn Explainer>, config: MetricsConfig) -> Self {
+        Self { explainers, config, progress: true, bootstrap_resamples: 1000, bootstrap_seed: 0 }
+    }
+
+    /// Evaluates every explainer on every text, writing one JSON line per (example,
+    /// explainer) to `out` as it goes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no explainers or an empty dataset; [`Error::Io`] when
+    /// writing fails (the path is `<output>`). Explainer failures are recorded, not returned.
+    pub fn evaluate<I, S>(
+        &self,
+        model: &dyn LanguageModel,
+        texts: I,
+        out: &mut dyn Write,
+    ) -> Result<EvaluationSummary>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.run(model, texts.into_iter().map(Ok::<S, Error>), out, Path::new("<output>"))
+    }
+
+    /// Evaluates a JSONL dataset (each line a JSON string or an object with a `"text"`
+    /// field; blank lines skipped), streaming records to the JSONL file `output`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable or unwritable files, [`Error::Json`] for a malformed
+    /// line, and as [`Evaluator::evaluate`].
+    pub fn evaluate_jsonl(
+        &self,
+        model: &dyn LanguageModel,
+        input: &Path,
+        output: &Path,
+    ) -> Result<EvaluationSummary> {
+        let reader = BufReader::new(std::fs::File::open(input).map_err(|e| Error::io(input, e))?);
+        let file = std::fs::File::create(output).map_err(|e| Error::io(output, e))?;
+        let mut writer = BufWriter::new(file);
+        let input_path: PathBuf = input.to_path_buf();
+        let texts = reader.lines().filter_map(move |line| match line {
+            Err(e) => Some(Err(Error::io(&input_path, e))),
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(parse_line(&line, &input_path)),
+        });
+        let summary = self.run(model, texts, &mut writer, output)?;
+        writer.flush().map_err(|e| Error::io(output, e))?;
+        Ok(summary)
+    }
+
+    fn run<I, S>(
+        &self,
+        model: &dyn LanguageModel,
+        texts: I,
+        out: &mut dyn Write,
+        out_path: &Path,
+    ) -> Result<EvaluationSummary>
+    where
+        I: Iterator<Item = Result<S>>,
+        S: AsRef<str>,
+    {
+        if self.explainers.is_empty() {
+            return Err(Error::invalid_argument("the evaluator has no explainers"));
+        }
+        let methods: Vec<String> = self.explainers.iter().map(|e| e.name().to_owned()).collect();
+        let bar = match (self.progress, texts.size_hint()) {
+            (false, _) => ProgressBar::hidden(),
+            (true, (low, Some(high))) if low == high => ProgressBar::new(low as u64),
+            (true, _) => ProgressBar::new_spinner(),
+        };
+        // (method index, metric index) → defined values
+        let mut values: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+        let mut failures: BTreeMap<String, usize> =
+            methods.iter().map(|m| (m.clone(), 0)).collect();
+        let mut examples = 0;
+        for (index, text) in texts.enumerate() {
+            let text = text?;
+            let text = text.as_ref();
+            examples += 1;
+            for (m, explainer) in self.explainers.iter().enumerate() {
+                bar.set_message(methods[m].clone());
+                let record = match compute_all_metrics(model, *explainer, text, &self.config) {
+                    Ok(metrics) => {
+                        for (k, (_, value)) in metrics.scalars().into_iter().enumerate() {
+                            if let Some(v) = value {
+                                values.entry((m, k)).or_default().push(v);
+                            }
+                        }
+                        EvaluationRecord {
+                            index,
+                            text: text.to_owned(),
+                            method: methods[m].clone(),
+                            metrics: Some(metrics),
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        *failures.entry(methods[m].clone()).or_default() += 1;
+                        EvaluationRecord {
+                            index,
+                            text: text.to_owned(),
+                            method: methods[m].clone(),
+                            metrics: None,
+                            error: Some(e.to_string()),
+                        }
+                    }
+                };
+                serde_json::to_writer(&mut *out, &record)
+                    .map_err(|e| Error::Json { path: out_path.to_path_buf(), source: e })?;
+                out.write_all(b"\n").map_err(|e| Error::io(out_path, e))?;
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if examples == 0 {
+            return Err(Error::invalid_argument("the dataset has no examples"));
+        }
+        let mut rows = Vec::new();
+        for (k, metric) in METRIC_NAMES.iter().enumerate() {
+            for (m, method) in methods.iter().enumerate() {
+                if let Some(v) = values.get(&(m, k)) {
+                    let seed = self.bootstrap_seed ^ ((m as u64) << 32 | k as u64);
+                    rows.push(SummaryRow {
+                        method: method.clone(),
+                        metric: (*metric).to_owned(),
+                        stats: summarize(v, self.bootstrap_resamples, seed),
+                    });
+                }
+            }
+        }
+        Ok(EvaluationSummary { examples, methods, failures, rows })
+    }
+}
+
+/// A dataset line: a JSON string or an object with a `"text"` string.
+fn parse_line(line: &str, path: &Path) -> Result<String> {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Error::Json { path: path.to_path_buf(), source: e })?;
+    match value {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Object(map) => match map.get("text") {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            _ => Err(Error::invalid_argument(format!(
+                "{}: a dataset object needs a \"text\" string",
+                path.display()
+            ))),
+        },
+        _ => Err(Error::invalid_argument(format!(
+            "{}: each dataset line must be a JSON string or an object with \"text\"",
+            path.display()
+        ))),
+    }
+}

@@ -1,0 +1,205 @@
+//! Real-model checks on SmolLM2-135M over 20 factual prompts: the seeded random control comes
+//! out below saliency and gradient × input on ERASER comprehensiveness (causal-LM fidelity
+//! setting) and worst on the model parameter randomisation test; randomisation restores the weights bit for bit, also when
+//! the explainer fails midway; batched re-runs match single runs; stability is seeded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+
+use approx::assert_abs_diff_eq;
+use explain_eval::{
+    FidelityConfig, RandomExplainer, RandomisationConfig, RemovalStrategy, StabilityConfig,
+    evaluate_removals, fidelity, parameter_randomisation, parameter_randomisation_many, stability,
+};
+use explain_gradients::{GradientXInput, Saliency};
+use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explainability_core::{
+    Error, Explainer, Explanation, ForwardOptions, Hooks, LanguageModel, Result, Target,
+    TargetOutput, tch::Tensor,
+};
+
+/// Factual prompts with a single obvious continuation, written for this test (not selected
+/// by any metric).
+const PROMPTS: [&str; 20] = [
+    "The capital of France is",
+    "The capital of Germany is",
+    "The capital of Italy is",
+    "The capital of Japan is",
+    "The capital of Spain is",
+    "Water is made of hydrogen and",
+    "The largest planet in the solar system is",
+    "Romeo and Juliet was written by William",
+    "The Eiffel Tower is located in the city of",
+    "The chemical symbol for gold is",
+    "The first president of the United States was George",
+    "The opposite of hot is",
+    "The currency of Japan is the",
+    "The Great Wall is in",
+    "The sun rises in the",
+    "A week has seven",
+    "The freezing point of water is zero degrees",
+    "The largest ocean on Earth is the",
+    "The currency of the United Kingdom is the",
+    "Mount Everest is the highest mountain in the",
+];
+
+fn model() -> LlamaModel {
+    load(smollm2_gguf_path()).expect("run `cargo xtask setup`")
+}
+
+fn logits(model: &dyn LanguageModel, ids: &[i64]) -> Tensor {
+    let input = Tensor::from_slice(ids).unsqueeze(0);
+    let _guard = explainability_core::tch::no_grad_guard();
+    model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new()).unwrap().logits
+}
+
+/// The sanity requirement on the real model, with the fidelity setting for causal
+/// decoders ([`FidelityConfig::causal_lm`]: Delete, log-probability, first and explained
+/// token kept; docs/methods.md shows the measurements behind it). The random control (seeded
+/// by token ids) has a lower mean AOPC comprehensiveness than saliency and gradient × input
+/// (attention rollout and IG are measured by the example and docs/methods.md, kept out of
+/// this test for its run time), and under randomisation of every block its explanation does not change
+/// at all (|a| Spearman 1, verdict: does not depend on the model) while the others' do.
+#[test]
+fn random_control_is_worst_on_comprehensiveness_and_randomisation() {
+    let model = model();
+    let fidelity_config = FidelityConfig {
+        curve_steps: 1,
+        faithfulness_subsets: 0,
+        leave_one_out: false,
+        ..FidelityConfig::causal_lm()
+    };
+    // one seed: the random stream is keyed by (seed, token ids), so prompts differ anyway
+    let random = RandomExplainer::new(0);
+    let saliency = Saliency::default();
+    let explainers: [&dyn Explainer; 3] = [&random, &saliency, &GradientXInput];
+    let sanity = RandomisationConfig {
+        checkpoints: vec![model.info().n_layers],
+        ..RandomisationConfig::default()
+    };
+    let mut comp = [0.0; 3];
+    let mut similarity = [0.0; 3];
+    for (j, explainer) in explainers.iter().enumerate() {
+        let originals: Vec<Explanation> = PROMPTS
+            .iter()
+            .map(|p| explainer.explain(&model, p, &Target::argmax()).unwrap())
+            .collect();
+        for e in &originals {
+            comp[j] += fidelity(&model, e, &fidelity_config).unwrap().aopc_comprehensiveness / 20.0;
+        }
+        let reports =
+            parameter_randomisation_many(&model, *explainer, &originals, &sanity).unwrap();
+        similarity[j] = reports.iter().map(|r| r.final_similarity).sum::<f64>() / 20.0;
+        if j == 0 {
+            assert!(reports.iter().all(|r| r.final_similarity == 1.0 && !r.depends_on_model));
+        }
+    }
+    eprintln!("methods: random, saliency, gradient_x_input");
+    eprintln!("mean AOPC comprehensiveness (log-prob, Delete): {comp:.4?}");
+    eprintln!("mean |a| Spearman after randomising every block: {similarity:.4?}");
+    for j in 1..3 {
+        let name = explainers[j].name();
+        assert!(comp[0] < comp[j], "random {} should be below {name} {}", comp[0], comp[j]);
+        assert!(similarity[0] > similarity[j], "random must be the least model-dependent");
+    }
+}
+
+/// An explainer that fails on its `fail_at`-th call (counting from 0) and otherwise defers.
+struct FailingAt<'a> {
+    inner: &'a dyn Explainer,
+    calls: Cell<usize>,
+    fail_at: usize,
+}
+
+impl Explainer for FailingAt<'_> {
+    fn name(&self) -> &str {
+        "failing"
+    }
+    fn explain_ids(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+    ) -> Result<Explanation> {
+        let call = self.calls.get();
+        self.calls.set(call + 1);
+        if call == self.fail_at {
+            return Err(Error::invalid_argument("deliberate failure"));
+        }
+        self.inner.explain_ids(model, ids, target)
+    }
+}
+
+/// Randomisation changes the model while it runs and restores it bit for bit afterwards,
+/// also when the explainer fails midway (drop guard). Same seed → identical report.
+#[test]
+fn randomisation_restores_the_model() {
+    let model = model();
+    let ids = model.encode("The capital of France is", true).unwrap();
+    let before = logits(&model, &ids);
+    let params_before: Vec<Tensor> =
+        model.named_parameters().iter().map(|(_, t)| t.copy()).collect();
+    let e = GradientXInput.explain_ids(&model, &ids, &Target::argmax()).unwrap();
+    let config =
+        RandomisationConfig { checkpoints: vec![1, 2], seed: 5, ..RandomisationConfig::default() };
+    let report = parameter_randomisation(&model, &GradientXInput, &e, &config).unwrap();
+    assert_eq!(report.steps.len(), 2);
+    assert_eq!(report.steps[1].lowest_layer, model.info().n_layers - 2);
+    assert_eq!(report, parameter_randomisation(&model, &GradientXInput, &e, &config).unwrap());
+    assert!(logits(&model, &ids).equal(&before), "weights must be restored exactly");
+    // failure at the second checkpoint: error returned, weights restored by the guard
+    let failing = FailingAt { inner: &GradientXInput, calls: Cell::new(0), fail_at: 1 };
+    let r = parameter_randomisation(&model, &failing, &e, &config);
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })));
+    assert!(logits(&model, &ids).equal(&before));
+    for ((name, now), was) in model.named_parameters().iter().zip(&params_before) {
+        assert!(now.equal(was), "{name} changed");
+    }
+}
+
+/// A batch of 16 f32 rows against one-at-a-time runs: equal up to float reassociation in
+/// the batched matmuls (1e-4 on probabilities).
+#[test]
+fn batched_matches_unbatched_on_smollm2() {
+    let model = model();
+    let ids = model.encode("The capital of France is", true).unwrap();
+    let n = ids.len();
+    let target = Target::Token {
+        token: explainability_core::TargetToken::Id(model.encode(" Paris", false).unwrap()[0]),
+        output: TargetOutput::Prob,
+        position: None,
+    };
+    let masks: Vec<Vec<bool>> = (0..n).map(|i| (0..n).map(|j| j == i).collect()).collect();
+    let eos = model.info().special_tokens.eos.unwrap();
+    for strategy in
+        [RemovalStrategy::Delete, RemovalStrategy::ZeroEmbedding, RemovalStrategy::Replace(eos)]
+    {
+        let batched = evaluate_removals(&model, &ids, &target, strategy, &masks, 16).unwrap();
+        for (m, b) in masks.iter().zip(&batched) {
+            let one =
+                evaluate_removals(&model, &ids, &target, strategy, std::slice::from_ref(m), 1)
+                    .unwrap();
+            assert_abs_diff_eq!(one[0], *b, epsilon = 1e-4);
+        }
+    }
+}
+
+/// Stability on the real model: seeded (bit-identical for a seed, different for another),
+/// finite, and small noise keeps gradient × input's ranking positively correlated.
+#[test]
+fn stability_is_seeded_on_smollm2() {
+    let model = model();
+    let e = GradientXInput
+        .explain(&model, "The chemical symbol for gold is", &Target::argmax())
+        .unwrap();
+    let config = StabilityConfig { samples: 2, seed: 9, ..StabilityConfig::default() };
+    let a = stability(&model, &GradientXInput, &e, &config).unwrap();
+    let b = stability(&model, &GradientXInput, &e, &config).unwrap();
+    assert_eq!(a, b);
+    let c =
+        stability(&model, &GradientXInput, &e, &StabilityConfig { seed: 10, ..config }).unwrap();
+    assert_ne!(a.local_lipschitz, c.local_lipschitz);
+    assert!(a.max_sensitivity.unwrap().is_finite() && a.local_lipschitz > 0.0);
+    assert!(a.perturbation_spearman > 0.0, "{a:?}");
+    assert_eq!(e.scores.len(), e.token_ids.len());
+}
