@@ -25,8 +25,9 @@
 //! `report_gallery` example) in headless Chromium: no JavaScript error, markup payloads shown
 //! as text and never run, screenshots not blank.
 //!
-//! PNG output is not provided: charts are SVG, which every browser opens; rasterise with any
-//! SVG tool when a bitmap is needed.
+//! Every chart and graph drawing also renders to PNG ([`Svg::to_png`], [`Svg::write_png`]) with
+//! resvg, pure Rust: no system library at build time; text uses the fonts installed on the
+//! machine (CJK glyphs need a CJK font such as Noto CJK, as in a browser).
 //!
 //! # Examples
 //! ```
@@ -60,7 +61,7 @@ pub use graph::{EdgeRule, ExplanationGraph, GraphKind, PathEnds, TokenNode, Weig
 pub use html::HtmlReport;
 pub use layout::GraphDrawing;
 pub use petgraph::graph::NodeIndex;
-pub use svg::Svg;
+pub use svg::{MAX_PNG_SIDE, Svg};
 pub use text::{
     FONT_FAMILY, display_token, display_width, escape_xml, format_score, truncate, truncate_middle,
 };

@@ -3,6 +3,9 @@
 
 use std::fmt::{self, Write as _};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use resvg::{tiny_skia, usvg};
 
 use explainability_core::{Error, Result};
 
@@ -46,6 +49,66 @@ impl Svg {
         let path = path.as_ref();
         let document = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}\n", self.markup);
         std::fs::write(path, document).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// Largest width or height, in pixels, of a PNG rendered by [`Svg::to_png`]: a 1,000-token
+/// chart stays well inside it, and a bug that sizes a chart by a huge number becomes an error
+/// instead of a multi-gigabyte allocation.
+pub const MAX_PNG_SIDE: u32 = 16_384;
+
+/// The system's fonts, loaded once per process (DejaVu and, where installed, Noto CJK).
+fn fonts() -> Arc<usvg::fontdb::Database> {
+    static FONTS: OnceLock<Arc<usvg::fontdb::Database>> = OnceLock::new();
+    Arc::clone(FONTS.get_or_init(|| {
+        let mut db = usvg::fontdb::Database::new();
+        db.load_system_fonts();
+        Arc::new(db)
+    }))
+}
+
+impl Svg {
+    /// Renders the document to PNG bytes at `scale` × its CSS size, on a white background,
+    /// with resvg (pure Rust; text uses the system's fonts, so CJK glyphs need a CJK font
+    /// such as Noto CJK installed — without one they are drawn as boxes, as in a browser).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a scale that is not positive and finite or an image
+    /// side above [`MAX_PNG_SIDE`]; [`Error::InvalidArgument`] if the markup does not parse
+    /// (not expected for documents of this crate).
+    pub fn to_png(&self, scale: f32) -> Result<Vec<u8>> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::invalid_argument(format!(
+                "PNG scale must be positive, got {scale}"
+            )));
+        }
+        let options = usvg::Options { fontdb: fonts(), ..usvg::Options::default() };
+        let tree = usvg::Tree::from_str(&self.markup, &options)
+            .map_err(|e| Error::invalid_argument(format!("SVG does not parse: {e}")))?;
+        let size = tree.size();
+        let (w, h) = ((size.width() * scale).ceil(), (size.height() * scale).ceil());
+        if !(w >= 1.0 && h >= 1.0 && w <= MAX_PNG_SIDE as f32 && h <= MAX_PNG_SIDE as f32) {
+            return Err(Error::invalid_argument(format!(
+                "a {w}×{h} pixel PNG is outside 1..={MAX_PNG_SIDE} pixels per side; lower the scale"
+            )));
+        }
+        let mut pixmap = tiny_skia::Pixmap::new(w as u32, h as u32)
+            .ok_or_else(|| Error::invalid_argument(format!("cannot allocate a {w}×{h} image")))?;
+        pixmap.fill(tiny_skia::Color::WHITE);
+        resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
+        pixmap
+            .encode_png()
+            .map_err(|e| Error::invalid_argument(format!("PNG encoding failed: {e}")))
+    }
+
+    /// Writes [`Svg::to_png`] at `scale` to `path`.
+    ///
+    /// # Errors
+    /// As [`Svg::to_png`]; [`Error::Io`] when the file cannot be written.
+    pub fn write_png(&self, path: impl AsRef<Path>, scale: f32) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_png(scale)?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
     }
 }
 

@@ -334,3 +334,35 @@ mod never_crash {
         }
     }
 }
+
+#[test]
+fn charts_render_to_png_with_the_expected_size_and_ink() {
+    let t = tokens(&["The", "▁capital", "▁of", "▁France", "▁巴黎"]);
+    let scores = [0.5, -0.2, 0.1, 0.9, f64::NAN];
+    let svg =
+        charts::method_comparison(&t, &[("saliency", &scores[..])], &ChartOptions::titled("PNG"))
+            .unwrap();
+    let bytes = svg.to_png(2.0).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.width, (svg.width() * 2.0).ceil() as u32);
+    assert_eq!(info.height, (svg.height() * 2.0).ceil() as u32);
+    let channels = info.color_type.samples();
+    let pixels = buf[..info.buffer_size()].chunks(channels);
+    let total = (info.width * info.height) as usize;
+    let ink = pixels.filter(|p| p[..3].iter().any(|&c| c < 200)).count();
+    // Bars, axes and labels cover a visible share of the image, and most of it stays white.
+    assert!(ink * 100 > total, "only {ink} of {total} pixels have ink");
+    assert!(ink * 2 < total, "{ink} of {total} pixels have ink");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chart.png");
+    svg.write_png(&path, 1.0).unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    for scale in [0.0, -1.0, f32::NAN, 1e6] {
+        assert!(matches!(svg.to_png(scale), Err(Error::InvalidArgument { .. })), "scale {scale}");
+    }
+}

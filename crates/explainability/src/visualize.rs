@@ -41,6 +41,13 @@ fn headline<'a>(explanations: &[&'a Explanation]) -> Option<&'a Explanation> {
         .copied()
 }
 
+/// PNG scale of a chart: 2× its CSS size, less when that would pass
+/// [`explain_viz::MAX_PNG_SIDE`].
+fn png_scale(svg: &Svg) -> f32 {
+    let side = svg.width().max(svg.height()).max(1.0);
+    (2.0_f64).min(f64::from(explain_viz::MAX_PNG_SIDE - 2) / side) as f32
+}
+
 /// File-name-safe form of a method name.
 fn slug(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
@@ -162,7 +169,7 @@ fn graphs(a: &ComprehensiveAnalysis) -> Result<Vec<(String, ExplanationGraph)>> 
 }
 
 impl ComprehensiveAnalysis {
-    /// Writes the charts (`*.svg`), the explanation graphs (`*.dot`, `*.graphml`, `*.json`,
+    /// Writes the charts (`*.svg` and `*.png`), the explanation graphs (`*.dot`, `*.graphml`, `*.json`,
     /// `*.svg`) and `report.html` into `dir`; returns the paths written.
     ///
     /// # Errors
@@ -174,6 +181,9 @@ impl ComprehensiveAnalysis {
         for (stem, _, svg) in charts(self)? {
             let path = dir.join(format!("{stem}.svg"));
             std::fs::write(&path, svg.as_str()).map_err(|e| Error::io(&path, e))?;
+            written.push(path);
+            let path = dir.join(format!("{stem}.png"));
+            svg.write_png(&path, png_scale(&svg))?;
             written.push(path);
         }
         for (stem, graph) in graphs(self)? {

@@ -187,6 +187,7 @@ fn the_analysis_round_trips_through_json_and_is_written_to_a_folder() {
         "report.md",
         "report.html",
         "attributions.svg",
+        "attributions.png",
         "attribution_heatmap.svg",
         "attention_entropy.svg",
         "attention_last_layer.svg",
