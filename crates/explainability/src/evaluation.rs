@@ -35,6 +35,41 @@ pub struct MethodEvaluation {
     pub error: Option<String>,
 }
 
+/// Names of [`MethodEvaluation::values`], in order (arrows: which direction is better).
+pub const EVALUATION_COLUMNS: [&str; 10] = [
+    "comprehensiveness ↑",
+    "sufficiency ↓",
+    "deletion AUC ↓",
+    "insertion AUC ↑",
+    "faithfulness corr.",
+    "LOO Kendall τ",
+    "top-3 share",
+    "relative residual",
+    "Gini",
+    "effective tokens",
+];
+
+impl MethodEvaluation {
+    /// The evaluation as one row of numbers named by [`EVALUATION_COLUMNS`] (`None` where a
+    /// metric was not computed), for tables.
+    pub fn values(&self) -> [Option<f64>; 10] {
+        let f = self.fidelity.as_ref();
+        let c = self.completeness.as_ref();
+        [
+            f.map(|f| f.aopc_comprehensiveness),
+            f.map(|f| f.aopc_sufficiency),
+            f.map(|f| f.deletion_auc),
+            f.map(|f| f.insertion_auc),
+            f.and_then(|f| f.faithfulness_correlation),
+            f.and_then(|f| f.loo_kendall_tau),
+            c.map(|c| c.top_k_share),
+            c.and_then(|c| c.relative_residual),
+            Some(self.comprehensibility.gini),
+            Some(self.comprehensibility.effective_tokens),
+        ]
+    }
+}
+
 /// Evaluates each explanation on `model`.
 pub fn evaluate_all(
     model: &dyn LanguageModel,
@@ -140,24 +175,13 @@ pub fn markdown_table(evaluation: &[MethodEvaluation]) -> String {
     let mut s = String::from(
         "\n## Evaluation\n\nComprehensiveness (AOPC, higher is better), sufficiency (AOPC, lower is better), deletion AUC (lower is better), insertion AUC (higher is better), faithfulness correlation, leave-one-out Kendall τ, top-3 share of |a|, relative completeness residual, Gini sparseness, effective number of tokens.\n\n| method | compr. | suff. | del. AUC | ins. AUC | faithf. | LOO τ | top-3 | residual | Gini | eff. tokens |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let num = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"));
     for m in evaluation {
-        let f = m.fidelity.as_ref();
-        let c = m.completeness.as_ref();
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} |\n",
-            m.method,
-            num(f.map(|f| f.aopc_comprehensiveness)),
-            num(f.map(|f| f.aopc_sufficiency)),
-            num(f.map(|f| f.deletion_auc)),
-            num(f.map(|f| f.insertion_auc)),
-            num(f.and_then(|f| f.faithfulness_correlation)),
-            num(f.and_then(|f| f.loo_kendall_tau)),
-            num(c.map(|c| c.top_k_share)),
-            num(c.and_then(|c| c.relative_residual)),
-            m.comprehensibility.gini,
-            m.comprehensibility.effective_tokens,
-        ));
+        let cells: Vec<String> = m
+            .values()
+            .iter()
+            .map(|v| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}")))
+            .collect();
+        s.push_str(&format!("| {} | {} |\n", m.method, cells.join(" | ")));
     }
     s
 }

@@ -35,7 +35,7 @@ pub use analyzer::{
     ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
     Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
 };
-pub use evaluation::{INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
+pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
 pub use visualize::{FLOW_THRESHOLD, INTERACTION_THRESHOLD, LAYERED_ATTENTION_THRESHOLD};
 
 pub use comparison::{

@@ -255,43 +255,16 @@ impl ComprehensiveAnalysis {
 
         if let Some(evaluation) = &self.evaluation {
             html.section("Evaluation", false);
-            let num = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), format_score);
             let rows: Vec<Vec<String>> = evaluation
                 .iter()
                 .map(|m| {
-                    let f = m.fidelity.as_ref();
-                    let c = m.completeness.as_ref();
-                    vec![
-                        m.method.clone(),
-                        num(f.map(|f| f.aopc_comprehensiveness)),
-                        num(f.map(|f| f.aopc_sufficiency)),
-                        num(f.map(|f| f.deletion_auc)),
-                        num(f.map(|f| f.insertion_auc)),
-                        num(f.and_then(|f| f.faithfulness_correlation)),
-                        num(f.and_then(|f| f.loo_kendall_tau)),
-                        num(c.map(|c| c.top_k_share)),
-                        num(c.and_then(|c| c.relative_residual)),
-                        format_score(m.comprehensibility.gini),
-                        format_score(m.comprehensibility.effective_tokens),
-                    ]
+                    let cells = m.values().map(|v| v.map_or_else(|| "–".to_owned(), format_score));
+                    std::iter::once(m.method.clone()).chain(cells).collect()
                 })
                 .collect();
-            html.table(
-                &[
-                    "method",
-                    "comprehensiveness ↑",
-                    "sufficiency ↓",
-                    "deletion AUC ↓",
-                    "insertion AUC ↑",
-                    "faithfulness corr.",
-                    "LOO Kendall τ",
-                    "top-3 share",
-                    "relative residual",
-                    "Gini",
-                    "effective tokens",
-                ],
-                &rows,
-            )?;
+            let headers: Vec<&str> =
+                std::iter::once("method").chain(crate::evaluation::EVALUATION_COLUMNS).collect();
+            html.table(&headers, &rows)?;
             for (_, caption, svg) in charts_of("curves_") {
                 html.svg(svg, caption);
             }
