@@ -8,6 +8,13 @@
 //! the evaluator keeps only the scalar metrics (a few `f64` per example and explainer) that
 //! the bootstrap needs, so memory does not grow with the size of the explanations.
 //!
+//! **Control.** When one of the explainers is the control ([`Evaluator::control`], by default
+//! the one named `"random"`), the summary checks it on every fidelity metric and on parameter
+//! randomisation ([`CONTROL_METRICS`]): whether its mean is the worst of all methods, and for
+//! each method the paired difference from it with a bootstrap interval and a verdict
+//! ([`ControlCheck`]). A sound evaluator finds a random ranking worst; the table says so, or
+//! says that it is not.
+//!
 //! **Failures.** An explainer that fails on an example is recorded as a JSON line with an
 //! `error` field and counted in [`EvaluationSummary::failures`]; the run continues. An empty
 //! dataset is an [`Error::InvalidArgument`].
@@ -194,6 +201,61 @@ pub struct SummaryRow {
     pub stats: SummaryStats,
 }
 
+/// The metrics a control explainer is checked on, with the direction in which a better
+/// explanation moves them: ERASER comprehensiveness up, sufficiency down, the deletion curve's
+/// area down and the insertion curve's up, both correlations up, and the similarity after
+/// parameter randomisation down (an explanation that depends on the model changes).
+pub const CONTROL_METRICS: [(&str, bool); 7] = [
+    ("aopc_comprehensiveness", true),
+    ("aopc_sufficiency", false),
+    ("deletion_auc", false),
+    ("insertion_auc", true),
+    ("faithfulness_correlation", true),
+    ("loo_kendall_tau", true),
+    ("randomisation_similarity", false),
+];
+
+/// How a method compares with the control on one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlVerdict {
+    /// The 95 % bootstrap interval of the paired difference lies on the better side of 0.
+    Better,
+    /// The interval contains 0.
+    Indistinguishable,
+    /// The interval lies on the worse side of 0.
+    Worse,
+}
+
+/// One method against the control on one metric, paired by example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlComparison {
+    /// Method name.
+    pub method: String,
+    /// Mean of the method's value over the paired examples.
+    pub method_mean: f64,
+    /// Statistics of `method − control` over the examples where both are defined.
+    pub difference: SummaryStats,
+    /// Where the interval of the difference lies.
+    pub verdict: ControlVerdict,
+}
+
+/// The control explainer on one metric: is it the worst method, and which methods beat it?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlCheck {
+    /// Metric name (one of [`CONTROL_METRICS`]).
+    pub metric: String,
+    /// Whether a larger value is better.
+    pub higher_is_better: bool,
+    /// The control's mean over the examples where it is defined.
+    pub control_mean: f64,
+    /// Whether the control's mean is strictly the worst of all methods' means (each over
+    /// the examples it shares with the control). A sound evaluator says so for a random control.
+    pub control_is_worst: bool,
+    /// Every other method with at least one example in common with the control.
+    pub comparisons: Vec<ControlComparison>,
+}
+
 /// Summary of an evaluation run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationSummary {
@@ -205,6 +267,12 @@ pub struct EvaluationSummary {
     pub failures: BTreeMap<String, usize>,
     /// One row per (metric, method) with at least one defined value.
     pub rows: Vec<SummaryRow>,
+    /// The control method ([`Evaluator::control`]) when it was among the explainers.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub control: Option<String>,
+    /// One check per metric of [`CONTROL_METRICS`] the control was measured on.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub control_checks: Vec<ControlCheck>,
 }
 
 impl EvaluationSummary {
@@ -213,8 +281,15 @@ impl EvaluationSummary {
         self.rows.iter().find(|r| r.method == method && r.metric == metric).map(|r| &r.stats)
     }
 
+    /// The control check of `metric`, when the control was measured on it.
+    pub fn control_check(&self, metric: &str) -> Option<&ControlCheck> {
+        self.control_checks.iter().find(|c| c.metric == metric)
+    }
+
     /// A plain-text table: one line per metric and method with mean, std, the 95 % bootstrap
-    /// interval and the number of examples where the metric was defined.
+    /// interval and the number of examples where the metric was defined; then, with a control,
+    /// one block per checked metric saying whether the control came out worst and how each
+    /// method's paired difference from it lies.
     pub fn table(&self) -> String {
         let width = self.methods.iter().map(String::len).max().unwrap_or(6).max(6);
         let mut out = String::new();
@@ -237,8 +312,105 @@ impl EvaluationSummary {
                 let _ = writeln!(out, "{method}: failed on {failed} of {} examples", self.examples);
             }
         }
+        if let Some(control) = &self.control {
+            let _ = writeln!(
+                out,
+                "\ncontrol `{control}`: paired difference method − control, 95% bootstrap CI"
+            );
+        }
+        for check in &self.control_checks {
+            let control = self.control.as_deref().unwrap_or("control");
+            let direction = if check.higher_is_better { "higher" } else { "lower" };
+            let worst = if check.control_is_worst {
+                format!("{control} is worst")
+            } else {
+                format!("{control} is NOT worst")
+            };
+            let _ = writeln!(
+                out,
+                "{} ({direction} is better): {worst} (mean {:.4})",
+                check.metric, check.control_mean
+            );
+            for c in &check.comparisons {
+                let d = &c.difference;
+                let verdict = match c.verdict {
+                    ControlVerdict::Better => "better than control",
+                    ControlVerdict::Indistinguishable => "indistinguishable from control",
+                    ControlVerdict::Worse => "worse than control",
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<width$} {:>+10.4} [{:+.4}, {:+.4}] n={:<4} {verdict}",
+                    c.method, d.mean, d.ci_low, d.ci_high, d.n
+                );
+            }
+        }
         out
     }
+}
+
+/// The control checks of one run: `values[(m, k)]` holds `(example index, value)` pairs.
+fn control_checks(
+    methods: &[String],
+    control: usize,
+    values: &BTreeMap<(usize, usize), Vec<(usize, f64)>>,
+    resamples: usize,
+    seed: u64,
+) -> Vec<ControlCheck> {
+    let mut checks = Vec::new();
+    for (metric, higher_is_better) in CONTROL_METRICS {
+        let Some(k) = METRIC_NAMES.iter().position(|&n| n == metric) else { continue };
+        let Some(control_values) = values.get(&(control, k)) else { continue };
+        let control_mean =
+            control_values.iter().map(|p| p.1).sum::<f64>() / control_values.len() as f64;
+        let by_index: BTreeMap<usize, f64> = control_values.iter().copied().collect();
+        let mut comparisons = Vec::new();
+        for (m, method) in methods.iter().enumerate() {
+            if m == control {
+                continue;
+            }
+            let paired: Vec<(f64, f64)> = values
+                .get(&(m, k))
+                .into_iter()
+                .flatten()
+                .filter_map(|&(i, v)| by_index.get(&i).map(|&c| (v, c)))
+                .collect();
+            if paired.is_empty() {
+                continue;
+            }
+            let differences: Vec<f64> = paired.iter().map(|(v, c)| v - c).collect();
+            let difference =
+                summarize(&differences, resamples, seed ^ ((m as u64) << 40 | k as u64));
+            let sign = if higher_is_better { 1.0 } else { -1.0 };
+            let verdict = if sign * difference.ci_low > 0.0 && sign * difference.ci_high > 0.0 {
+                ControlVerdict::Better
+            } else if sign * difference.ci_low < 0.0 && sign * difference.ci_high < 0.0 {
+                ControlVerdict::Worse
+            } else {
+                ControlVerdict::Indistinguishable
+            };
+            let method_mean = paired.iter().map(|p| p.0).sum::<f64>() / paired.len() as f64;
+            comparisons.push(ControlComparison {
+                method: method.clone(),
+                method_mean,
+                difference,
+                verdict,
+            });
+        }
+        // Worst: every method's paired mean is strictly better than the control's on the
+        // same examples (a mean difference on the better side of 0).
+        let sign = if higher_is_better { 1.0 } else { -1.0 };
+        let control_is_worst =
+            !comparisons.is_empty() && comparisons.iter().all(|c| sign * c.difference.mean > 0.0);
+        checks.push(ControlCheck {
+            metric: metric.to_owned(),
+            higher_is_better,
+            control_mean,
+            control_is_worst,
+            comparisons,
+        });
+    }
+    checks
 }
 
 /// Evaluates explainers over a dataset; see the module documentation.
@@ -252,12 +424,24 @@ pub struct Evaluator<'a> {
     pub bootstrap_resamples: usize,
     /// Seed of the bootstrap.
     pub bootstrap_seed: u64,
+    /// Name of the control explainer the summary checks every method against (default
+    /// `"random"`, the name of [`RandomExplainer`](crate::RandomExplainer); `None` or a name
+    /// no explainer has: no check).
+    pub control: Option<String>,
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator of `explainers` with `config`.
+    /// An evaluator of `explainers` with `config`; an explainer named `"random"` is the
+    /// control (see [`Evaluator::control`]).
     pub fn new(explainers: Vec<&'a dyn Explainer>, config: MetricsConfig) -> Self {
-        Self { explainers, config, progress: true, bootstrap_resamples: 1000, bootstrap_seed: 0 }
+        Self {
+            explainers,
+            config,
+            progress: true,
+            bootstrap_resamples: 1000,
+            bootstrap_seed: 0,
+            control: Some("random".to_owned()),
+        }
     }
 
     /// Evaluates every explainer on every text, writing one JSON line per (example,
@@ -325,8 +509,8 @@ impl<'a> Evaluator<'a> {
             (true, (low, Some(high))) if low == high => ProgressBar::new(low as u64),
             (true, _) => ProgressBar::new_spinner(),
         };
-        // (method index, metric index) → defined values
-        let mut values: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+        // (method index, metric index) → (example index, defined value)
+        let mut values: BTreeMap<(usize, usize), Vec<(usize, f64)>> = BTreeMap::new();
         let mut failures: BTreeMap<String, usize> =
             methods.iter().map(|m| (m.clone(), 0)).collect();
         let mut examples = 0;
@@ -340,7 +524,7 @@ impl<'a> Evaluator<'a> {
                     Ok(metrics) => {
                         for (k, (_, value)) in metrics.scalars().into_iter().enumerate() {
                             if let Some(v) = value {
-                                values.entry((m, k)).or_default().push(v);
+                                values.entry((m, k)).or_default().push((index, v));
                             }
                         }
                         EvaluationRecord {
@@ -377,15 +561,34 @@ impl<'a> Evaluator<'a> {
             for (m, method) in methods.iter().enumerate() {
                 if let Some(v) = values.get(&(m, k)) {
                     let seed = self.bootstrap_seed ^ ((m as u64) << 32 | k as u64);
+                    let v: Vec<f64> = v.iter().map(|p| p.1).collect();
                     rows.push(SummaryRow {
                         method: method.clone(),
                         metric: (*metric).to_owned(),
-                        stats: summarize(v, self.bootstrap_resamples, seed),
+                        stats: summarize(&v, self.bootstrap_resamples, seed),
                     });
                 }
             }
         }
-        Ok(EvaluationSummary { examples, methods, failures, rows })
+        let control = self.control.as_ref().and_then(|c| methods.iter().position(|m| m == c));
+        let control_checks = match control {
+            Some(c) => control_checks(
+                &methods,
+                c,
+                &values,
+                self.bootstrap_resamples,
+                self.bootstrap_seed ^ 0x00C0_FFEE,
+            ),
+            None => Vec::new(),
+        };
+        Ok(EvaluationSummary {
+            examples,
+            control: control.map(|c| methods[c].clone()),
+            methods,
+            failures,
+            rows,
+            control_checks,
+        })
     }
 }
 

@@ -31,8 +31,9 @@ pub use comprehensibility::{
     Comprehensibility, comprehensibility, effective_tokens, entropy_complexity, gini_sparseness,
 };
 pub use evaluator::{
-    EvaluationRecord, EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig,
-    SummaryRow, compute_all_metrics, metrics_of_explanation,
+    CONTROL_METRICS, ControlCheck, ControlComparison, ControlVerdict, EvaluationRecord,
+    EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig, SummaryRow,
+    compute_all_metrics, metrics_of_explanation,
 };
 pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};
 pub use random::RandomExplainer;

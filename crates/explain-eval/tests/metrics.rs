@@ -431,6 +431,28 @@ fn evaluator_streams_and_summarises() {
     let rnd = summary.get("random", "aopc_comprehensiveness").unwrap();
     assert!(gxi.mean > rnd.mean, "{gxi:?} vs {rnd:?}");
     assert!(summary.table().contains("aopc_comprehensiveness"));
+    // the random control is checked against every method, paired by example
+    assert_eq!(summary.control.as_deref(), Some("random"));
+    let check = summary.control_check("aopc_comprehensiveness").unwrap();
+    assert!(check.higher_is_better && check.control_is_worst, "{check:?}");
+    assert_eq!(check.comparisons.len(), 1);
+    let versus = &check.comparisons[0];
+    assert_eq!((versus.method.as_str(), versus.difference.n), ("gradient_x_input", 3));
+    assert_abs_diff_eq!(versus.difference.mean, gxi.mean - check.control_mean, epsilon = 1e-9);
+    assert!(summary.table().contains("control `random`"));
+    assert!(summary.table().contains("aopc_comprehensiveness (higher is better): random is worst"));
+    let sufficiency = summary.control_check("aopc_sufficiency").unwrap();
+    assert!(!sufficiency.higher_is_better);
+    // no randomisation configured: no check of it
+    assert!(summary.control_check("randomisation_similarity").is_none());
+    // the summary round-trips through JSON
+    let json = serde_json::to_string(&summary).unwrap();
+    assert_eq!(serde_json::from_str::<explain_eval::EvaluationSummary>(&json).unwrap(), summary);
+    // no control among the explainers: no checks
+    let mut plain = Evaluator::new(vec![&GradientXInput], evaluator.config.clone());
+    plain.progress = false;
+    let s = plain.evaluate(&model, texts, &mut Vec::new()).unwrap();
+    assert!(s.control.is_none() && s.control_checks.is_empty());
     let mut again = Vec::new();
     assert_eq!(evaluator.evaluate(&model, texts, &mut again).unwrap(), summary);
 
