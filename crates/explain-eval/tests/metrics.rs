@@ -4,7 +4,7 @@
 
 use approx::assert_abs_diff_eq;
 use explain_eval::{
-    EvaluationRecord, Evaluator, FidelityConfig, MetricsConfig, RandomExplainer,
+    EvaluationRecord, Evaluator, FidelityConfig, MetricsConfig, RandomControl, RandomExplainer,
     RandomisationConfig, RemovalStrategy, StabilityConfig, completeness, comprehensibility,
     compute_all_metrics, effective_tokens, entropy_complexity, evaluate_removals, fidelity,
     gini_sparseness, metrics_of_explanation, parameter_randomisation, seed_stability, stability,
@@ -415,6 +415,7 @@ fn evaluator_streams_and_summarises() {
     };
     let mut evaluator = Evaluator::new(vec![&GradientXInput, &random], config);
     evaluator.progress = false;
+    evaluator.control = None; // checked in `evaluator_checks_methods_against_the_random_control`
     let texts = ["1 2 3 4", "4 6 2 5 1", "no digits here", "6 6 2 1 3 4"];
     let mut out = Vec::new();
     let summary = evaluator.evaluate(&model, texts, &mut out).unwrap();
@@ -431,28 +432,9 @@ fn evaluator_streams_and_summarises() {
     let rnd = summary.get("random", "aopc_comprehensiveness").unwrap();
     assert!(gxi.mean > rnd.mean, "{gxi:?} vs {rnd:?}");
     assert!(summary.table().contains("aopc_comprehensiveness"));
-    // the random control is checked against every method, paired by example
-    assert_eq!(summary.control.as_deref(), Some("random"));
-    let check = summary.control_check("aopc_comprehensiveness").unwrap();
-    assert!(check.higher_is_better && check.control_is_worst, "{check:?}");
-    assert_eq!(check.comparisons.len(), 1);
-    let versus = &check.comparisons[0];
-    assert_eq!((versus.method.as_str(), versus.difference.n), ("gradient_x_input", 3));
-    assert_abs_diff_eq!(versus.difference.mean, gxi.mean - check.control_mean, epsilon = 1e-9);
-    assert!(summary.table().contains("control `random`"));
-    assert!(summary.table().contains("aopc_comprehensiveness (higher is better): random is worst"));
-    let sufficiency = summary.control_check("aopc_sufficiency").unwrap();
-    assert!(!sufficiency.higher_is_better);
-    // no randomisation configured: no check of it
-    assert!(summary.control_check("randomisation_similarity").is_none());
     // the summary round-trips through JSON
     let json = serde_json::to_string(&summary).unwrap();
     assert_eq!(serde_json::from_str::<explain_eval::EvaluationSummary>(&json).unwrap(), summary);
-    // no control among the explainers: no checks
-    let mut plain = Evaluator::new(vec![&GradientXInput], evaluator.config.clone());
-    plain.progress = false;
-    let s = plain.evaluate(&model, texts, &mut Vec::new()).unwrap();
-    assert!(s.control.is_none() && s.control_checks.is_empty());
     let mut again = Vec::new();
     assert_eq!(evaluator.evaluate(&model, texts, &mut again).unwrap(), summary);
 
@@ -481,6 +463,83 @@ fn evaluator_streams_and_summarises() {
     let none = Evaluator::new(Vec::new(), MetricsConfig::default());
     assert!(matches!(
         none.evaluate(&model, texts, &mut Vec::new()),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// The random control: `draws` seeded random explainers per example, one record each, their
+/// metrics averaged per example; the summary says whether the control is worst and how each
+/// method's paired difference from it lies. On the bag model gradient × input of the logit is
+/// the perfect explanation, so the control must come out worst on comprehensiveness.
+#[test]
+fn evaluator_checks_methods_against_the_random_control() {
+    let model = BagOfTokens::new();
+    let config = MetricsConfig {
+        target: target_logit(),
+        fidelity: FidelityConfig {
+            output: TargetOutput::Logit,
+            bins: vec![0.2, 0.5],
+            ..FidelityConfig::default()
+        },
+        stability: None,
+        ..MetricsConfig::default()
+    };
+    let mut evaluator = Evaluator::new(vec![&GradientXInput], config);
+    evaluator.progress = false;
+    evaluator.control = Some(RandomControl { seed: 3, draws: 3 });
+    let texts = ["1 2 3 4", "4 6 2 5 1", "no digits here", "6 6 2 1 3 4", "5 3 6 2 4 1 2"];
+    let mut out = Vec::new();
+    let summary = evaluator.evaluate(&model, texts, &mut out).unwrap();
+    let lines: Vec<EvaluationRecord> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5 * 4);
+    assert_eq!(lines[0].draw, None);
+    assert_eq!(
+        lines[1..4].iter().map(|r| (r.method.as_str(), r.draw)).collect::<Vec<_>>(),
+        [
+            (RandomControl::NAME, Some(0)),
+            (RandomControl::NAME, Some(1)),
+            (RandomControl::NAME, Some(2))
+        ]
+    );
+    assert_eq!(summary.methods, ["gradient_x_input", RandomControl::NAME]);
+    assert_eq!(summary.control.as_deref(), Some(RandomControl::NAME));
+    // the control's value of an example is the mean over its draws
+    let comp = |r: &EvaluationRecord| r.metrics.as_ref().unwrap().fidelity.aopc_comprehensiveness;
+    let draws_mean: f64 = (0..5)
+        .filter(|e| *e != 2)
+        .map(|e| lines[4 * e + 1..4 * e + 4].iter().map(comp).sum::<f64>() / 3.0)
+        .sum::<f64>();
+    let control = summary.get(RandomControl::NAME, "aopc_comprehensiveness").unwrap();
+    // the example without digits fails for every draw too: one failure, 4 examples
+    assert_eq!(control.n, 4);
+    assert_eq!(summary.failures[RandomControl::NAME], 1);
+    assert!(lines[9..12].iter().all(|r| r.error.is_some()));
+    let check = summary.control_check("aopc_comprehensiveness").unwrap();
+    assert!(check.higher_is_better && check.control_is_worst, "{check:?}");
+    assert_abs_diff_eq!(check.control_mean, control.mean, epsilon = 1e-12);
+    let versus = &check.comparisons[0];
+    let gxi = summary.get("gradient_x_input", "aopc_comprehensiveness").unwrap();
+    assert_eq!((versus.method.as_str(), versus.difference.n), ("gradient_x_input", 4));
+    assert_abs_diff_eq!(versus.method_mean, gxi.mean, epsilon = 1e-12);
+    // paired on the 4 examples both have: Σ(gxi − control) / 4
+    assert_abs_diff_eq!(versus.difference.mean, gxi.mean - draws_mean / 4.0, epsilon = 1e-9);
+    assert!(versus.difference.mean > 0.0);
+    let sufficiency = summary.control_check("aopc_sufficiency").unwrap();
+    assert!(!sufficiency.higher_is_better);
+    // no randomisation configured: no check of it
+    assert!(summary.control_check("randomisation_similarity").is_none());
+    let table = summary.table();
+    assert!(table.contains("control `random_control`"), "{table}");
+    assert!(table.contains("only 4 paired examples"), "{table}");
+    assert!(table.contains("aopc_comprehensiveness (higher is better): random_control is worst"));
+    let json = serde_json::to_string(&summary).unwrap();
+    assert_eq!(serde_json::from_str::<explain_eval::EvaluationSummary>(&json).unwrap(), summary);
+    // same seed, same summary; no draws is an error
+    assert_eq!(evaluator.evaluate(&model, texts, &mut Vec::new()).unwrap(), summary);
+    evaluator.control = Some(RandomControl { seed: 0, draws: 0 });
+    assert!(matches!(
+        evaluator.evaluate(&model, texts, &mut Vec::new()),
         Err(Error::InvalidArgument { .. })
     ));
 }
