@@ -20,28 +20,7 @@ use explain_gradients::GradientXInput;
 use explain_models::{load, smollm2_gguf_path};
 use explainability_core::{Explainer, SplitMix64, Target};
 
-const PROMPTS: [&str; 20] = [
-    "The capital of France is",
-    "The capital of Germany is",
-    "The capital of Italy is",
-    "The capital of Japan is",
-    "The capital of Spain is",
-    "Water is made of hydrogen and",
-    "The largest planet in the solar system is",
-    "Romeo and Juliet was written by William",
-    "The Eiffel Tower is located in the city of",
-    "The chemical symbol for gold is",
-    "The first president of the United States was George",
-    "The opposite of hot is",
-    "The currency of Japan is the",
-    "The Great Wall is in",
-    "The sun rises in the",
-    "A week has seven",
-    "The freezing point of water is zero degrees",
-    "The largest ocean on Earth is the",
-    "The currency of the United Kingdom is the",
-    "Mount Everest is the highest mountain in the",
-];
+use explain_eval::prompts::FACTUAL as PROMPTS;
 
 fn threads() -> i32 {
     std::env::var("EXPLAINABILITY_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
@@ -109,6 +88,7 @@ fn smollm2(c: &mut Criterion) {
     };
     let mut evaluator = Evaluator::new(vec![&GradientXInput], config);
     evaluator.progress = false;
+    evaluator.control = None; // one explainer; the random control's draws are not timed here
     group.bench_function("gradient_x_input_20_prompts", |bench| {
         bench.iter(|| evaluator.evaluate(&model, PROMPTS, &mut std::io::sink()))
     });

@@ -208,6 +208,61 @@ pub struct SummaryRow {
     pub stats: SummaryStats,
 }
 
+/// Fidelity of a random ranking of `explanation`'s input, in expectation: the fidelity of
+/// `control.draws` [`RandomExplainer`] draws (seeds `control.seed`, `control.seed + 1`, …) for
+/// the same ids and target, averaged — every curve and per-bin value element-wise (they have
+/// the same length for one input and config), the correlations over the draws where they are
+/// defined, `rows_evaluated` summed. This is the per-input control a single analysis should
+/// compare methods with; one draw is as likely to be lucky as not.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no draws; as [`RandomExplainer`] and [`fidelity`].
+pub fn random_control_fidelity(
+    model: &dyn LanguageModel,
+    explanation: &Explanation,
+    config: &FidelityConfig,
+    control: RandomControl,
+) -> Result<FidelityReport> {
+    if control.draws == 0 {
+        return Err(Error::invalid_argument("the random control needs at least one draw"));
+    }
+    let mut reports = Vec::with_capacity(control.draws);
+    for draw in 0..control.draws {
+        let random = RandomExplainer::new(control.seed.wrapping_add(draw as u64));
+        let e = random.explain_ids(model, &explanation.token_ids, &explanation.target)?;
+        reports.push(fidelity(model, &e, config)?);
+    }
+    let n = reports.len() as f64;
+    let mean = |f: &dyn Fn(&FidelityReport) -> f64| reports.iter().map(f).sum::<f64>() / n;
+    let mean_vec = |f: &dyn Fn(&FidelityReport) -> &Vec<f64>| -> Vec<f64> {
+        let len = f(&reports[0]).len();
+        (0..len)
+            .map(|i| {
+                reports.iter().map(|r| f(r).get(i).copied().unwrap_or(f64::NAN)).sum::<f64>() / n
+            })
+            .collect()
+    };
+    let mean_defined = |f: &dyn Fn(&FidelityReport) -> Option<f64>| {
+        let defined: Vec<f64> = reports.iter().filter_map(f).collect();
+        (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+    };
+    Ok(FidelityReport {
+        full_value: reports[0].full_value,
+        ks: reports[0].ks.clone(),
+        comprehensiveness: mean_vec(&|r| &r.comprehensiveness),
+        sufficiency: mean_vec(&|r| &r.sufficiency),
+        aopc_comprehensiveness: mean(&|r| r.aopc_comprehensiveness),
+        aopc_sufficiency: mean(&|r| r.aopc_sufficiency),
+        deletion_curve: mean_vec(&|r| &r.deletion_curve),
+        insertion_curve: mean_vec(&|r| &r.insertion_curve),
+        deletion_auc: mean(&|r| r.deletion_auc),
+        insertion_auc: mean(&|r| r.insertion_auc),
+        faithfulness_correlation: mean_defined(&|r| r.faithfulness_correlation),
+        loo_kendall_tau: mean_defined(&|r| r.loo_kendall_tau),
+        rows_evaluated: reports.iter().map(|r| r.rows_evaluated).sum(),
+    })
+}
+
 /// The metrics a control explainer is checked on, with the direction in which a better
 /// explanation moves them: ERASER comprehensiveness up, sufficiency down, the deletion curve's
 /// area down and the insertion curve's up, both correlations up, and the similarity after

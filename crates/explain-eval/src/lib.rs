@@ -16,11 +16,13 @@
 //! * [`compute_all_metrics`] and [`Evaluator`]: every family for one explainer and text, or
 //!   many explainers over a dataset streamed to JSONL with a bootstrap summary table.
 //! * [`RandomExplainer`]: the control every real method should beat.
+//! * [`prompts::FACTUAL`]: the 20 factual prompts of the SmolLM2 sanity checks.
 
 mod completeness;
 mod comprehensibility;
 mod evaluator;
 mod fidelity;
+pub mod prompts;
 mod random;
 mod sanity;
 mod stability;
@@ -34,6 +36,7 @@ pub use evaluator::{
     CONTROL_METRICS, ControlCheck, ControlComparison, ControlVerdict, EvaluationRecord,
     EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig, RandomControl,
     SMALL_SAMPLE, Scalars, SummaryRow, compute_all_metrics, metrics_of_explanation,
+    random_control_fidelity,
 };
 pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};
 pub use random::RandomExplainer;

@@ -7,7 +7,8 @@ use explain_eval::{
     EvaluationRecord, Evaluator, FidelityConfig, MetricsConfig, RandomControl, RandomExplainer,
     RandomisationConfig, RemovalStrategy, StabilityConfig, completeness, comprehensibility,
     compute_all_metrics, effective_tokens, entropy_complexity, evaluate_removals, fidelity,
-    gini_sparseness, metrics_of_explanation, parameter_randomisation, seed_stability, stability,
+    gini_sparseness, metrics_of_explanation, parameter_randomisation, random_control_fidelity,
+    seed_stability, stability,
 };
 use explain_gradients::{GradientXInput, Saliency};
 use explainability_core::{
@@ -540,6 +541,50 @@ fn evaluator_checks_methods_against_the_random_control() {
     evaluator.control = Some(RandomControl { seed: 0, draws: 0 });
     assert!(matches!(
         evaluator.evaluate(&model, texts, &mut Vec::new()),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// The per-input random control is the element-wise mean of its draws' fidelity reports.
+#[test]
+fn random_control_fidelity_averages_its_draws() {
+    let model = BagOfTokens::new();
+    let e = perfect(&[1, 2, 3, 4, 5, 6, 2]);
+    let config = FidelityConfig {
+        output: TargetOutput::Logit,
+        bins: vec![0.2, 0.5],
+        faithfulness_subsets: 8,
+        ..FidelityConfig::default()
+    };
+    let control = RandomControl { seed: 11, draws: 3 };
+    let averaged = random_control_fidelity(&model, &e, &config, control).unwrap();
+    let draws: Vec<_> = (11..14)
+        .map(|seed| {
+            let r =
+                RandomExplainer::new(seed).explain_ids(&model, &e.token_ids, &e.target).unwrap();
+            fidelity(&model, &r, &config).unwrap()
+        })
+        .collect();
+    let mean = |f: fn(&explain_eval::FidelityReport) -> f64| draws.iter().map(f).sum::<f64>() / 3.0;
+    assert_abs_diff_eq!(
+        averaged.aopc_comprehensiveness,
+        mean(|r| r.aopc_comprehensiveness),
+        epsilon = 1e-12
+    );
+    assert_abs_diff_eq!(averaged.deletion_auc, mean(|r| r.deletion_auc), epsilon = 1e-12);
+    assert_abs_diff_eq!(
+        averaged.comprehensiveness[1],
+        mean(|r| r.comprehensiveness[1]),
+        epsilon = 1e-12
+    );
+    assert_abs_diff_eq!(averaged.deletion_curve[2], mean(|r| r.deletion_curve[2]), epsilon = 1e-12);
+    assert_eq!(averaged.ks, draws[0].ks);
+    assert_eq!(averaged.rows_evaluated, 3 * draws[0].rows_evaluated);
+    // the perfect explanation beats the expected random ranking
+    let oracle = fidelity(&model, &e, &config).unwrap();
+    assert!(oracle.aopc_comprehensiveness > averaged.aopc_comprehensiveness);
+    assert!(matches!(
+        random_control_fidelity(&model, &e, &config, RandomControl { seed: 0, draws: 0 }),
         Err(Error::InvalidArgument { .. })
     ));
 }

@@ -20,30 +20,7 @@ use explainability_core::{
     TargetOutput, tch::Tensor,
 };
 
-/// Factual prompts with a single obvious continuation, written for this test (not selected
-/// by any metric).
-const PROMPTS: [&str; 20] = [
-    "The capital of France is",
-    "The capital of Germany is",
-    "The capital of Italy is",
-    "The capital of Japan is",
-    "The capital of Spain is",
-    "Water is made of hydrogen and",
-    "The largest planet in the solar system is",
-    "Romeo and Juliet was written by William",
-    "The Eiffel Tower is located in the city of",
-    "The chemical symbol for gold is",
-    "The first president of the United States was George",
-    "The opposite of hot is",
-    "The currency of Japan is the",
-    "The Great Wall is in",
-    "The sun rises in the",
-    "A week has seven",
-    "The freezing point of water is zero degrees",
-    "The largest ocean on Earth is the",
-    "The currency of the United Kingdom is the",
-    "Mount Everest is the highest mountain in the",
-];
+use explain_eval::prompts::FACTUAL as PROMPTS;
 
 fn model() -> LlamaModel {
     load(smollm2_gguf_path()).expect("run `cargo xtask setup`")

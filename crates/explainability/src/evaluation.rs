@@ -2,16 +2,24 @@
 //! fidelity (ERASER comprehensiveness / sufficiency, deletion / insertion curves,
 //! faithfulness correlation, leave-one-out τ), completeness and comprehensibility. A method
 //! whose evaluation fails keeps its error; the others are still evaluated.
+//!
+//! The random control (the method named `"random"`) is evaluated in expectation: its
+//! fidelity is the mean over [`RandomControl::default`]'s draws
+//! ([`random_control_fidelity`]), not the one draw the analysis displays — a single draw's
+//! comprehensiveness varies by more than the gap between most methods.
 
 use serde::{Deserialize, Serialize};
 
 use explain_eval::{
-    Completeness, Comprehensibility, FidelityConfig, FidelityReport, completeness,
-    comprehensibility, fidelity,
+    Completeness, Comprehensibility, FidelityConfig, FidelityReport, RandomControl, completeness,
+    comprehensibility, fidelity, random_control_fidelity,
 };
 use explainability_core::{Explanation, LanguageModel};
 
 use crate::analyzer::{Finding, Report};
+
+/// Method name of the random control.
+const RANDOM: &str = "random";
 
 /// `k` of the top-k share of completeness.
 pub const TOP_K_SHARE: usize = 3;
@@ -81,9 +89,12 @@ pub fn evaluate_all(
         .map(|e| {
             let scores: Vec<f64> = e.scores.to_vec();
             let mut errors = Vec::new();
-            let fidelity = fidelity(model, e, config)
-                .map_err(|err| errors.push(format!("fidelity: {err}")))
-                .ok();
+            let fidelity = if e.method == RANDOM {
+                random_control_fidelity(model, e, config, RandomControl::default())
+            } else {
+                fidelity(model, e, config)
+            };
+            let fidelity = fidelity.map_err(|err| errors.push(format!("fidelity: {err}"))).ok();
             let completeness = completeness(e, TOP_K_SHARE)
                 .map_err(|err| errors.push(format!("completeness: {err}")))
                 .ok();
@@ -133,12 +144,12 @@ pub fn findings(evaluation: &[MethodEvaluation], report: &mut Report) {
         }
     }
     let aopc = |m: &MethodEvaluation| m.fidelity.as_ref().map(|f| f.aopc_comprehensiveness);
-    let Some(random) = evaluation.iter().find(|m| m.method == "random").and_then(aopc) else {
+    let Some(random) = evaluation.iter().find(|m| m.method == RANDOM).and_then(aopc) else {
         return;
     };
     let mut real: Vec<(&str, f64)> = evaluation
         .iter()
-        .filter(|m| m.method != "random")
+        .filter(|m| m.method != RANDOM)
         .filter_map(|m| aopc(m).map(|v| (m.method.as_str(), v)))
         .collect();
     real.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -88,6 +88,17 @@ fn every_metric_family_is_evaluated_for_every_method() {
         let k = a.report.metrics[&format!("eval.{}.aopc_comprehensiveness", m.method)];
         assert_eq!(k, f.aopc_comprehensiveness);
     }
+    // the random control is evaluated in expectation: the mean over the default draws
+    let random = a.attributions.explanations().into_iter().find(|e| e.method == "random").unwrap();
+    let expected = explainability::eval::random_control_fidelity(
+        &*model(),
+        random,
+        &explainability::eval::FidelityConfig::default(),
+        explainability::eval::RandomControl::default(),
+    )
+    .unwrap();
+    let control = evaluation.iter().find(|m| m.method == "random").unwrap();
+    assert_eq!(control.fidelity.as_ref().unwrap(), &expected);
     let ig = evaluation.iter().find(|m| m.method == "integrated_gradients").unwrap();
     assert!(ig.completeness.unwrap().relative_residual.is_some(), "IG has a residual");
     let markdown = a.to_markdown();
