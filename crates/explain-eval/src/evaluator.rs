@@ -400,8 +400,15 @@ impl EvaluationSummary {
         for check in &self.control_checks {
             let control = self.control.as_deref().unwrap_or("control");
             let direction = if check.higher_is_better { "higher" } else { "lower" };
+            let identical = !check.comparisons.is_empty()
+                && check.comparisons.iter().all(|c| {
+                    let d = &c.difference;
+                    d.mean == 0.0 && d.ci_low == 0.0 && d.ci_high == 0.0
+                });
             let worst = if check.control_is_worst {
                 format!("{control} is worst")
+            } else if identical {
+                "identical for every method (this setting does not measure it)".to_owned()
             } else {
                 format!("{control} is NOT worst")
             };

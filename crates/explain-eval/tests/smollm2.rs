@@ -80,6 +80,8 @@ fn evaluator_reports_random_control_worst_on_smollm2() {
     // gradient × input is above the control by +0.08 nats with an interval of [−0.67, +0.86]
     // (run of 2026-11-29): "worst" holds on the means, the verdict is within noise.
     assert_eq!(verdict(comp, "gradient_x_input"), ControlVerdict::Indistinguishable);
+    // one curve step: the deletion curve is its two endpoints for every method
+    assert!(table.contains("deletion_auc (lower is better): identical for every method"));
 
     let sanity = summary.control_check("randomisation_similarity").unwrap();
     assert!(!sanity.higher_is_better && sanity.control_is_worst, "{sanity:?}");

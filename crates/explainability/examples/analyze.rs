@@ -115,9 +115,11 @@ fn print_summary(a: &ComprehensiveAnalysis, zh: bool) {
         for e in evaluation {
             let f = e.fidelity.as_ref();
             let num = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"));
+            // the random control's fidelity is its expectation over 8 seeded draws
+            let name = if e.method == "random" { "random (8 draws)" } else { e.method.as_str() };
             println!(
                 "{:<22} {:>8} {:>8} {:>8} {:>8} {:>6.3} {:>6.2}",
-                e.method,
+                name,
                 num(f.map(|f| f.aopc_comprehensiveness)),
                 num(f.map(|f| f.aopc_sufficiency)),
                 num(f.map(|f| f.deletion_auc)),
