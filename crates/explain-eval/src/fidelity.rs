@@ -176,7 +176,9 @@ fn with_output(target: &Target, output: TargetOutput) -> Target {
 }
 
 /// Evaluates the (resolved) `target` on `ids` with each mask's `true` positions removed, in
-/// batches of `batch_size` rows grouped by length.
+/// batches of `batch_size` rows: under [`RemovalStrategy::Delete`] on a causal model rows of
+/// every length share batches (right-padded, longest first; padding after a row's last real
+/// token cannot reach it), otherwise rows are grouped by length.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a mask of the wrong length, a Delete mask removing every
@@ -246,6 +248,56 @@ pub fn evaluate_removals(
         groups.entry(len).or_default().push((m, row));
     }
     let mut values = vec![0.0; masks.len()];
+    if strategy == RemovalStrategy::Delete && model.info().causal && groups.len() > 1 {
+        // Rows of every length in one stream, longest first, right-padded with zero
+        // embeddings to the longest row of their batch: in a causal model no real position
+        // attends to a later one, so the padding never reaches the logits read at each row's
+        // last real position (no attention mask needed).
+        let mut rows: Vec<(usize, usize, Tensor)> = groups
+            .into_iter()
+            .rev()
+            .flat_map(|(len, rows)| rows.into_iter().map(move |(m, t)| (m, len, t)))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for chunk in rows.chunks(batch_size) {
+            let longest = chunk[0].1;
+            let shortest = chunk[chunk.len() - 1].1;
+            let from = shortest - 1;
+            let mut batch = Vec::with_capacity(chunk.len());
+            for (_, len, row) in chunk {
+                batch.push(if *len == longest {
+                    row.shallow_clone()
+                } else {
+                    let d = row.size()[2];
+                    let pad = Tensor::f_zeros(
+                        [1, (longest - len) as i64, d],
+                        (row.kind(), row.device()),
+                    )?;
+                    Tensor::f_cat(&[row, &pad], 1)?
+                });
+            }
+            let batch = Tensor::f_cat(&batch, 0)?;
+            let options = ForwardOptions { logits_from: Some(from), ..ForwardOptions::default() };
+            let out = model.forward_embeddings(&batch, &options, &mut Hooks::new())?;
+            // each row's last real position, as the only position of a [rows, 1, vocab] tensor
+            let mut last = Vec::with_capacity(chunk.len());
+            for (i, (_, len, _)) in chunk.iter().enumerate() {
+                last.push(out.logits.f_select(0, i as i64)?.f_narrow(
+                    0,
+                    (len - 1 - from) as i64,
+                    1,
+                )?);
+            }
+            let last = Tensor::f_stack(&last, 0)?;
+            let v =
+                target.evaluate(&last)?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?;
+            let v: Vec<f64> = Vec::<f64>::try_from(&v)?;
+            for ((m, _, _), value) in chunk.iter().zip(v) {
+                values[*m] = value;
+            }
+        }
+        return Ok(values);
+    }
     for (len, rows) in groups {
         let from = explicit.unwrap_or(len - 1);
         let shifted = target.from_position(from)?;

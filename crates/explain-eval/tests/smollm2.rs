@@ -158,7 +158,8 @@ fn randomisation_restores_the_model() {
 }
 
 /// A batch of 16 f32 rows against one-at-a-time runs: equal up to float reassociation in
-/// the batched matmuls (1e-4 on probabilities).
+/// the batched matmuls (1e-4 on probabilities), also when Delete pads rows of different
+/// lengths into one batch.
 #[test]
 fn batched_matches_unbatched_on_smollm2() {
     let model = model();
@@ -169,7 +170,10 @@ fn batched_matches_unbatched_on_smollm2() {
         output: TargetOutput::Prob,
         position: None,
     };
-    let masks: Vec<Vec<bool>> = (0..n).map(|i| (0..n).map(|j| j == i).collect()).collect();
+    // one token removed at each position, then the first k removed: under Delete rows of
+    // every length from 1 to n − 1 share right-padded batches
+    let mut masks: Vec<Vec<bool>> = (0..n).map(|i| (0..n).map(|j| j == i).collect()).collect();
+    masks.extend((1..n).map(|k| (0..n).map(|j| j < k).collect::<Vec<bool>>()));
     let eos = model.info().special_tokens.eos.unwrap();
     for strategy in
         [RemovalStrategy::Delete, RemovalStrategy::ZeroEmbedding, RemovalStrategy::Replace(eos)]
