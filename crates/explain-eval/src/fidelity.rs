@@ -20,10 +20,13 @@
 //! [`FidelityConfig::output`] for token targets — probability by default, as ERASER uses;
 //! contrastive targets keep their logit difference.
 //!
-//! **Batching.** Edited inputs are grouped by length (deletion of `k` tokens always gives
-//! `n − k` positions, so the comprehensiveness rows of one bin share a batch) and run without
-//! padding in chunks of [`FidelityConfig::batch_size`]; a batched row equals the unbatched
-//! run up to float reassociation (tested at 1e-4 in f32).
+//! **Batching.** Edited inputs run in chunks of [`FidelityConfig::batch_size`]. Replace and
+//! zero-embedding edits keep the length; Delete edits on a causal model share batches across
+//! lengths, right-padded with zero embeddings to the longest row and read at each row's own
+//! last position (a causal model's real positions never see later padding, so no attention
+//! mask is needed); on a non-causal model Delete rows are grouped by length instead. A
+//! batched row equals the unbatched run up to float reassociation (tested at 1e-4 in f32 on
+//! SmolLM2 with rows of every length).
 //!
 //! **Delete.** An input with every token deleted cannot be run: under
 //! [`RemovalStrategy::Delete`] the deletion curve stops at `n − 1` removals and the insertion
