@@ -94,8 +94,13 @@ fn integrated_gradients_reports_completeness_and_chunking_only_reorders() {
     assert!((whole.scores.sum() - delta - (fx - f_base)).abs() < 1e-9);
     // REFERENCES.md: F(x) − F(eos baseline) = 17.05.
     assert!((fx - f_base - 17.05).abs() < 0.05, "F difference {}", fx - f_base);
-    // Batched matmuls of another batch size may round differently in f32.
-    rel_close(whole.scores.as_slice().unwrap(), chunked.scores.as_slice().unwrap(), 1e-4);
+    // Batched matmuls of another batch size round differently in f32: the LM head is one
+    // [rows, 576] × [576, 49152] product, blocked differently for 16 and 5 rows, and this
+    // path's spiky integrand (|delta| 30 % of the change at 16 steps) amplifies the
+    // difference: 3.1e-4 of the largest score measured (before the head ran as a 2-D
+    // product it was computed row by row and agreed to 1e-4). Summation order alone is
+    // proven exact in f64 by the proptest `chunking_changes_only_summation_order`.
+    rel_close(whole.scores.as_slice().unwrap(), chunked.scores.as_slice().unwrap(), 1e-3);
     assert_eq!(whole.metadata["gradient_evaluations"], 16);
     assert_eq!(whole.metadata["baseline"], "eos");
 }
