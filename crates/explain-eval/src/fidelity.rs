@@ -33,8 +33,6 @@
 //! curve starts at one token. Delete needs a last-position target (`position: None`), since
 //! deleting tokens moves explicit positions.
 
-use std::collections::BTreeMap;
-
 use explainability_core::{
     Error, Explanation, ForwardOptions, Hooks, LanguageModel, Result, SplitMix64, Target,
     TargetOutput,
@@ -213,8 +211,8 @@ pub fn evaluate_removals(
     let _guard = tch::no_grad_guard();
     let base = Tensor::from_slice(ids).unsqueeze(0).to_device(device);
     let embedded = model.embed(&base)?;
-    // length → (mask index, [1, len, d] embeddings)
-    let mut groups: BTreeMap<usize, Vec<(usize, Tensor)>> = BTreeMap::new();
+    // (mask index, length, [1, len, d] embeddings)
+    let mut rows: Vec<(usize, usize, Tensor)> = Vec::with_capacity(masks.len());
     for (m, mask) in masks.iter().enumerate() {
         if mask.len() != n {
             return Err(Error::invalid_argument(format!(
@@ -248,75 +246,58 @@ pub fn evaluate_removals(
             }
         };
         let len = row.size()[1] as usize;
-        groups.entry(len).or_default().push((m, row));
+        rows.push((m, len, row));
     }
+    // Longest first. Delete rows of a causal model share batches across lengths, right-padded
+    // with zero embeddings to the batch's longest row: no real position attends to a later
+    // one, so padding never reaches the logits read at a row's last real position (no
+    // attention mask needed). Otherwise a batch holds rows of one length.
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let batches: Vec<&[(usize, usize, Tensor)]> =
+        if strategy == RemovalStrategy::Delete && model.info().causal {
+            rows.chunks(batch_size).collect()
+        } else {
+            rows.chunk_by(|a, b| a.1 == b.1).flat_map(|same| same.chunks(batch_size)).collect()
+        };
+    // the position read in a row of `len` positions
+    let read = |len: usize| explicit.unwrap_or(len - 1);
     let mut values = vec![0.0; masks.len()];
-    if strategy == RemovalStrategy::Delete && model.info().causal && groups.len() > 1 {
-        // Rows of every length in one stream, longest first, right-padded with zero
-        // embeddings to the longest row of their batch: in a causal model no real position
-        // attends to a later one, so the padding never reaches the logits read at each row's
-        // last real position (no attention mask needed).
-        let mut rows: Vec<(usize, usize, Tensor)> = groups
-            .into_iter()
-            .rev()
-            .flat_map(|(len, rows)| rows.into_iter().map(move |(m, t)| (m, len, t)))
-            .collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        for chunk in rows.chunks(batch_size) {
-            let longest = chunk[0].1;
-            let shortest = chunk[chunk.len() - 1].1;
-            let from = shortest - 1;
-            let mut batch = Vec::with_capacity(chunk.len());
-            for (_, len, row) in chunk {
-                batch.push(if *len == longest {
-                    row.shallow_clone()
-                } else {
-                    let d = row.size()[2];
-                    let pad = Tensor::f_zeros(
-                        [1, (longest - len) as i64, d],
-                        (row.kind(), row.device()),
-                    )?;
-                    Tensor::f_cat(&[row, &pad], 1)?
-                });
-            }
-            let batch = Tensor::f_cat(&batch, 0)?;
-            let options = ForwardOptions { logits_from: Some(from), ..ForwardOptions::default() };
-            let out = model.forward_embeddings(&batch, &options, &mut Hooks::new())?;
-            // each row's last real position, as the only position of a [rows, 1, vocab] tensor
-            let mut last = Vec::with_capacity(chunk.len());
-            for (i, (_, len, _)) in chunk.iter().enumerate() {
-                last.push(out.logits.f_select(0, i as i64)?.f_narrow(
-                    0,
-                    (len - 1 - from) as i64,
-                    1,
-                )?);
-            }
-            let last = Tensor::f_stack(&last, 0)?;
-            let v =
-                target.evaluate(&last)?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?;
-            let v: Vec<f64> = Vec::<f64>::try_from(&v)?;
-            for ((m, _, _), value) in chunk.iter().zip(v) {
-                values[*m] = value;
-            }
+    for chunk in batches {
+        let longest = chunk[0].1;
+        // every row's read position is at or after the shortest row's
+        let from = read(chunk[chunk.len() - 1].1);
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (_, len, row) in chunk {
+            batch.push(if *len == longest {
+                row.shallow_clone()
+            } else {
+                let d = row.size()[2];
+                let pad =
+                    Tensor::f_zeros([1, (longest - len) as i64, d], (row.kind(), row.device()))?;
+                Tensor::f_cat(&[row, &pad], 1)?
+            });
         }
-        return Ok(values);
-    }
-    for (len, rows) in groups {
-        let from = explicit.unwrap_or(len - 1);
-        let shifted = target.from_position(from)?;
+        let batch = Tensor::f_cat(&batch, 0)?;
         let options = ForwardOptions { logits_from: Some(from), ..ForwardOptions::default() };
-        for chunk in rows.chunks(batch_size) {
-            let batch: Vec<Tensor> = chunk.iter().map(|(_, t)| t.shallow_clone()).collect();
-            let batch = Tensor::f_cat(&batch, 0)?;
-            let out = model.forward_embeddings(&batch, &options, &mut Hooks::new())?;
-            let v = shifted
-                .evaluate(&out.logits)?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(tch::Device::Cpu)?;
-            let v: Vec<f64> = Vec::<f64>::try_from(&v)?;
-            for ((m, _), value) in chunk.iter().zip(v) {
-                values[*m] = value;
-            }
+        let out = model.forward_embeddings(&batch, &options, &mut Hooks::new())?;
+        // each row's read position, as the only position of a [rows, 1, vocab] tensor
+        let mut at = Vec::with_capacity(chunk.len());
+        for (i, (_, len, _)) in chunk.iter().enumerate() {
+            at.push(out.logits.f_select(0, i as i64)?.f_narrow(
+                0,
+                (read(*len) - from) as i64,
+                1,
+            )?);
+        }
+        let at = Tensor::f_stack(&at, 0)?;
+        let v = target
+            .from_position(from)?
+            .evaluate(&at)?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?;
+        let v: Vec<f64> = Vec::<f64>::try_from(&v)?;
+        for ((m, _, _), value) in chunk.iter().zip(v) {
+            values[*m] = value;
         }
     }
     Ok(values)
