@@ -30,6 +30,7 @@ mod gpt2;
 mod hf;
 mod llama;
 mod loader;
+mod ops;
 mod paths;
 pub mod pins;
 pub mod tokenizer;
