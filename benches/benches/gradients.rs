@@ -19,7 +19,7 @@ use explain_gradients::{
     IntegratedGradients, LayerIntegratedGradients, PathOptions, Quadrature, QuadratureRule,
     Saliency, SmoothGrad,
 };
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Explainer, HookPoint, LanguageModel, Target};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ fn fixed(n_steps: usize) -> Quadrature {
     })
 }
 
-fn long_prompt(model: &LlamaModel) -> Vec<i64> {
+fn long_prompt(model: &AnyModel) -> Vec<i64> {
     let mut text = TEXT.to_string();
     loop {
         let ids = model.encode(&text, false).unwrap_or_default();

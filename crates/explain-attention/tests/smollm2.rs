@@ -9,11 +9,11 @@ use explain_attention::{
     AblationMode, AttentionAnalysis, AttentionCapture, AttentionReport, HeadAblation, HeadRole,
     HeadRoleScores, MaxFlowAlgorithm, attention_flow, repeated_random_tokens,
 };
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Error, LanguageModel};
 
-fn model() -> std::sync::MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> std::sync::MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()

@@ -14,7 +14,7 @@ use explain_eval::{
     parameter_randomisation, stability,
 };
 use explain_gradients::{GradientXInput, Saliency};
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{
     Error, Explainer, Explanation, ForwardOptions, Hooks, LanguageModel, Result, Target,
     TargetOutput, tch::Tensor,
@@ -22,7 +22,7 @@ use explainability_core::{
 
 use explain_eval::prompts::FACTUAL as PROMPTS;
 
-fn model() -> LlamaModel {
+fn model() -> AnyModel {
     load(smollm2_gguf_path()).expect("run `cargo xtask setup`")
 }
 

@@ -10,14 +10,14 @@ use explain_gradients::{
     Baseline, GenerationAttribution, GenerationMethod, GradientXInput, IntegratedGradients,
     PathOptions, Quadrature, Saliency, SaliencyNorm, SequenceAttribution, greedy_continuation,
 };
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Error, Explainer, Target};
 
 const PROMPT: [i64; 5] = [504, 3575, 282, 4649, 314]; // "The capital of France is"
 const PARIS: i64 = 7042;
 
-fn model() -> MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()
@@ -32,7 +32,7 @@ fn rel_close(a: &[f64], b: &[f64], tol: f64) {
 }
 
 fn check_rows_against_prefix_explanations(
-    model: &LlamaModel,
+    model: &AnyModel,
     result: &SequenceAttribution,
     explainer: &dyn Explainer,
     tol: f64,

@@ -24,12 +24,12 @@ use explain_gradients::{
     Baseline, GenerationAttribution, GenerationMethod, GradientXInput, IntegratedGradients,
     PathOptions, Quadrature, QuadratureRule, Saliency, SaliencyNorm,
 };
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Explainer, Target};
 use serde_json::Value;
 
-fn model() -> MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()

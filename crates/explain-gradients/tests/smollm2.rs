@@ -10,7 +10,7 @@ use explain_gradients::{
     AdaptiveOptions, Baseline, GradientXInput, IntegratedGradients, LayerIntegratedGradients,
     PathOptions, Quadrature, QuadratureRule, Saliency, SaliencyNorm, SmoothGrad,
 };
-use explain_models::{LlamaModel, load, smollm2_gguf_path};
+use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{
     Error, Explainer, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelInfo,
     ModelOutput, Target,
@@ -21,8 +21,8 @@ const PROMPT: [i64; 5] = [504, 3575, 282, 4649, 314]; // "The capital of France 
 const PARIS: i64 = 7042;
 const LONDON: i64 = 4528;
 
-fn model() -> MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()
@@ -372,7 +372,7 @@ fn gradient_flow_covers_every_parameter_and_leaks_no_requires_grad() {
 
 /// SmolLM2 with a fault injected through its own hook mechanism at one hook point.
 struct Faulty<'m> {
-    inner: &'m LlamaModel,
+    inner: &'m AnyModel,
     point: HookPoint,
     /// `false`: `x + 0·sqrt(0·x)`, the same values forward but NaN gradients backward
     /// (0·∞); `true`: the activation becomes NaN.

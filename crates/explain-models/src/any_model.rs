@@ -1,61 +1,41 @@
-//! One loader for every implemented architecture: [`load_model`] reads a GGUF file's
-//! `general.architecture` or a Hugging Face folder's `model_type` and returns an [`AnyModel`]
-//! that implements [`LanguageModel`] by delegation.
+//! The model [`crate::load`] returns: a decoder of any family or a BERT encoder, implementing
+//! [`LanguageModel`] by delegation.
 
-use std::path::Path;
-
-use explainability_core::{
-    Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
-};
+use explainability_core::{ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::bert::BertModel;
-use crate::gpt2::Gpt2Model;
-use crate::hf::HfConfig;
-use crate::loader::{LlamaModel, LoadOptions, load_with};
+use crate::decoder_model::DecoderModel;
 
-/// `model_type`s [`load_model`] accepts.
-pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, gpt2, bert";
-
-/// A loaded model of any implemented architecture.
+/// A loaded model of any supported family.
 #[derive(Debug)]
 pub enum AnyModel {
-    /// Llama, Mistral, Qwen2 (GGUF or Hugging Face).
-    Llama(LlamaModel),
-    /// GPT-2 (Hugging Face).
-    Gpt2(Gpt2Model),
-    /// BERT-style encoders (Hugging Face).
+    /// A decoder-only model (Llama, Mistral, Qwen2, Qwen3, Gemma 3, GPT-2, …).
+    Decoder(DecoderModel),
+    /// A BERT-style encoder.
     Bert(BertModel),
 }
 
-/// Loads the model at `path`, dispatching on its architecture.
-///
-/// # Errors
-/// [`Error::UnsupportedArchitecture`] naming an unknown `model_type`; the errors of
-/// [`load_with`] and [`BertModel::from_hf_dir`].
-pub fn load_model(path: impl AsRef<Path>, options: LoadOptions) -> Result<AnyModel> {
-    let path = path.as_ref();
-    options.check_device()?;
-    if path.is_dir() && path.join("config.json").is_file() {
-        let config = HfConfig::read(path)?;
-        return match config.model_type()? {
-            "llama" | "mistral" | "qwen2" => Ok(AnyModel::Llama(load_with(path, options)?)),
-            "gpt2" => Ok(AnyModel::Gpt2(Gpt2Model::from_hf_dir(path, options)?)),
-            "bert" => Ok(AnyModel::Bert(BertModel::from_hf_dir(path, options)?)),
-            other => Err(Error::UnsupportedArchitecture {
-                name: other.to_owned(),
-                supported: SUPPORTED_MODEL_TYPES.into(),
-            }),
-        };
-    }
-    Ok(AnyModel::Llama(load_with(path, options)?))
-}
-
 impl AnyModel {
+    /// The decoder, if this is one.
+    pub fn as_decoder(&self) -> Option<&DecoderModel> {
+        match self {
+            AnyModel::Decoder(m) => Some(m),
+            AnyModel::Bert(_) => None,
+        }
+    }
+
+    /// The encoder, if this is one.
+    pub fn as_bert(&self) -> Option<&BertModel> {
+        match self {
+            AnyModel::Bert(m) => Some(m),
+            AnyModel::Decoder(_) => None,
+        }
+    }
+
     fn inner(&self) -> &dyn LanguageModel {
         match self {
-            AnyModel::Llama(m) => m,
-            AnyModel::Gpt2(m) => m,
+            AnyModel::Decoder(m) => m,
             AnyModel::Bert(m) => m,
         }
     }

@@ -393,26 +393,7 @@ impl Bert {
     /// # Errors
     /// [`Error::ShapeMismatch`], [`Error::SequenceTooLong`], [`Error::TokenOutOfRange`].
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let size = ids.size();
-        if size.len() != 2 {
-            return Err(Error::ShapeMismatch {
-                what: "ids".into(),
-                expected: "[batch, pos]".into(),
-                actual: size,
-            });
-        }
-        check_positions(size[1], self.config.max_positions)?;
-        let ids = ids.f_to_kind(Kind::Int64)?.f_to_device(self.device)?;
-        let vocab = self.config.vocab_size;
-        let min = ids.f_min()?.f_int64_value(&[])?;
-        let max = ids.f_max()?.f_int64_value(&[])?;
-        if min < 0 {
-            return Err(Error::TokenOutOfRange { id: min, vocab_size: vocab });
-        }
-        if max >= vocab as i64 {
-            return Err(Error::TokenOutOfRange { id: max, vocab_size: vocab });
-        }
-        Ok(Tensor::f_embedding(&self.word, &ids, -1, false, false)?)
+        crate::ops::embedding(&self.word, ids, self.config.max_positions, self.device)
     }
 
     /// There is no LM head on an encoder.
@@ -535,7 +516,7 @@ impl Bert {
         let scores =
             q.f_matmul(&k.f_transpose(-2, -1)?)?.f_mul_scalar((d_head as f64).powf(-0.5))?;
         let scores = match blocked {
-            Some(b) => scores.f_masked_fill(b, min_value(scores.kind()))?,
+            Some(b) => scores.f_masked_fill(b, crate::ops::min_value(scores.kind()))?,
             None => scores,
         };
         let scores = hooks.fire(HookPoint::attn_scores(layer), scores)?;
@@ -799,16 +780,5 @@ impl LanguageModel for BertModel {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.model.named_parameters()
-    }
-}
-
-/// The most negative finite value of a floating kind (masking with it, not −∞, keeps fully
-/// masked rows finite).
-fn min_value(kind: Kind) -> f64 {
-    match kind {
-        Kind::Half => f64::from(half::f16::MIN),
-        Kind::BFloat16 => f64::from(half::bf16::MIN),
-        Kind::Double => f64::MIN,
-        _ => f64::from(f32::MIN),
     }
 }

@@ -7,7 +7,6 @@ use explainability_core::{Error, Result, SpecialTokens};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use crate::llama::LlamaConfig;
 use crate::weights::Checkpoint;
 
 /// A parsed `config.json`.
@@ -27,6 +26,21 @@ impl HfConfig {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|source| Error::Json { path: path.clone(), source })?;
+        if !json.is_object() {
+            return Err(Error::MissingMetadata {
+                key: format!("{} (top level)", path.display()),
+                expected: "a JSON object".into(),
+            });
+        }
+        Ok(Self { path, json })
+    }
+
+    /// A config from JSON already in memory (a test's tiny model, a config read elsewhere).
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when `json` is not an object.
+    pub fn from_json(json: Value) -> Result<Self> {
+        let path = PathBuf::from("config.json (in memory)");
         if !json.is_object() {
             return Err(Error::MissingMetadata {
                 key: format!("{} (top level)", path.display()),
@@ -99,6 +113,22 @@ impl HfConfig {
         }
     }
 
+    /// The raw value of a field, `None` when absent or null.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    /// An optional string field.
+    ///
+    /// # Errors
+    /// [`Error::MissingMetadata`] when present with another type.
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.missing(key, "a string")),
+        }
+    }
+
     /// A token id field (`eos_token_id` may be a list; its first entry is taken).
     pub fn token_id(&self, key: &str) -> Option<i64> {
         match self.json.get(key)? {
@@ -130,42 +160,6 @@ impl HfConfig {
             pad: self.token_id("pad_token_id"),
             unk: self.token_id("unk_token_id"),
         }
-    }
-
-    /// The Llama-family hyper-parameters (`llama`, `mistral`, `qwen2`).
-    ///
-    /// # Errors
-    /// [`Error::MissingMetadata`] for absent fields.
-    pub fn llama_config(&self) -> Result<LlamaConfig> {
-        let model_type = self.model_type()?;
-        let d_model = self.usize("hidden_size")?;
-        let n_heads = self.usize("num_attention_heads")?;
-        if n_heads == 0 {
-            return Err(Error::invalid_config("num_attention_heads must be positive"));
-        }
-        let rope_theta = match self.opt_f64("rope_theta")? {
-            Some(t) => t,
-            None => self
-                .json
-                .get("rope_parameters")
-                .and_then(|p| p.get("rope_theta"))
-                .and_then(Value::as_f64)
-                .unwrap_or(10_000.0),
-        };
-        Ok(LlamaConfig {
-            n_layers: self.usize("num_hidden_layers")?,
-            n_heads,
-            n_kv_heads: self.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
-            d_model,
-            d_head: self.opt_usize("head_dim")?.unwrap_or(d_model / n_heads),
-            d_mlp: self.usize("intermediate_size")?,
-            vocab_size: self.usize("vocab_size")?,
-            max_positions: self.usize("max_position_embeddings")?,
-            rope_theta,
-            norm_eps: self.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            tie_embeddings: self.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-            attention_bias: self.opt_bool("attention_bias")?.unwrap_or(model_type == "qwen2"),
-        })
     }
 }
 
@@ -214,7 +208,8 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads every tensor of the given safetensors files into a checkpoint (f32, CPU).
+/// Reads every tensor of the given safetensors files into a checkpoint (CPU, in the file's
+/// own dtype: a bf16 file loaded in bf16 is never widened to f32).
 ///
 /// # Errors
 /// [`Error::Io`], [`Error::Safetensors`], [`Error::UnsupportedDtype`].
@@ -242,8 +237,6 @@ pub fn read_safetensors(files: &[PathBuf]) -> Result<Checkpoint> {
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
-            let tensor =
-                if kind == Kind::Int64 { tensor } else { tensor.f_to_kind(Kind::Float)? };
             ckpt.insert(name, tensor);
         }
     }

@@ -1,17 +1,18 @@
-//! Hooked transformer implementations on tch, and the loaders that build them from real files.
+//! Hooked transformers on tch, and the loaders that build them from real files.
 //!
-//! - [`load`] / [`load_with`]: a `.gguf` file or a Hugging Face folder → [`LlamaModel`],
-//!   which implements [`explainability_core::LanguageModel`].
-//! - [`Llama`]: the Llama-family forward pass (RMSNorm, RoPE, grouped-query attention,
-//!   SwiGLU) with every hook point of the design.
+//! - [`load`] / [`load_with`]: a `.gguf` file, a Hugging Face folder or an Ollama model name
+//!   → [`AnyModel`] (a [`DecoderModel`] of any family, or a [`BertModel`]), which implements
+//!   [`explainability_core::LanguageModel`].
+//! - [`Decoder`]: the one hooked decoder; [`DecoderConfig`] says what a family changes
+//!   (norms, positions and RoPE scaling, attention variants, MLP kinds, sandwich norms,
+//!   biases, embedding scale, tied head); [`Family`] reads it from `config.json` or GGUF
+//!   metadata. Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3, Gemma 3 and GPT-2 are
+//!   configurations of it. See docs/models.md.
 //! - [`GgufFile`]: a memory-mapped GGUF v2/v3 reader with bounded parsing and
-//!   dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
-//! - [`load_model`]: any implemented architecture (Llama family, GPT-2, BERT encoders) → [`AnyModel`].
+//!   dequantisation.
 //! - [`Bert`] / [`BertModel`]: BERT-style encoders (MiniLM) with every hook point, padding
 //!   masks, mean pooling ([`mean_pool`]) and an optional classification head.
-//! - [`Gpt2`] / [`Gpt2Model`]: GPT-2 (learned positions, fused `c_attn`, `gelu_new`, tied
-//!   head) with every hook point.
-//! - [`TextTokenizer`]: BPE tokenizers from GGUF metadata or `tokenizer.json`.
+//! - [`TextTokenizer`]: tokenizers from GGUF metadata or `tokenizer.json`.
 //!
 //! # Examples
 //! ```no_run
@@ -25,10 +26,10 @@
 
 mod any_model;
 mod bert;
+mod decoder;
+mod decoder_model;
 pub mod gguf;
-mod gpt2;
 mod hf;
-mod llama;
 mod loader;
 mod ops;
 mod paths;
@@ -36,13 +37,17 @@ pub mod pins;
 pub mod tokenizer;
 mod weights;
 
-pub use any_model::{AnyModel, SUPPORTED_MODEL_TYPES, load_model};
+pub use any_model::AnyModel;
 pub use bert::{Bert, BertConfig, BertModel, mean_pool};
+pub use decoder::{
+    Activation, AttentionConfig, Decoder, DecoderConfig, Family, Gpt2Config, LayerAttention,
+    LlamaConfig, MlpKind, NormKind, Positions, Rope, RopePairing, RopeScaling, WeightNames,
+    families::SUPPORTED_FAMILIES,
+};
+pub use decoder_model::DecoderModel;
 pub use gguf::GgufFile;
-pub use gpt2::{Gpt2, Gpt2Config, Gpt2Model};
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
-pub use llama::{Llama, LlamaConfig, LlamaKeys};
-pub use loader::{LlamaModel, LoadOptions, Precision, load, load_with};
+pub use loader::{LoadOptions, OLLAMA_MODELS_ENV, Precision, load, load_with};
 pub use paths::{MODEL_DIR_ENV, default_model_dir, minilm_dir, smollm2_gguf_path};
 pub use tokenizer::TextTokenizer;
 pub use weights::Checkpoint;

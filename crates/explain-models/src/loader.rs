@@ -1,20 +1,18 @@
-//! Loading a model from a path: `load(path)` picks GGUF or a Hugging Face folder from what it
-//! finds; [`LoadOptions`] chooses device and dtype.
+//! One way to load: [`load`] / [`load_with`] take a GGUF file, a Hugging Face folder, a
+//! folder holding one GGUF file, or an Ollama model name, and return a model of any
+//! supported family ([`AnyModel`]); [`LoadOptions`] chooses device and precision.
 
 use std::path::{Path, PathBuf};
 
-use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
-    SpecialTokens,
-};
+use explainability_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use crate::gguf::GgufFile;
-use crate::hf::{HfConfig, read_safetensors, safetensors_files};
-use crate::llama::{Llama, LlamaConfig, LlamaKeys};
-use crate::tokenizer::TextTokenizer;
-use crate::weights::Checkpoint;
+use crate::any_model::AnyModel;
+use crate::bert::BertModel;
+use crate::decoder::{Family, families::SUPPORTED_FAMILIES};
+use crate::decoder_model::DecoderModel;
+use crate::hf::HfConfig;
 
 /// Floating-point precision of the weights and activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -87,28 +85,54 @@ impl LoadOptions {
 ///
 /// # Errors
 /// As [`load_with`].
-pub fn load(path: impl AsRef<Path>) -> Result<LlamaModel> {
+pub fn load(path: impl AsRef<Path>) -> Result<AnyModel> {
     load_with(path, LoadOptions::default())
 }
 
-/// Loads the model at `path`: a `.gguf` file, a folder holding exactly one `.gguf` file, or a
-/// Hugging Face folder with `config.json`.
+/// Loads the model at `path`: a `.gguf` file, a Hugging Face folder with `config.json`, a
+/// folder holding exactly one `.gguf` file, or an Ollama model name (`gemma3:270m`,
+/// `library/llama3.2:1b`: the GGUF blob its manifest under `$OLLAMA_MODELS` or
+/// `~/.ollama/models` points at). The family comes from the file (`general.architecture`,
+/// `model_type`); see [`Family`] and [`BertModel`].
 ///
 /// # Errors
 /// [`Error::PathNotFound`], [`Error::UnrecognisedModelPath`], [`Error::AmbiguousModelPath`],
-/// [`Error::DeviceUnavailable`], and the loaders' errors (malformed files, unsupported
-/// architectures or tensor types, missing or mis-shaped weights).
-pub fn load_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<LlamaModel> {
+/// [`Error::OllamaModel`], [`Error::DeviceUnavailable`],
+/// [`Error::UnsupportedArchitecture`] naming an unknown family and listing the supported
+/// ones, and the loaders' errors (malformed files, unsupported tensor types, missing or
+/// mis-shaped weights).
+pub fn load_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<AnyModel> {
     let path = path.as_ref();
     options.check_device()?;
+    let resolved = resolve(path)?;
+    if resolved.is_file() {
+        return Ok(AnyModel::Decoder(DecoderModel::from_gguf(&resolved, options)?));
+    }
+    let config = HfConfig::read(&resolved)?;
+    match config.model_type()? {
+        "bert" => Ok(AnyModel::Bert(BertModel::from_hf_dir(&resolved, options)?)),
+        other => match Family::from_hf_model_type(other) {
+            Some(family) => {
+                Ok(AnyModel::Decoder(DecoderModel::from_hf_dir(&resolved, family, options)?))
+            }
+            None => Err(Error::UnsupportedArchitecture {
+                name: other.to_owned(),
+                supported: SUPPORTED_FAMILIES.into(),
+            }),
+        },
+    }
+}
+
+/// The GGUF file or Hugging Face folder `path` stands for.
+fn resolve(path: &Path) -> Result<PathBuf> {
     if !path.exists() {
+        if let Some(name) = path.to_str().filter(|s| is_ollama_name(s)) {
+            return ollama_blob(name, &ollama_models_dir()?);
+        }
         return Err(Error::PathNotFound { path: path.to_path_buf() });
     }
-    if path.is_file() {
-        return LlamaModel::from_gguf(path, options);
-    }
-    if path.join("config.json").is_file() {
-        return LlamaModel::from_hf_dir(path, options);
+    if path.is_file() || path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
     }
     let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
     let mut ggufs: Vec<PathBuf> = Vec::new();
@@ -122,7 +146,7 @@ pub fn load_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<LlamaMo
     ggufs.sort();
     match ggufs.len() {
         0 => Err(Error::UnrecognisedModelPath { path: path.to_path_buf() }),
-        1 => LlamaModel::from_gguf(&ggufs[0], options),
+        1 => Ok(ggufs.remove(0)),
         _ => Err(Error::AmbiguousModelPath {
             path: path.to_path_buf(),
             files: ggufs
@@ -133,262 +157,109 @@ pub fn load_with(path: impl AsRef<Path>, options: LoadOptions) -> Result<LlamaMo
     }
 }
 
-/// A Llama-family model with its tokenizer: the [`LanguageModel`] implementation.
-#[derive(Debug)]
-pub struct LlamaModel {
-    model: Llama,
-    tokenizer: TextTokenizer,
-    info: ModelInfo,
+/// Environment variable Ollama reads for its model store.
+pub const OLLAMA_MODELS_ENV: &str = "OLLAMA_MODELS";
+
+/// Largest manifest read (real ones are about 1 KB).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Whether `s` looks like an Ollama model reference: `[host/][namespace/]name[:tag]` made of
+/// letters, digits, `.`, `_` and `-`, not starting with `.` or `/`.
+fn is_ollama_name(s: &str) -> bool {
+    let (path, tag) = s.split_once(':').unwrap_or((s, "latest"));
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    (1..=3).contains(&parts.len()) && parts.iter().all(|p| part_ok(p)) && part_ok(tag)
 }
 
-impl LlamaModel {
-    /// Assembles a model from parts. A tokenizer whose ids reach past the embedding (some
-    /// converters add tokens) is accepted: such ids are refused at embedding time with
-    /// [`Error::TokenOutOfRange`].
-    ///
-    /// # Errors
-    /// None today; kept fallible for future consistency checks.
-    pub fn new(
-        model: Llama,
-        tokenizer: TextTokenizer,
-        name: String,
-        architecture: Architecture,
-        special_tokens: SpecialTokens,
-    ) -> Result<Self> {
-        let cfg = model.config().clone();
-        let info = ModelInfo {
-            name,
-            architecture,
-            n_layers: cfg.n_layers,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            d_model: cfg.d_model,
-            d_head: cfg.d_head,
-            d_mlp: cfg.d_mlp,
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.max_positions,
-            causal: true,
-            special_tokens,
-        };
-        Ok(Self { model, tokenizer, info })
+/// `$OLLAMA_MODELS`, or `~/.ollama/models`.
+fn ollama_models_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(OLLAMA_MODELS_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
     }
-
-    /// Loads a llama.cpp GGUF file.
-    ///
-    /// # Errors
-    /// GGUF format errors, [`Error::UnsupportedArchitecture`], [`Error::MissingMetadata`],
-    /// [`Error::UnsupportedTensorType`], weight errors.
-    pub fn from_gguf(path: &Path, options: LoadOptions) -> Result<Self> {
-        options.check_device()?;
-        let file = GgufFile::open(path)?;
-        let arch_name = file.architecture()?.to_owned();
-        let architecture = match arch_name.as_str() {
-            "llama" => Architecture::Llama,
-            "mistral" => Architecture::Mistral,
-            "qwen2" => Architecture::Qwen2,
-            other => {
-                return Err(Error::UnsupportedArchitecture {
-                    name: other.to_owned(),
-                    supported: "llama, mistral, qwen2".into(),
-                });
-            }
-        };
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let n_heads = file.get_u32(&key("attention.head_count"))? as usize;
-        let d_model = file.get_u32(&key("embedding_length"))? as usize;
-        if n_heads == 0 {
-            return Err(Error::invalid_config("attention.head_count must be positive"));
-        }
-        let n_kv_heads =
-            file.opt_u32(&key("attention.head_count_kv"))?.map_or(n_heads, |v| v as usize);
-        let d_head = match file.opt_u32(&key("attention.key_length"))? {
-            Some(v) => v as usize,
-            None => d_model / n_heads,
-        };
-        let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let embed_rows = file
-            .tensor_info("token_embd.weight")
-            .map(|t| t.shape().first().copied().unwrap_or(0))
-            .ok_or_else(|| Error::MissingWeight { name: "token_embd.weight".into() })?;
-        let vocab_size = match file.opt_u32(&key("vocab_size"))? {
-            Some(v) => v as usize,
-            None => usize::try_from(embed_rows).unwrap_or(0),
-        };
-        let config = LlamaConfig {
-            n_layers: file.get_u32(&key("block_count"))? as usize,
-            n_heads,
-            n_kv_heads,
-            d_model,
-            d_head,
-            d_mlp: file.get_u32(&key("feed_forward_length"))? as usize,
-            vocab_size,
-            max_positions: file.get_u32(&key("context_length"))? as usize,
-            rope_theta: f64::from(file.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0)),
-            norm_eps: f64::from(file.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
-            tie_embeddings: file.tensor_info("output.weight").is_none(),
-            attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
-        };
-        config.validate()?;
-        let mut ckpt = Checkpoint::new();
-        for name in file.tensor_names() {
-            let tensor = file.tensor(&name)?;
-            // llama.cpp's converter permutes the rows of attn_q / attn_k for its interleaved
-            // RoPE; undo it so the half-split pairing of Hugging Face applies.
-            let tensor = if name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias") {
-                unpermute_rope_rows(&tensor, config.n_heads)?
-            } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {
-                unpermute_rope_rows(&tensor, config.n_kv_heads)?
-            } else {
-                tensor
-            };
-            ckpt.insert(name, tensor);
-        }
-        // llama.cpp may store precomputed rotary tables; the model computes its own.
-        ckpt.ignore_suffix("rope_freqs.weight");
-        let model = Llama::from_checkpoint(
-            config,
-            ckpt,
-            LlamaKeys::Gguf,
-            options.precision.kind(),
-            options.device,
-        )?;
-        let special = tokenizer.special_tokens();
-        let name = file
-            .opt_str("general.name")?
-            .map(str::to_owned)
-            .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_default();
-        Self::new(model, tokenizer, name, architecture, special)
-    }
-
-    /// Loads a Hugging Face folder (`config.json`, safetensors weights, `tokenizer.json`).
-    ///
-    /// # Errors
-    /// [`Error::UnsupportedArchitecture`] naming an unknown `model_type`; JSON, safetensors
-    /// and weight errors.
-    pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
-        options.check_device()?;
-        let config = HfConfig::read(dir)?;
-        let architecture = match config.model_type()? {
-            "llama" => Architecture::Llama,
-            "mistral" => Architecture::Mistral,
-            "qwen2" => Architecture::Qwen2,
-            other => {
-                return Err(Error::UnsupportedArchitecture {
-                    name: other.to_owned(),
-                    supported: "llama, mistral, qwen2".into(),
-                });
-            }
-        };
-        let llama_config = config.llama_config()?;
-        llama_config.validate()?;
-        let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
-        let mut ckpt = read_safetensors(&safetensors_files(dir)?)?;
-        ckpt.ignore_suffix("rotary_emb.inv_freq");
-        let model = Llama::from_checkpoint(
-            llama_config,
-            ckpt,
-            LlamaKeys::HuggingFace,
-            options.precision.kind(),
-            options.device,
-        )?;
-        let mut special = config.special_tokens();
-        let from_tokenizer = tokenizer.special_tokens();
-        special.bos = special.bos.or(from_tokenizer.bos);
-        special.eos = special.eos.or(from_tokenizer.eos);
-        special.pad = special.pad.or(from_tokenizer.pad);
-        special.unk = special.unk.or(from_tokenizer.unk);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Self::new(model, tokenizer, name, architecture, special)
-    }
-
-    /// The transformer.
-    pub fn transformer(&self) -> &Llama {
-        &self.model
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".ollama").join("models")),
+        None => Err(Error::OllamaModel {
+            name: String::new(),
+            reason: format!("neither ${OLLAMA_MODELS_ENV} nor $HOME is set"),
+        }),
     }
 }
 
-/// Undoes llama.cpp's row permutation of attn_q / attn_k weights (Hugging Face's
-/// `reverse_permute_weights`): rows grouped per head as (half, pair) go back to (pair, half).
-fn unpermute_rope_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let shape = w.size();
-    let rows = shape.first().copied().unwrap_or(0);
-    let n_head = n_head as i64;
-    if n_head == 0 || rows % (2 * n_head) != 0 {
-        return Err(Error::invalid_config(format!(
-            "attention weight with {rows} rows cannot be split into {n_head} rotary heads"
+/// The model blob an Ollama manifest points at.
+///
+/// `name` is `[host/][namespace/]model[:tag]`; the manifest lives at
+/// `manifests/{host or registry.ollama.ai}/{namespace or library}/{model}/{tag}` and its layer
+/// of media type `application/vnd.ollama.image.model` names the blob
+/// `blobs/sha256-{hex}` (older stores: `blobs/sha256:{hex}`).
+pub(crate) fn ollama_blob(name: &str, models: &Path) -> Result<PathBuf> {
+    let fail = |reason: String| Error::OllamaModel { name: name.to_owned(), reason };
+    let (path, tag) = name.split_once(':').unwrap_or((name, "latest"));
+    let parts: Vec<&str> = path.split('/').collect();
+    let (host, namespace, model) = match parts.as_slice() {
+        [model] => ("registry.ollama.ai", "library", *model),
+        [namespace, model] => ("registry.ollama.ai", *namespace, *model),
+        [host, namespace, model] => (*host, *namespace, *model),
+        _ => return Err(fail("not of the form [host/][namespace/]model[:tag]".into())),
+    };
+    let manifest = models.join("manifests").join(host).join(namespace).join(model).join(tag);
+    let len = std::fs::metadata(&manifest)
+        .map_err(|_| {
+            fail(format!(
+                "no such file or folder, and no Ollama manifest at {}",
+                manifest.display()
+            ))
+        })?
+        .len();
+    if len > MAX_MANIFEST_BYTES {
+        return Err(fail(format!(
+            "manifest {} is {len} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES})",
+            manifest.display()
         )));
     }
-    let half = rows / n_head / 2;
-    let mut view = vec![n_head, half, 2];
-    view.extend_from_slice(&shape[1..]);
-    Ok(w.f_reshape(&view)?.f_transpose(1, 2)?.f_contiguous()?.f_reshape(&shape)?)
-}
-
-impl LanguageModel for LlamaModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn device(&self) -> Device {
-        self.model.device()
-    }
-
-    fn kind(&self) -> Kind {
-        self.model.kind()
-    }
-
-    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
-        let ids = self.tokenizer.encode(text, add_special_tokens)?;
-        if ids.is_empty() {
-            return Err(Error::EmptyText);
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|source| Error::Json { path: manifest.clone(), source })?;
+    let digest = json
+        .get("layers")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|layers| {
+            layers.iter().find(|l| {
+                l.get("mediaType").and_then(serde_json::Value::as_str)
+                    == Some("application/vnd.ollama.image.model")
+            })
+        })
+        .and_then(|l| l.get("digest"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| fail(format!("manifest {} names no model layer", manifest.display())))?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| fail(format!("model layer digest {digest:?} is not sha256:<64 hex>")))?;
+    let blobs = models.join("blobs");
+    for candidate in [blobs.join(format!("sha256-{hex}")), blobs.join(format!("sha256:{hex}"))] {
+        if candidate.is_file() {
+            return Ok(candidate);
         }
-        Ok(ids)
     }
-
-    fn decode(&self, ids: &[i64]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.tokenizer.decode(ids, false)
-    }
-
-    fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
-        self.check_ids(ids)?;
-        self.tokenizer.token_strings(ids)
-    }
-
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.model.embed(ids)
-    }
-
-    fn forward_embeddings(
-        &self,
-        embeddings: &Tensor,
-        options: &ForwardOptions,
-        hooks: &mut Hooks<'_>,
-    ) -> Result<ModelOutput> {
-        self.model.forward(embeddings, options, hooks)
-    }
-
-    fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
-        self.model.unembed(final_hidden)
-    }
-
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.model.named_parameters()
-    }
+    Err(fail(format!("its manifest names blob sha256-{hex}, which is not in {}", blobs.display())))
 }
 
-impl LlamaModel {
-    fn check_ids(&self, ids: &[i64]) -> Result<()> {
-        let vocab = self.tokenizer.vocab_size();
-        match ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size: vocab }),
-            None => Ok(()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_names() {
+        for ok in ["gemma3:270m", "gemma3", "library/llama3.2:1b", "host.io/ns/m:q4_K_M"] {
+            assert!(is_ollama_name(ok), "{ok}");
+        }
+        for bad in ["", "/abs/x.gguf", "./x", "a/b/c/d", "x:", "../x:1", "a b", "x:..y/z"] {
+            assert!(!is_ollama_name(bad), "{bad}");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Tensor operations shared by the model implementations.
 
 use explainability_core::{
-    Result,
-    tch::{Kind, Tensor},
+    Error, Result, check_positions,
+    tch::{Device, Kind, Tensor},
 };
 
 /// Logits `hidden · headᵀ` in f32, for `hidden` of shape `[..., d]` and `head` `[vocab, d]`.
@@ -19,4 +19,50 @@ pub(crate) fn lm_head(hidden: &Tensor, head: &Tensor) -> Result<Tensor> {
         *last = logits.size()[1];
     }
     Ok(logits.f_view(shape.as_slice())?.f_to_kind(Kind::Float)?)
+}
+
+/// Looks up `ids` (`[batch, pos]`) in `table` (`[vocab, d]`) on `device`, after checking the
+/// rank, the length against `max_positions` and every id against the vocabulary.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`], [`Error::EmptyText`], [`Error::SequenceTooLong`],
+/// [`Error::TokenOutOfRange`].
+pub(crate) fn embedding(
+    table: &Tensor,
+    ids: &Tensor,
+    max_positions: usize,
+    device: Device,
+) -> Result<Tensor> {
+    let size = ids.size();
+    if size.len() != 2 {
+        return Err(Error::ShapeMismatch {
+            what: "ids".into(),
+            expected: "[batch, pos]".into(),
+            actual: size,
+        });
+    }
+    check_positions(size[1], max_positions)?;
+    let ids = ids.f_to_kind(Kind::Int64)?.f_to_device(device)?;
+    let vocab = table.size().first().copied().unwrap_or(0);
+    if ids.numel() > 0 {
+        let min = ids.f_min()?.f_int64_value(&[])?;
+        let max = ids.f_max()?.f_int64_value(&[])?;
+        for id in [min, max] {
+            if id < 0 || id >= vocab {
+                return Err(Error::TokenOutOfRange { id, vocab_size: vocab as usize });
+            }
+        }
+    }
+    Ok(Tensor::f_embedding(table, &ids, -1, false, false)?)
+}
+
+/// The most negative finite value of a floating kind (Hugging Face masks with it, not −∞,
+/// so fully masked rows never produce NaN).
+pub(crate) fn min_value(kind: Kind) -> f64 {
+    match kind {
+        Kind::Half => f64::from(half::f16::MIN),
+        Kind::BFloat16 => f64::from(half::bf16::MIN),
+        Kind::Double => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
 }

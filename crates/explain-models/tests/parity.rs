@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use explain_models::{LlamaModel, TextTokenizer, load, smollm2_gguf_path};
+use explain_models::{AnyModel, TextTokenizer, load, smollm2_gguf_path};
 use explainability_core::{ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
@@ -51,7 +51,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
-fn model() -> LlamaModel {
+fn model() -> AnyModel {
     load(smollm2_gguf_path()).expect("SmolLM2 GGUF (run `cargo xtask setup`)")
 }
 
@@ -231,7 +231,7 @@ fn tiny_gpt2_qwen2_and_bert_classifier_match_transformers() {
         ("bert_cls", explainability_core::Architecture::Bert),
     ] {
         let dir = parity_dir().join("arch").join(name);
-        let model = explain_models::load_model(&dir, explain_models::LoadOptions::default())
+        let model = explain_models::load_with(&dir, explain_models::LoadOptions::default())
             .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
         assert_eq!(model.info().architecture, arch);
         check_arch(&model, name, &reference);

@@ -5,15 +5,15 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use explain_models::{LlamaModel, LoadOptions, Precision, load, load_with, smollm2_gguf_path};
+use explain_models::{AnyModel, LoadOptions, Precision, load, load_with, smollm2_gguf_path};
 use explainability_core::{
     Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel,
 };
 use tch::{Kind, Tensor};
 
 /// One model per test binary (loading dequantises 98 MB); tests take turns.
-fn model() -> std::sync::MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> std::sync::MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     let m = MODEL.get_or_init(|| {
         Mutex::new(load(smollm2_gguf_path()).expect("SmolLM2 GGUF (run `cargo xtask setup`)"))
     });
@@ -34,8 +34,9 @@ fn facts_come_from_the_file() {
     assert!(info.causal);
     assert_eq!(info.special_tokens.bos, Some(1));
     assert_eq!(info.special_tokens.eos, Some(2));
-    assert_eq!(model.transformer().config().rope_theta, 100_000.0);
-    assert!(model.transformer().config().tie_embeddings);
+    let config = model.as_decoder().unwrap().transformer().config();
+    assert_eq!(config.rope(0).unwrap().theta, 100_000.0);
+    assert!(config.tie_embeddings);
 }
 
 #[test]

@@ -120,10 +120,26 @@ pub enum Error {
     },
 
     // ----- weights and configs ---------------------------------------------------------
+    /// An Ollama model name that does not lead to a model file.
+    #[error("Ollama model {name:?}: {reason}")]
+    OllamaModel {
+        /// The name as given (`gemma3:270m`).
+        name: String,
+        /// What was looked for and not found.
+        reason: String,
+    },
     /// The architecture named by the file is not implemented.
     #[error("unsupported model architecture {name:?} (supported: {supported})")]
     UnsupportedArchitecture {
         /// Architecture / `model_type` found.
+        name: String,
+        /// Comma-separated list of supported ones.
+        supported: String,
+    },
+    /// A RoPE scaling rule the decoder does not implement.
+    #[error("unsupported rope scaling {name:?} (supported: {supported})")]
+    UnsupportedRopeScaling {
+        /// The `rope_type` / `rope.scaling.type` found.
         name: String,
         /// Comma-separated list of supported ones.
         supported: String,

@@ -30,12 +30,18 @@ pub enum HookKind {
     Pattern,
     /// Per-head attention output before the output projection, `[batch, pos, head, d_head]`.
     Z,
+    /// Attention output after its post-norm, in sandwich-norm families (Gemma 3) only,
+    /// `[batch, pos, d_model]`; `hook_attn_out` then sees the same value.
+    Ln1Post,
     /// Attention block output after the output projection, `[batch, pos, d_model]`.
     AttnOut,
     /// Residual stream between attention and MLP, `[batch, pos, d_model]`.
     ResidMid,
     /// MLP hidden activation (after the gate/activation), `[batch, pos, d_mlp]`.
     MlpPost,
+    /// MLP output after its post-norm, in sandwich-norm families (Gemma 3) only,
+    /// `[batch, pos, d_model]`; `hook_mlp_out` then sees the same value.
+    Ln2Post,
     /// MLP output, `[batch, pos, d_model]`.
     MlpOut,
     /// Residual stream leaving a block, `[batch, pos, d_model]`.
@@ -46,7 +52,7 @@ pub enum HookKind {
 
 impl HookKind {
     /// Every kind, in forward order.
-    pub const ALL: [HookKind; 14] = [
+    pub const ALL: [HookKind; 16] = [
         HookKind::Embed,
         HookKind::ResidPre,
         HookKind::Q,
@@ -55,9 +61,11 @@ impl HookKind {
         HookKind::AttnScores,
         HookKind::Pattern,
         HookKind::Z,
+        HookKind::Ln1Post,
         HookKind::AttnOut,
         HookKind::ResidMid,
         HookKind::MlpPost,
+        HookKind::Ln2Post,
         HookKind::MlpOut,
         HookKind::ResidPost,
         HookKind::LnFinal,
@@ -79,9 +87,11 @@ impl HookKind {
             HookKind::AttnScores => "attn.hook_attn_scores",
             HookKind::Pattern => "attn.hook_pattern",
             HookKind::Z => "attn.hook_z",
+            HookKind::Ln1Post => "ln1_post.hook_normalized",
             HookKind::AttnOut => "hook_attn_out",
             HookKind::ResidMid => "hook_resid_mid",
             HookKind::MlpPost => "mlp.hook_post",
+            HookKind::Ln2Post => "ln2_post.hook_normalized",
             HookKind::MlpOut => "hook_mlp_out",
             HookKind::ResidPost => "hook_resid_post",
             HookKind::LnFinal => "ln_final.hook_normalized",
@@ -236,12 +246,20 @@ mod tests {
         assert_eq!(HookPoint::mlp_out(1).to_string(), "blocks.1.hook_mlp_out");
         assert_eq!(HookPoint::resid_post(7).to_string(), "blocks.7.hook_resid_post");
         assert_eq!(HookPoint::ln_final().to_string(), "ln_final.hook_normalized");
+        assert_eq!(
+            HookPoint::new(HookKind::Ln1Post, 4).to_string(),
+            "blocks.4.ln1_post.hook_normalized"
+        );
+        assert_eq!(
+            HookPoint::new(HookKind::Ln2Post, 4).to_string(),
+            "blocks.4.ln2_post.hook_normalized"
+        );
     }
 
     #[test]
     fn every_point_round_trips() {
         let all = HookPoint::all(12);
-        assert_eq!(all.len(), 2 + 12 * 12);
+        assert_eq!(all.len(), 2 + 12 * 14);
         for p in all {
             let parsed: HookPoint = p.to_string().parse().unwrap();
             assert_eq!(parsed, p);
@@ -271,7 +289,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn display_from_str_inverse(layer in 0usize..100_000, k in 0usize..14) {
+        fn display_from_str_inverse(layer in 0usize..100_000, k in 0usize..16) {
             let p = HookPoint::new(HookKind::ALL[k], layer);
             prop_assert_eq!(p.to_string().parse::<HookPoint>().unwrap(), p);
         }

@@ -22,6 +22,11 @@ pub enum Architecture {
     Qwen2,
     /// Mistral.
     Mistral,
+    /// Qwen3: Llama layout with q/k RMSNorm per head and an explicit head width.
+    Qwen3,
+    /// Gemma 3 (text): sandwich norms, q/k norms, GELU-tanh gated MLP, local and global
+    /// attention layers, scaled embeddings.
+    Gemma3,
     /// GPT-2.
     Gpt2,
     /// BERT-style bidirectional encoders.
@@ -34,6 +39,8 @@ impl fmt::Display for Architecture {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Mistral => "mistral",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
             Architecture::Gpt2 => "gpt2",
             Architecture::Bert => "bert",
         })

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use explainability::{
-    Analyzer, ComprehensiveAnalysis, LanguageModel, LoadOptions, Precision, load_model,
+    Analyzer, ComprehensiveAnalysis, LanguageModel, LoadOptions, Precision, load_with,
     smollm2_gguf_path,
 };
 
@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PrecisionArg::Bf16 => Precision::Bf16,
     };
     let start = Instant::now();
-    let model = load_model(&path, LoadOptions { precision, ..LoadOptions::default() })?;
+    let model = load_with(&path, LoadOptions { precision, ..LoadOptions::default() })?;
     println!("model: {} ({:.1} s to load)", model.info().name, start.elapsed().as_secs_f64());
 
     let mut analyzer = Analyzer::new().evaluate(!args.no_eval);

@@ -2,7 +2,8 @@
 //!
 //! This facade re-exports the workspace's crates so that one dependency brings everything:
 //! - [`core`]: errors, hook points, hooks, the [`LanguageModel`] trait;
-//! - [`models`]: the hooked Llama-family implementation and its GGUF / Hugging Face loaders;
+//! - [`models`]: the one hooked decoder (every family a configuration), BERT encoders, and
+//!   their GGUF / Hugging Face / Ollama loaders;
 //! - [`attention`]: captured patterns, pattern metrics, head roles and ablation, attention
 //!   rollout and flow, and a bilingual [`AttentionReport`];
 //! - [`gradients`]: saliency, gradient×input, SmoothGrad, integrated gradients (exact
@@ -56,8 +57,8 @@ pub use explainability_core as core;
 
 pub use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
 pub use explain_models::{
-    AnyModel, LlamaModel, LoadOptions, MODEL_DIR_ENV, Precision, SUPPORTED_MODEL_TYPES,
-    default_model_dir, load, load_model, load_with, minilm_dir, smollm2_gguf_path,
+    AnyModel, DecoderModel, Family, LoadOptions, MODEL_DIR_ENV, Precision, SUPPORTED_FAMILIES,
+    default_model_dir, load, load_with, minilm_dir, smollm2_gguf_path,
 };
 pub use explainability_core::{
     ActivationCache, Architecture, Error, Explainer, Explanation, ForwardOptions, HookFilter,

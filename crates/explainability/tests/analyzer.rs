@@ -8,15 +8,15 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use explainability::{
-    ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, Error, LanguageModel, LlamaModel,
+    ANALYZER_METHODS, Analyzer, AnyModel, ComprehensiveAnalysis, Error, LanguageModel,
     UNRELIABLE_DELTA_ABOVE, load, smollm2_gguf_path,
 };
 
 const TEXT: &str = "The capital of France is";
 
 /// The model, one test at a time (the machine has two cores; libtorch uses both).
-fn model() -> MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()

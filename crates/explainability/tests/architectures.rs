@@ -1,4 +1,6 @@
-//! The architecture matrix: every explainer, and every evaluation family on its result, runs on Llama (tiny random), GPT-2 (tiny random),
+//! The architecture matrix: every explainer, and every evaluation family on its result, runs on
+//! tiny random Llama, GPT-2, Gemma 3 (local and global layers), Qwen3 and Llama 3 (llama3 RoPE
+//! scaling) decoders,
 //! a BERT classifier (tiny random) and the real all-MiniLM-L6-v2, giving finite results of the
 //! expected shapes; padded encoder batches give exactly zero attention and zero attribution
 //! on pad positions.
@@ -18,8 +20,8 @@ use explainability::gradients::{
     Baseline, GradientXInput, IntegratedGradients, Saliency, SaliencyNorm, SentenceSimilarity,
 };
 use explainability::models::{
-    Bert, BertConfig, BertModel, Gpt2, Gpt2Config, Gpt2Model, Llama, LlamaConfig, LlamaModel,
-    LoadOptions, TextTokenizer, mean_pool, minilm_dir,
+    Bert, BertConfig, BertModel, Decoder, DecoderConfig, DecoderModel, Family, Gpt2Config,
+    HfConfig, LlamaConfig, LoadOptions, TextTokenizer, mean_pool, minilm_dir,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -30,7 +32,13 @@ fn tokenizer() -> TextTokenizer {
     TextTokenizer::from_file(minilm_dir().join("tokenizer.json")).unwrap()
 }
 
-fn tiny_llama() -> LlamaModel {
+fn tiny_decoder(config: DecoderConfig, seed: u64, architecture: Architecture) -> DecoderModel {
+    let name = format!("tiny-{architecture}");
+    let model = Decoder::random(config, seed, Kind::Float, Device::Cpu).unwrap();
+    DecoderModel::new(model, tokenizer(), name, architecture, SpecialTokens::default())
+}
+
+fn tiny_llama() -> DecoderModel {
     let config = LlamaConfig {
         n_layers: 2,
         n_heads: 4,
@@ -45,18 +53,10 @@ fn tiny_llama() -> LlamaModel {
         tie_embeddings: true,
         attention_bias: false,
     };
-    let model = Llama::random(config, 11, Kind::Float, Device::Cpu).unwrap();
-    LlamaModel::new(
-        model,
-        tokenizer(),
-        "tiny-llama".into(),
-        Architecture::Llama,
-        SpecialTokens::default(),
-    )
-    .unwrap()
+    tiny_decoder(config.into(), 11, Architecture::Llama)
 }
 
-fn tiny_gpt2() -> Gpt2Model {
+fn tiny_gpt2() -> DecoderModel {
     let config = Gpt2Config {
         n_layers: 2,
         n_heads: 4,
@@ -66,11 +66,48 @@ fn tiny_gpt2() -> Gpt2Model {
         max_positions: 64,
         norm_eps: 1e-5,
     };
-    Gpt2Model::new(
-        Gpt2::random(config, 12, Kind::Float, Device::Cpu).unwrap(),
-        tokenizer(),
-        "tiny-gpt2".into(),
-    )
+    tiny_decoder(config.into(), 12, Architecture::Gpt2)
+}
+
+/// A tiny model of `family` from a `config.json` as its Hugging Face checkpoints spell it,
+/// through the family's own config constructor.
+fn tiny_from_hf_config(family: Family, json: serde_json::Value, seed: u64) -> DecoderModel {
+    let config = family.config_from_hf(&HfConfig::from_json(json).unwrap()).unwrap();
+    tiny_decoder(config, seed, family.architecture())
+}
+
+fn tiny_gemma3() -> DecoderModel {
+    // Sliding window 3 on 5 of every 6 layers: shorter than the text, so local and global
+    // layers both bite.
+    let json = serde_json::json!({
+        "model_type": "gemma3_text", "hidden_size": 32, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48,
+        "num_hidden_layers": 6, "vocab_size": VOCAB, "max_position_embeddings": 64,
+        "sliding_window": 3, "query_pre_attn_scalar": 8, "rms_norm_eps": 1e-6,
+    });
+    tiny_from_hf_config(Family::Gemma3, json, 14)
+}
+
+fn tiny_qwen3() -> DecoderModel {
+    let json = serde_json::json!({
+        "model_type": "qwen3", "hidden_size": 32, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 48,
+        "num_hidden_layers": 2, "vocab_size": VOCAB, "max_position_embeddings": 64,
+        "rope_theta": 1_000_000.0, "tie_word_embeddings": true,
+    });
+    tiny_from_hf_config(Family::Qwen3, json, 15)
+}
+
+fn tiny_llama3() -> DecoderModel {
+    let json = serde_json::json!({
+        "model_type": "llama", "hidden_size": 32, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 48, "num_hidden_layers": 2,
+        "vocab_size": VOCAB, "max_position_embeddings": 64,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16},
+    });
+    tiny_from_hf_config(Family::Llama, json, 16)
 }
 
 fn tiny_bert_classifier() -> BertModel {
@@ -140,9 +177,12 @@ fn run_matrix(model: &dyn LanguageModel, target: &Target) {
 }
 
 #[test]
-fn every_explainer_runs_on_llama_gpt2_and_a_bert_classifier() {
+fn every_explainer_runs_on_every_decoder_family_and_a_bert_classifier() {
     run_matrix(&tiny_llama(), &Target::argmax());
     run_matrix(&tiny_gpt2(), &Target::argmax());
+    run_matrix(&tiny_gemma3(), &Target::argmax());
+    run_matrix(&tiny_qwen3(), &Target::argmax());
+    run_matrix(&tiny_llama3(), &Target::argmax());
     let class = Target::Token {
         token: TargetToken::Id(1),
         output: TargetOutput::LogProb,

@@ -7,14 +7,14 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use explainability::models::{Llama, LlamaConfig};
+use explainability::models::{Decoder, DecoderModel, LlamaConfig};
 use explainability::{
-    Aggregation, Architecture, DEFAULT_METHODS, Error, Explainer, Explanation, Framework,
-    LanguageModel, LlamaModel, ModelComparison, Target, aggregate, load, smollm2_gguf_path,
+    Aggregation, AnyModel, Architecture, DEFAULT_METHODS, Error, Explainer, Explanation, Framework,
+    LanguageModel, ModelComparison, Target, aggregate, load, smollm2_gguf_path,
 };
 
-fn model() -> std::sync::MutexGuard<'static, LlamaModel> {
-    static MODEL: OnceLock<Mutex<LlamaModel>> = OnceLock::new();
+fn model() -> std::sync::MutexGuard<'static, AnyModel> {
+    static MODEL: OnceLock<Mutex<AnyModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| Mutex::new(load(smollm2_gguf_path()).expect("run `cargo xtask setup`")))
         .lock()
@@ -147,14 +147,13 @@ fn models_with_other_vocabularies_are_refused() {
         tie_embeddings: true,
         attention_bias: false,
     };
-    let tiny = LlamaModel::new(
-        Llama::random(config, 1, tch::Kind::Float, tch::Device::Cpu).unwrap(),
-        model.tokenizer().clone(),
+    let tiny = DecoderModel::new(
+        Decoder::random(config.into(), 1, tch::Kind::Float, tch::Device::Cpu).unwrap(),
+        model.as_decoder().unwrap().tokenizer().clone(),
         "tiny".into(),
         Architecture::Llama,
         model.info().special_tokens,
-    )
-    .unwrap();
+    );
     let result =
         ModelComparison::new(vec![("smollm2", &*model as &dyn LanguageModel), ("tiny", &tiny)]);
     match result {

@@ -1,0 +1,201 @@
+//! A decoder with its tokenizer: the [`LanguageModel`] implementation of every decoder family,
+//! and how it is read from a GGUF file or a Hugging Face folder.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use explainability_core::{
+    Architecture, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
+    SpecialTokens,
+};
+use tch::{Device, Kind, Tensor};
+
+use crate::decoder::{Decoder, Family, WeightNames, families::SUPPORTED_FAMILIES};
+use crate::gguf::GgufFile;
+use crate::hf::{HfConfig, read_safetensors, safetensors_files};
+use crate::loader::LoadOptions;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Checkpoint;
+
+/// A decoder-only model of any supported family with its tokenizer.
+#[derive(Debug)]
+pub struct DecoderModel {
+    model: Decoder,
+    tokenizer: TextTokenizer,
+    info: ModelInfo,
+}
+
+impl DecoderModel {
+    /// Assembles a model from parts. A tokenizer whose ids reach past the embedding (some
+    /// converters add tokens) is accepted: such ids are refused at embedding time with
+    /// [`Error::TokenOutOfRange`].
+    pub fn new(
+        model: Decoder,
+        tokenizer: TextTokenizer,
+        name: String,
+        architecture: Architecture,
+        special_tokens: SpecialTokens,
+    ) -> Self {
+        let cfg = model.config();
+        let info = ModelInfo {
+            name,
+            architecture,
+            n_layers: cfg.n_layers,
+            n_heads: cfg.attention.n_heads,
+            n_kv_heads: cfg.attention.n_kv_heads,
+            d_model: cfg.d_model,
+            d_head: cfg.attention.d_head,
+            d_mlp: cfg.d_mlp,
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.max_positions,
+            causal: true,
+            special_tokens,
+        };
+        Self { model, tokenizer, info }
+    }
+
+    /// Loads a llama.cpp GGUF file of any supported family. Tensors are dequantised one at a
+    /// time, straight into the precision asked for.
+    ///
+    /// # Errors
+    /// GGUF format errors, [`Error::UnsupportedArchitecture`], [`Error::MissingMetadata`],
+    /// [`Error::UnsupportedTensorType`], weight errors.
+    pub fn from_gguf(path: &Path, options: LoadOptions) -> Result<Self> {
+        options.check_device()?;
+        let file = Arc::new(GgufFile::open(path)?);
+        let arch = file.architecture()?.to_owned();
+        let family = Family::from_gguf_architecture(&arch).ok_or_else(|| {
+            Error::UnsupportedArchitecture {
+                name: arch.clone(),
+                supported: SUPPORTED_FAMILIES.into(),
+            }
+        })?;
+        let config = family.config_from_gguf(&file)?;
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let mut ckpt = Checkpoint::new();
+        for info in file.tensor_infos() {
+            let name = info.name().to_owned();
+            let file = Arc::clone(&file);
+            let tensor_name = name.clone();
+            ckpt.insert_lazy(name, info.shape(), move |kind| {
+                Ok(file.tensor(&tensor_name)?.f_to_kind(kind)?)
+            });
+        }
+        family.prepare_gguf(&mut ckpt, &config);
+        let model = Decoder::from_checkpoint(
+            config,
+            ckpt,
+            WeightNames::Gguf,
+            options.precision.kind(),
+            options.device,
+        )?;
+        let special = tokenizer.special_tokens();
+        let name = file
+            .opt_str("general.name")?
+            .map(str::to_owned)
+            .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        Ok(Self::new(model, tokenizer, name, family.architecture(), special))
+    }
+
+    /// Loads a Hugging Face folder (`config.json`, safetensors weights — one file or shards
+    /// listed by `model.safetensors.index.json` — and `tokenizer.json`) of `family`. Weights
+    /// stay in their stored dtype until converted to the precision asked for.
+    ///
+    /// # Errors
+    /// JSON, safetensors and weight errors; [`Error::UnsupportedRopeScaling`].
+    pub fn from_hf_dir(dir: &Path, family: Family, options: LoadOptions) -> Result<Self> {
+        options.check_device()?;
+        let hf = HfConfig::read(dir)?;
+        let config = family.config_from_hf(&hf)?;
+        let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
+        let mut ckpt = read_safetensors(&safetensors_files(dir)?)?;
+        let names = family.prepare_hf(&mut ckpt, &config)?;
+        let model = Decoder::from_checkpoint(
+            config,
+            ckpt,
+            names,
+            options.precision.kind(),
+            options.device,
+        )?;
+        let mut special = hf.special_tokens();
+        let from_tokenizer = tokenizer.special_tokens();
+        special.bos = special.bos.or(from_tokenizer.bos);
+        special.eos = special.eos.or(from_tokenizer.eos);
+        special.pad = special.pad.or(from_tokenizer.pad);
+        special.unk = special.unk.or(from_tokenizer.unk);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Self::new(model, tokenizer, name, family.architecture(), special))
+    }
+
+    /// The transformer.
+    pub fn transformer(&self) -> &Decoder {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    fn check_ids(&self, ids: &[i64]) -> Result<()> {
+        let vocab = self.tokenizer.vocab_size();
+        match ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+            Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size: vocab }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LanguageModel for DecoderModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    fn kind(&self) -> Kind {
+        self.model.kind()
+    }
+
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
+        let ids = self.tokenizer.encode(text, add_special_tokens)?;
+        if ids.is_empty() {
+            return Err(Error::EmptyText);
+        }
+        Ok(ids)
+    }
+
+    fn decode(&self, ids: &[i64]) -> Result<String> {
+        self.check_ids(ids)?;
+        self.tokenizer.decode(ids, false)
+    }
+
+    fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
+        self.check_ids(ids)?;
+        self.tokenizer.token_strings(ids)
+    }
+
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.model.embed(ids)
+    }
+
+    fn forward_embeddings(
+        &self,
+        embeddings: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput> {
+        self.model.forward(embeddings, options, hooks)
+    }
+
+    fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
+        self.model.unembed(final_hidden)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.model.named_parameters()
+    }
+}
