@@ -2,8 +2,9 @@
 
 (a) Runs the real all-MiniLM-L6-v2 folder on a padded batch of sentences and saves every
 hidden state, every attention pattern and the sentence-transformers embeddings (mean pooling
-over real tokens, L2 normalisation). (b) Creates seeded tiny random GPT-2, Qwen2 and
-BertForSequenceClassification checkpoints (safetensors, with MiniLM's tokenizer.json beside
+over real tokens, L2 normalisation). (b) Creates seeded tiny random GPT-2, Qwen2,
+BertForSequenceClassification, Gemma 3 (sliding window shorter than the rows), Qwen3 and Llama 3
+(llama3 RoPE scaling) checkpoints (safetensors, with MiniLM's tokenizer.json beside
 them), and saves their logits and attentions on fixed ids. Eager attention throughout.
 
 Usage: python reference/arch_reference.py --minilm PATH/TO/minilm --out target/parity/arch
@@ -49,6 +50,60 @@ def tiny(kind, folder, minilm, seed):
             vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, **common
         )
         model = transformers.GPT2LMHeadModel(config)
+    elif kind == "gemma3":
+        # Sliding window 3 on 5 of every 6 layers, shorter than the 8-token rows: local and
+        # global layers both bite. Zero-centred norm weights as Gemma stores them.
+        config = transformers.Gemma3TextConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            sliding_window=3,
+            query_pre_attn_scalar=8,
+            **common,
+        )
+        model = transformers.Gemma3ForCausalLM(config)
+    elif kind == "qwen3":
+        config = transformers.Qwen3Config(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            **common,
+        )
+        model = transformers.Qwen3ForCausalLM(config)
+    elif kind == "llama3":
+        # Llama 3.1's RoPE rule with a short original context so that all three frequency
+        # bands (kept, interpolated, divided) occur at d_head 8.
+        config = transformers.LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+            tie_word_embeddings=False,
+            **common,
+        )
+        model = transformers.LlamaForCausalLM(config)
     elif kind == "qwen2":
         config = transformers.Qwen2Config(
             vocab_size=VOCAB,
@@ -116,7 +171,7 @@ def main():
     for layer, attn in enumerate(out.attentions):
         tensors[f"minilm_attn_{layer}"] = attn
 
-    for seed, kind in enumerate(["gpt2", "qwen2", "bert_cls"]):
+    for seed, kind in enumerate(["gpt2", "qwen2", "bert_cls", "gemma3", "qwen3", "llama3"]):
         folder = args.out / kind
         folder.mkdir(parents=True, exist_ok=True)
         tensors.update(tiny(kind, folder, args.minilm, 1000 + seed))

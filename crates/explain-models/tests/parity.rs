@@ -239,6 +239,25 @@ fn tiny_gpt2_qwen2_and_bert_classifier_match_transformers() {
 }
 
 #[test]
+fn tiny_gemma3_qwen3_and_llama3_match_transformers() {
+    // Gemma 3 with a sliding window (3) shorter than the rows (8) on five of its six layers,
+    // Qwen3 with q/k norms and a head width that is not d_model / n_heads, Llama 3 with the
+    // llama3 RoPE rule across all three frequency bands.
+    let reference = arch_reference();
+    for (name, arch) in [
+        ("gemma3", explainability_core::Architecture::Gemma3),
+        ("qwen3", explainability_core::Architecture::Qwen3),
+        ("llama3", explainability_core::Architecture::Llama),
+    ] {
+        let dir = parity_dir().join("arch").join(name);
+        let model = explain_models::load_with(&dir, explain_models::LoadOptions::default())
+            .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+        assert_eq!(model.info().architecture, arch);
+        check_arch(&model, name, &reference);
+    }
+}
+
+#[test]
 fn minilm_matches_transformers_hidden_states_attentions_and_embeddings() {
     let reference = arch_reference();
     let model = explain_models::BertModel::from_hf_dir(

@@ -325,6 +325,13 @@ fn llama_like_from_hf(family: Family, hf: &HfConfig) -> Result<DecoderConfig> {
         return Err(Error::invalid_config("num_attention_heads must be positive"));
     }
     let n_layers = hf.usize("num_hidden_layers")?;
+    if let Some(act) = hf.opt_str("hidden_act")?
+        && act != "silu"
+    {
+        return Err(Error::invalid_config(format!(
+            "{family:?} activation {act:?} is not supported (silu)"
+        )));
+    }
     let d_head = hf.opt_usize("head_dim")?.unwrap_or(d_model / n_heads);
     let attention_bias = hf.opt_bool("attention_bias")?;
     let mut config: DecoderConfig = LlamaConfig {
