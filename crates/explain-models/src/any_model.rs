@@ -8,6 +8,9 @@ use crate::bert::BertModel;
 use crate::decoder_model::DecoderModel;
 
 /// A loaded model of any supported family.
+// A model is built once and then borrowed; the size of the enum itself does not matter, and
+// boxing would make every match on it read worse.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyModel {
     /// A decoder-only model (Llama, Mistral, Qwen2, Qwen3, Gemma 3, GPT-2, …).
