@@ -33,6 +33,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::hf::{HfConfig, read_safetensors, safetensors_files};
 use crate::loader::LoadOptions;
+use crate::model::{Network, TokenizedModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
@@ -612,13 +613,8 @@ pub fn mean_pool(hidden: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-/// A BERT encoder with its WordPiece tokenizer: the [`LanguageModel`] implementation.
-#[derive(Debug)]
-pub struct BertModel {
-    model: Bert,
-    tokenizer: TextTokenizer,
-    info: ModelInfo,
-}
+/// A BERT encoder with its WordPiece tokenizer.
+pub type BertModel = TokenizedModel<Bert>;
 
 impl BertModel {
     /// Assembles a model from parts.
@@ -638,7 +634,7 @@ impl BertModel {
             causal: false,
             special_tokens: tokenizer.special_tokens(),
         };
-        Self { model, tokenizer, info }
+        Self { network: model, tokenizer, info }
     }
 
     /// Loads a Hugging Face BERT folder (`BertModel` or `BertForSequenceClassification`).
@@ -659,16 +655,6 @@ impl BertModel {
             model = Err(Error::NoHead { model: name.clone(), head });
         }
         Ok(Self::new(model?, tokenizer, name))
-    }
-
-    /// The encoder.
-    pub fn transformer(&self) -> &Bert {
-        &self.model
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
     }
 
     /// Sentence embeddings of texts as sentence-transformers computes them for
@@ -717,68 +703,30 @@ impl BertModel {
             Tensor::f_from_slice(&mask)?.f_reshape(shape)?.f_to_device(self.device())?,
         ))
     }
-
-    fn check_ids(&self, ids: &[i64]) -> Result<()> {
-        let vocab = self.tokenizer.vocab_size();
-        match ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size: vocab }),
-            None => Ok(()),
-        }
-    }
 }
 
-impl LanguageModel for BertModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn device(&self) -> Device {
-        self.model.device()
-    }
-
+impl Network for Bert {
     fn kind(&self) -> Kind {
-        self.model.kind()
+        Bert::kind(self)
     }
-
-    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
-        let ids = self.tokenizer.encode(text, add_special_tokens)?;
-        if ids.is_empty() {
-            return Err(Error::EmptyText);
-        }
-        Ok(ids)
+    fn device(&self) -> Device {
+        Bert::device(self)
     }
-
-    fn decode(&self, ids: &[i64]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.tokenizer.decode(ids, false)
-    }
-
-    fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
-        self.check_ids(ids)?;
-        self.tokenizer.token_strings(ids)
-    }
-
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.model.embed(ids)
+        Bert::embed(self, ids)
     }
-
-    fn forward_embeddings(
+    fn forward(
         &self,
         embeddings: &Tensor,
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
-        self.model.forward(embeddings, options, hooks)
+        Bert::forward(self, embeddings, options, hooks)
     }
-
-    fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
-        self.model.unembed(final_hidden).map_err(|_| Error::NoHead {
-            model: self.info.name.clone(),
-            head: "language-model".into(),
-        })
+    fn unembed(&self, hidden: &Tensor) -> Result<Tensor> {
+        Bert::unembed(self, hidden)
     }
-
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.model.named_parameters()
+        Bert::named_parameters(self)
     }
 }

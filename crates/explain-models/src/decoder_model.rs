@@ -1,12 +1,11 @@
-//! A decoder with its tokenizer: the [`LanguageModel`] implementation of every decoder family,
-//! and how it is read from a GGUF file or a Hugging Face folder.
+//! A decoder with its tokenizer ([`DecoderModel`]), and how it is read from a GGUF file or a
+//! Hugging Face folder.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
-    SpecialTokens,
+    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -14,16 +13,12 @@ use crate::decoder::{Decoder, Family, WeightNames, families::SUPPORTED_FAMILIES}
 use crate::gguf::GgufFile;
 use crate::hf::{HfConfig, read_safetensors, safetensors_files};
 use crate::loader::LoadOptions;
+use crate::model::{Network, TokenizedModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
 /// A decoder-only model of any supported family with its tokenizer.
-#[derive(Debug)]
-pub struct DecoderModel {
-    model: Decoder,
-    tokenizer: TextTokenizer,
-    info: ModelInfo,
-}
+pub type DecoderModel = TokenizedModel<Decoder>;
 
 impl DecoderModel {
     /// Assembles a model from parts. A tokenizer whose ids reach past the embedding (some
@@ -51,7 +46,7 @@ impl DecoderModel {
             causal: true,
             special_tokens,
         };
-        Self { model, tokenizer, info }
+        Self { network: model, tokenizer, info }
     }
 
     /// Loads a llama.cpp GGUF file of any supported family. Tensors are dequantised one at a
@@ -127,75 +122,30 @@ impl DecoderModel {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Self::new(model, tokenizer, name, family.architecture(), special))
     }
-
-    /// The transformer.
-    pub fn transformer(&self) -> &Decoder {
-        &self.model
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
-    }
-
-    fn check_ids(&self, ids: &[i64]) -> Result<()> {
-        let vocab = self.tokenizer.vocab_size();
-        match ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-            Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size: vocab }),
-            None => Ok(()),
-        }
-    }
 }
 
-impl LanguageModel for DecoderModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn device(&self) -> Device {
-        self.model.device()
-    }
-
+impl Network for Decoder {
     fn kind(&self) -> Kind {
-        self.model.kind()
+        Decoder::kind(self)
     }
-
-    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
-        let ids = self.tokenizer.encode(text, add_special_tokens)?;
-        if ids.is_empty() {
-            return Err(Error::EmptyText);
-        }
-        Ok(ids)
+    fn device(&self) -> Device {
+        Decoder::device(self)
     }
-
-    fn decode(&self, ids: &[i64]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.tokenizer.decode(ids, false)
-    }
-
-    fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
-        self.check_ids(ids)?;
-        self.tokenizer.token_strings(ids)
-    }
-
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.model.embed(ids)
+        Decoder::embed(self, ids)
     }
-
-    fn forward_embeddings(
+    fn forward(
         &self,
         embeddings: &Tensor,
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
-        self.model.forward(embeddings, options, hooks)
+        Decoder::forward(self, embeddings, options, hooks)
     }
-
-    fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
-        self.model.unembed(final_hidden)
+    fn unembed(&self, hidden: &Tensor) -> Result<Tensor> {
+        Decoder::unembed(self, hidden)
     }
-
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.model.named_parameters()
+        Decoder::named_parameters(self)
     }
 }

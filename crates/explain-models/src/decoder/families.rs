@@ -317,39 +317,62 @@ impl Family {
     }
 }
 
-/// Llama, Mistral, Qwen2 and Qwen3 from `config.json`.
-fn llama_like_from_hf(family: Family, hf: &HfConfig) -> Result<DecoderConfig> {
+/// The Llama-layout dimensions every `config.json` of the Llama lineage spells the same way,
+/// with the family's defaults for what it may leave out.
+struct HfDefaults {
+    /// `head_dim` when absent (`None`: d_model / n_heads).
+    d_head: Option<usize>,
+    rope_theta: f64,
+    tie_embeddings: bool,
+    attention_bias: bool,
+    /// The `config.json` key of the activation and the one value supported.
+    activation: (&'static str, &'static str),
+}
+
+fn llama_dims(family: Family, hf: &HfConfig, defaults: &HfDefaults) -> Result<LlamaConfig> {
     let d_model = hf.usize("hidden_size")?;
     let n_heads = hf.usize("num_attention_heads")?;
     if n_heads == 0 {
         return Err(Error::invalid_config("num_attention_heads must be positive"));
     }
-    let n_layers = hf.usize("num_hidden_layers")?;
-    if let Some(act) = hf.opt_str("hidden_act")?
-        && act != "silu"
+    let (key, supported) = defaults.activation;
+    if let Some(act) = hf.opt_str(key)?
+        && act != supported
     {
         return Err(Error::invalid_config(format!(
-            "{family:?} activation {act:?} is not supported (silu)"
+            "{family:?} activation {act:?} is not supported ({supported})"
         )));
     }
-    let d_head = hf.opt_usize("head_dim")?.unwrap_or(d_model / n_heads);
-    let attention_bias = hf.opt_bool("attention_bias")?;
-    let mut config: DecoderConfig = LlamaConfig {
-        n_layers,
+    Ok(LlamaConfig {
+        n_layers: hf.usize("num_hidden_layers")?,
         n_heads,
         n_kv_heads: hf.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
         d_model,
-        d_head,
+        d_head: hf.opt_usize("head_dim")?.or(defaults.d_head).unwrap_or(d_model / n_heads),
         d_mlp: hf.usize("intermediate_size")?,
         vocab_size: hf.usize("vocab_size")?,
         max_positions: hf.usize("max_position_embeddings")?,
-        rope_theta: 10_000.0,
+        rope_theta: defaults.rope_theta,
         norm_eps: hf.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-        tie_embeddings: hf.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        tie_embeddings: hf.opt_bool("tie_word_embeddings")?.unwrap_or(defaults.tie_embeddings),
+        attention_bias: hf.opt_bool("attention_bias")?.unwrap_or(defaults.attention_bias),
+    })
+}
+
+/// Llama, Mistral, Qwen2 and Qwen3 from `config.json`.
+fn llama_like_from_hf(family: Family, hf: &HfConfig) -> Result<DecoderConfig> {
+    let defaults = HfDefaults {
+        d_head: None,
+        rope_theta: 10_000.0,
+        tie_embeddings: false,
         // Qwen2 always has q/k/v biases (its modeling code hard-codes them).
-        attention_bias: attention_bias.unwrap_or(family == Family::Qwen2),
-    }
-    .into();
+        attention_bias: family == Family::Qwen2,
+        activation: ("hidden_act", "silu"),
+    };
+    let dims = llama_dims(family, hf, &defaults)?;
+    let n_layers = dims.n_layers;
+    let attention_bias = hf.opt_bool("attention_bias")?;
+    let mut config: DecoderConfig = dims.into();
     // Llama, Mistral and Qwen3 put `attention_bias` on the output projection too; Qwen2 not.
     config.attention.o_bias = family != Family::Qwen2 && attention_bias.unwrap_or(false);
     config.mlp_bias = hf.opt_bool("mlp_bias")?.unwrap_or(false);
@@ -376,32 +399,16 @@ fn llama_like_from_hf(family: Family, hf: &HfConfig) -> Result<DecoderConfig> {
 
 /// Gemma 3 (text) from `config.json` (transformers 4.5x and 5.x spellings).
 fn gemma3_from_hf(hf: &HfConfig) -> Result<DecoderConfig> {
-    let d_model = hf.usize("hidden_size")?;
-    let n_heads = hf.usize("num_attention_heads")?;
-    let n_layers = hf.usize("num_hidden_layers")?;
-    if let Some(act) = hf.opt_str("hidden_activation")?
-        && act != "gelu_pytorch_tanh"
-    {
-        return Err(Error::invalid_config(format!(
-            "Gemma 3 activation {act:?} is not supported (gelu_pytorch_tanh)"
-        )));
-    }
-    let d_head = hf.opt_usize("head_dim")?.unwrap_or(256);
-    let mut config: DecoderConfig = LlamaConfig {
-        n_layers,
-        n_heads,
-        n_kv_heads: hf.opt_usize("num_key_value_heads")?.unwrap_or(n_heads),
-        d_model,
-        d_head,
-        d_mlp: hf.usize("intermediate_size")?,
-        vocab_size: hf.usize("vocab_size")?,
-        max_positions: hf.usize("max_position_embeddings")?,
+    let defaults = HfDefaults {
+        d_head: Some(256),
         rope_theta: 1_000_000.0,
-        norm_eps: hf.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-        tie_embeddings: hf.opt_bool("tie_word_embeddings")?.unwrap_or(true),
-        attention_bias: hf.opt_bool("attention_bias")?.unwrap_or(false),
-    }
-    .into();
+        tie_embeddings: true,
+        attention_bias: false,
+        activation: ("hidden_activation", "gelu_pytorch_tanh"),
+    };
+    let dims = llama_dims(Family::Gemma3, hf, &defaults)?;
+    let (n_layers, d_model) = (dims.n_layers, dims.d_model);
+    let mut config: DecoderConfig = dims.into();
     config.attention.o_bias = config.attention.qkv_bias;
     config.norm = NormKind::RmsNormOffset { offset: 1.0 };
     config.sandwich_norms = true;
