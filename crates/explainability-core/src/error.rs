@@ -331,6 +331,49 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- perturbation ----------------------------------------------------------------
+    /// A method that enumerates every coalition was given more features than it can afford.
+    #[error(
+        "{method} enumerates all 2^n coalitions and allows at most {max} features, got \
+         {n_features}; group tokens into fewer features or use a sampling method"
+    )]
+    TooManyFeatures {
+        /// The method.
+        method: String,
+        /// Features asked for.
+        n_features: usize,
+        /// The largest number the method accepts.
+        max: usize,
+    },
+    /// A sampling method was asked for zero samples.
+    #[error("{method} needs at least one sample ({parameter} is 0)")]
+    NoSamples {
+        /// The method.
+        method: String,
+        /// The setting that is zero.
+        parameter: String,
+    },
+    /// A coalition (keep-mask) does not have one entry per feature.
+    #[error("mask {index} has {len} entries, expected one per feature ({expected})")]
+    MaskLength {
+        /// Which mask.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The number of features.
+        expected: usize,
+    },
+    /// A feature span is empty or reaches past the input.
+    #[error("span {start}..{end} is empty or lies outside the input's {len} tokens")]
+    SpanOutOfRange {
+        /// First token of the span.
+        start: usize,
+        /// One past its last token.
+        end: usize,
+        /// Tokens in the input.
+        len: usize,
+    },
+
     // ----- foreign ---------------------------------------------------------------------
     /// libtorch reported an error.
     #[error("libtorch error")]

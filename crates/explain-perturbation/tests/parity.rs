@@ -1,0 +1,1 @@
+//! Parity with Captum (placeholder until the reference exists).
