@@ -1,9 +1,10 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
 //! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
 //!
-//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
-//! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
-//! `reference/README.md`; Captum's attributions go to `captum_reference.json`.
+//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients,
+//! explain-perturbation}/tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
+//! `reference/README.md`; Captum's attributions go to `captum_reference.json`, its perturbation
+//! attributions (`reference/captum_perturbation.py`) to `captum_perturbation.json`.
 
 use std::fs;
 use std::path::Path;
@@ -22,6 +23,7 @@ const OUTPUTS: &[&str] = &[
     "tokenizer_reference.json",
     "meta.json",
     "captum_reference.json",
+    "captum_perturbation.json",
     "arch/arch_reference.safetensors",
 ];
 
@@ -29,6 +31,7 @@ const OUTPUTS: &[&str] = &[
 const INPUTS: &[&str] = &[
     "parity_reference.py",
     "captum_reference.py",
+    "captum_perturbation.py",
     "hf_smollm2.py",
     "parity_prompts.json",
     "tokenizer_corpus.json",
@@ -69,6 +72,15 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("captum_reference.json"));
         println!("parity: writing the Captum reference attributions");
         run("captum reference", &mut captum)?;
+        let mut perturbation = project.python();
+        perturbation
+            .arg("reference/captum_perturbation.py")
+            .arg("--gguf")
+            .arg(project.model_path(&SMOLLM2))
+            .arg("--out")
+            .arg(out.join("captum_perturbation.json"));
+        println!("parity: writing the Captum perturbation reference attributions");
+        run("captum perturbation reference", &mut perturbation)?;
         // GPT-2, Qwen2, BERT and MiniLM references (tests/parity.rs reads `arch/`).
         let mut arch = project.python();
         arch.arg("reference/arch_reference.py")
@@ -93,7 +105,8 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
 }
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
-const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
+const PARITY_PACKAGES: &[&str] =
+    &["explain-models", "explain-attention", "explain-gradients", "explain-perturbation"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
 /// model wheel's checksum and the pinned torch/transformers versions.

@@ -68,7 +68,7 @@ impl<F: FnMut(&[bool]) -> f64> Game for FnGame<F> {
         check_lengths(coalitions, self.n)?;
         self.calls += coalitions.len();
         let v: Vec<f64> = coalitions.iter().map(|c| (self.f)(c)).collect();
-        Ok(Array2::from_shape_vec((coalitions.len(), 1), v).map_err(shape_error)?)
+        Array2::from_shape_vec((coalitions.len(), 1), v).map_err(shape_error)
     }
 }
 

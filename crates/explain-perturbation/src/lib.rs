@@ -22,17 +22,21 @@
 //! batches by [`explain_eval::evaluate_removals`] — the same code the fidelity metrics use, so
 //! an explanation and its evaluation perturb the input the same way. The explanation's
 //! metadata reports the cost (`forward_passes`).
+//! [`PerturbationExplainer::explain_continuation`] attributes every token of a given
+//! continuation (Captum's `seq_attr` / `token_attr`) through a [`ContinuationGame`].
 //!
 //! Dependencies: `explain-eval` for that removal and batching code and its Spearman
 //! correlation; ndarray for the small regressions, solved by the hand-written, tested
 //! solvers of [`solve`] (weighted least squares by Cholesky, LASSO by coordinate descent).
 
+mod continuation;
 mod explainer;
 mod features;
 mod game;
 mod methods;
 pub mod solve;
 
+pub use continuation::{ContinuationAttribution, ContinuationGame};
 pub use explain_eval::RemovalStrategy;
 pub use explainer::{ModelGame, PerturbationExplainer, PerturbationMethod};
 pub use features::{FeatureKind, token_scores};

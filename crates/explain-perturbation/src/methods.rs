@@ -424,7 +424,7 @@ fn standardised_lasso(
 ) -> Result<(f64, Array1<f64>)> {
     let mean = x.mean_axis(Axis(0)).ok_or_else(|| Error::invalid_argument("no samples"))?;
     let std = x.std_axis(Axis(0), 0.0).mapv(|s| if s > 0.0 { s } else { 1.0 });
-    let scaled = (x - &mean.view().insert_axis(Axis(0))) / &std.view().insert_axis(Axis(0));
+    let scaled = (x - &mean.view().insert_axis(Axis(0))) / std.view().insert_axis(Axis(0));
     let fit = lasso(scaled.view(), y, Array1::ones(y.len()).view(), alpha, 10_000, 1e-10)?;
     let coef = &fit.coef / &std;
     let intercept = fit.intercept - mean.dot(&coef);

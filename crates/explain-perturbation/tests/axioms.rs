@@ -7,7 +7,7 @@
 //! Tolerances: 1e-9 where both sides are exact f64 sums of a few hundred terms; the
 //! regressions carry a 1e-10 relative ridge (see `solve`), so 1e-7 there.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
 
 use approx::assert_abs_diff_eq;
 use explain_perturbation::{
@@ -38,7 +38,7 @@ fn brute_force(table: &[f64], n: usize) -> Vec<f64> {
         }
         for i in 0..k {
             heap(k - 1, p, out);
-            if k % 2 == 0 { p.swap(i, k - 1) } else { p.swap(0, k - 1) }
+            if k.is_multiple_of(2) { p.swap(i, k - 1) } else { p.swap(0, k - 1) }
         }
     }
     let mut orders = Vec::new();

@@ -12,7 +12,7 @@
 //!   tokens (the query token " is" itself ranks first under Delete: removing it changes the
 //!   question), forward passes as documented; timings printed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -244,4 +244,49 @@ fn smollm2_credits_france_for_paris() {
             assert!(top.contains(&" France"), "{}: top three {top:?}", e.method);
         }
     }
+}
+
+#[test]
+fn continuation_rows_add_up_and_match_next_token_explanations() {
+    let model = tiny();
+    let prompt = &IDS[..5];
+    let continuation = [2000, 2001, 2002];
+    for strategy in [RemovalStrategy::Delete, RemovalStrategy::Replace(100)] {
+        let loo = PerturbationExplainer::leave_one_out().with_strategy(strategy);
+        let c = loo.explain_continuation(&model, prompt, &continuation).unwrap();
+        assert_eq!(c.token_attr.dim(), (3, 5));
+        for i in 0..5 {
+            assert_abs_diff_eq!(c.seq_attr[i], c.token_attr.column(i).sum(), epsilon = 1e-9);
+        }
+        // row t is the next-token explanation of y_t after prompt ++ y_<t, restricted to the
+        // prompt (the forced tokens are not features)
+        for t in 0..3 {
+            let ids: Vec<i64> = prompt.iter().chain(&continuation[..t]).copied().collect();
+            let spans = FeatureKind::Spans((0..5).map(|i| i..i + 1).collect());
+            let e = PerturbationExplainer::feature_ablation(spans)
+                .with_strategy(strategy)
+                .explain_ids(&model, &ids, &Target::log_prob(continuation[t]))
+                .unwrap();
+            for i in 0..5 {
+                assert_abs_diff_eq!(c.token_attr[[t, i]], e.scores[i], epsilon = 1e-5);
+            }
+            assert_abs_diff_eq!(c.full_values[t + 1], e.target_value.unwrap(), epsilon = 1e-5);
+        }
+        // (1 full + 5 ablations) × 3 tokens, plus the full values once more
+        assert_eq!(c.forward_passes, 6 * 3 + 3);
+        // exact Shapley on the continuation: efficiency per output
+        let s = PerturbationExplainer::exact_shapley()
+            .with_strategy(strategy)
+            .explain_continuation(&model, prompt, &continuation)
+            .unwrap();
+        assert!(s.token_attr.iter().all(|v| v.is_finite()));
+    }
+    assert!(matches!(
+        PerturbationExplainer::leave_one_out().explain_continuation(&model, prompt, &[]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        PerturbationExplainer::leave_one_out().explain_continuation(&model, prompt, &[40_000]),
+        Err(Error::TokenOutOfRange { id: 40_000, .. })
+    ));
 }

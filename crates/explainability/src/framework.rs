@@ -11,6 +11,7 @@ use serde_json::json;
 use explain_attention::AttentionExplainer;
 use explain_eval::RandomExplainer;
 use explain_gradients::{Baseline, GradientXInput, IntegratedGradients, Saliency, SmoothGrad};
+use explain_perturbation::{FeatureKind, PerturbationExplainer};
 use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
 
 /// Named explainers.
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Framework {
 }
 
 /// The methods [`Framework::with_defaults`] registers, in order: gradient methods, attention
-/// methods, and the seeded random control.
+/// methods, perturbation methods, and the seeded random control.
 pub const DEFAULT_METHODS: &[&str] = &[
     "saliency",
     "gradient_x_input",
@@ -45,6 +46,14 @@ pub const DEFAULT_METHODS: &[&str] = &[
     "attention_last_layer",
     "attention_rollout",
     "attention_flow",
+    "leave_one_out",
+    "occlusion",
+    "feature_ablation",
+    "shapley_exact",
+    "shapley_sampling",
+    "kernel_shap",
+    "lime",
+    "context_cite",
     "random",
 ];
 
@@ -58,7 +67,11 @@ impl Framework {
     /// saliency (L2), gradient×input, integrated gradients (eos-token baseline, adaptive
     /// quadrature to a 5% convergence delta: fixed-step rules do not converge on RMSNorm
     /// models, see docs/methods-gradients.md), SmoothGrad (20 samples, seed 0), attention of the last layer, rollout and
-    /// flow, and a seeded random control.
+    /// flow; the perturbation methods of [`explain_perturbation`] with tokens removed by
+    /// Delete (leave-one-out, occlusion with 3-token windows every token, feature ablation
+    /// over words, exact Shapley values — at most 12 tokens, an error beyond —, Shapley
+    /// sampling with 8 antithetic permutations, KernelSHAP and LIME with 64 samples, a
+    /// ContextCite surrogate over sentences, all seed 0); and a seeded random control.
     pub fn with_defaults() -> Self {
         let mut f = Self::new();
         f.insert(Box::new(Saliency::default()));
@@ -68,6 +81,14 @@ impl Framework {
         f.insert(Box::new(AttentionExplainer::last_layer()));
         f.insert(Box::new(AttentionExplainer::rollout()));
         f.insert(Box::new(AttentionExplainer::flow()));
+        f.insert(Box::new(PerturbationExplainer::leave_one_out()));
+        f.insert(Box::new(PerturbationExplainer::occlusion(3, 1)));
+        f.insert(Box::new(PerturbationExplainer::feature_ablation(FeatureKind::Words)));
+        f.insert(Box::new(PerturbationExplainer::exact_shapley()));
+        f.insert(Box::new(PerturbationExplainer::shapley_sampling()));
+        f.insert(Box::new(PerturbationExplainer::kernel_shap()));
+        f.insert(Box::new(PerturbationExplainer::lime()));
+        f.insert(Box::new(PerturbationExplainer::context_cite()));
         f.insert(Box::new(RandomExplainer::new(0)));
         f
     }

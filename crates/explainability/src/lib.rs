@@ -9,6 +9,8 @@
 //! - [`gradients`]: saliency, gradient×input, SmoothGrad, integrated gradients (exact
 //!   quadrature rules and completeness-guided adaptive quadrature), layer IG, generation
 //!   attribution, sentence-similarity attribution and gradient flow;
+//! - [`perturbation`]: leave-one-out, occlusion, feature ablation, exact and sampled Shapley
+//!   values, KernelSHAP, LIME and a ContextCite surrogate;
 //! - [`eval`]: fidelity, completeness, comprehensibility, sanity checks and the random control;
 //! - [`viz`]: explanation graphs, charts and the self-contained HTML report.
 //!
@@ -52,6 +54,7 @@ pub use explain_attention as attention;
 pub use explain_eval as eval;
 pub use explain_gradients as gradients;
 pub use explain_models as models;
+pub use explain_perturbation as perturbation;
 pub use explain_viz as viz;
 pub use explainability_core as core;
 

@@ -95,7 +95,7 @@ fn aggregation_of_real_explanations() {
         Err(Error::IncompatibleExplanations { .. })
     ));
     assert!(matches!(
-        framework.explain(&*model, TEXT, "lime", &Target::argmax()),
+        framework.explain(&*model, TEXT, "no_such_method", &Target::argmax()),
         Err(Error::UnknownMethod { .. })
     ));
 }
