@@ -10,7 +10,9 @@ log p(" Paris" | "The capital of France is") with Captum's LLMAttribution:
   the script checks that each ablated text tokenises to the id-space deletion, so the two
   perturb the same inputs);
 - FeatureAblation on TextTokenInput (baseline id 0) for the 3-token greedy continuation: its
-  seq_attr and token_attr (per continuation token; ours: `explain_continuation`);
+  seq_attr and token_attr (per continuation token; ours: `explain_continuation`), decoded
+  without the KV cache (`use_cached_outputs=False`): Captum's default cached decoding gives
+  other rows after the first on transformers 5.24 (written as `..._kv_cache` for the record);
 - KernelShap and Lime with injected keep-masks (the same masks are written to the JSON for
   the Rust side), Captum's own similarity kernels (KernelShap: 1e6 on the full and empty
   coalitions, 1 elsewhere; Lime: exp(-d^2/2) on the cosine distance), and an exact weighted
@@ -90,6 +92,9 @@ class WeightedLeastSquares(Model):
     def representation(self):
         return self.coef.float().reshape(1, -1)
 
+    def __call__(self, x):
+        return x.double() @ self.coef + self.intercept
+
 
 def injected(masks, prefix=()):
     """A Lime perturb_func yielding `prefix` then `masks`, as [1, n] tensors."""
@@ -167,11 +172,19 @@ def main():
 
     continuation = greedy(model, PROMPT_IDS, CONTINUATION_TOKENS)
     llm = LLMAttribution(FeatureAblation(model), tokenizer)
-    result, seconds = timed(lambda: llm.attribute(tokens, target=torch.tensor(continuation)))
+    result, seconds = timed(
+        lambda: llm.attribute(
+            tokens, target=torch.tensor(continuation), use_cached_outputs=False
+        )
+    )
     report["continuation"] = continuation
     report["continuation_seq_attr"] = result.seq_attr.double().tolist()
     report["continuation_token_attr"] = result.token_attr.double().tolist()
     report["seconds"]["continuation"] = seconds
+    # Captum's default decodes with the KV cache; with transformers 5.24 its rows after the
+    # first differ from teacher forcing without the cache (kept here to document it).
+    cached = llm.attribute(tokens, target=torch.tensor(continuation))
+    report["continuation_token_attr_kv_cache"] = cached.token_attr.double().tolist()
 
     n = len(PROMPT_IDS)
     kernel_shap = KernelShap(model)

@@ -11,8 +11,11 @@
 //!   [`kernel_shap_with`] / [`lime_with`] on the same masks (Captum's KernelShap approximates
 //!   the efficiency constraint by a 10⁶ weight on the full and empty coalitions; ours imposes
 //!   it exactly);
-//! - FeatureAblation for a 3-token greedy continuation (`seq_attr` and `token_attr`; Captum
-//!   decodes with the KV cache) versus [`PerturbationExplainer::explain_continuation`].
+//! - FeatureAblation for a 3-token greedy continuation (`seq_attr` and `token_attr`) versus
+//!   [`PerturbationExplainer::explain_continuation`]. The reference decodes without the KV
+//!   cache: Captum's default cached decoding disagrees with teacher forcing after the first
+//!   continuation token on transformers 5.24 (its own no-cache and one-pass paths agree with
+//!   each other and with us).
 //!
 //! Tolerance 1e-4 relative to the largest |score|: every attribution here is a difference or
 //! a least-squares combination of log-probabilities that both sides compute in f32 through

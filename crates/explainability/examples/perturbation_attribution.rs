@@ -83,7 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for s in &e.scores {
             row.push_str(&format!("{s:>10.3}"));
         }
-        println!("{row}{:>9}{seconds:>9.2}", e.metadata["forward_passes"]);
+        let passes = e.metadata["forward_passes"].to_string();
+        println!("{row}{passes:>9}{seconds:>9.2}");
         if let Some(r2) = e.metadata.get("surrogate_heldout_r2").and_then(|v| v.as_f64()) {
             println!("{:<17}surrogate held-out R² {r2:.3}", "");
         }
