@@ -194,6 +194,23 @@ pub struct ContinuationAttribution {
     pub forward_passes: usize,
 }
 
+impl ContinuationAttribution {
+    /// Attribution of the log-probability of the continuation's tokens `span` (a span
+    /// target: e.g. the answer inside a longer response): the sum of their `token_attr` rows
+    /// (every method here is linear in its outputs, so this equals explaining the span's
+    /// total log-probability).
+    ///
+    /// # Errors
+    /// [`Error::SpanOutOfRange`] for an empty span or one past the continuation.
+    pub fn span(&self, span: Range<usize>) -> Result<Array1<f64>> {
+        let t = self.token_attr.nrows();
+        if span.start >= span.end || span.end > t {
+            return Err(Error::SpanOutOfRange { start: span.start, end: span.end, len: t });
+        }
+        Ok(self.token_attr.slice(ndarray::s![span, ..]).sum_axis(ndarray::Axis(0)))
+    }
+}
+
 impl PerturbationExplainer {
     /// Explains every token of `continuation` after `prompt` (token ids, no special tokens
     /// added): per prompt token, the attribution of the continuation's total log-probability

@@ -272,6 +272,17 @@ fn continuation_rows_add_up_and_match_next_token_explanations() {
             }
             assert_abs_diff_eq!(c.full_values[t + 1], e.target_value.unwrap(), epsilon = 1e-5);
         }
+        // a span target is the sum of its rows; the whole continuation is seq_attr
+        let span = c.span(1..3).unwrap();
+        for i in 0..5 {
+            assert_abs_diff_eq!(
+                span[i],
+                c.token_attr[[1, i]] + c.token_attr[[2, i]],
+                epsilon = 1e-12
+            );
+            assert_abs_diff_eq!(c.span(0..3).unwrap()[i], c.seq_attr[i], epsilon = 1e-9);
+        }
+        assert!(matches!(c.span(2..4), Err(Error::SpanOutOfRange { start: 2, end: 4, len: 3 })));
         // (1 full + 5 ablations) × 3 tokens, plus the full values once more
         assert_eq!(c.forward_passes, 6 * 3 + 3);
         // exact Shapley on the continuation: efficiency per output
