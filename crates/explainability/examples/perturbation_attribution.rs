@@ -27,6 +27,12 @@ struct Args {
     /// Replace removed tokens by this id instead of deleting them.
     #[arg(long)]
     replace: Option<i64>,
+    /// Run only the methods with these names (e.g. `--only leave_one_out`).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Runs of each method; the median wall time is printed.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// A .gguf file or a Hugging Face folder (default: SmolLM2 from `cargo xtask setup`).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -61,16 +67,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{header}{:>9}{:>9}", "passes", "seconds");
     let mut described = false;
-    for method in methods.into_iter().map(|m| m.with_strategy(strategy)) {
-        let started = Instant::now();
-        let e = match method.explain_ids(&model, &ids, &target) {
-            Ok(e) => e,
-            Err(err) => {
+    let selected = methods
+        .into_iter()
+        .map(|m| m.with_strategy(strategy))
+        .filter(|m| args.only.is_empty() || args.only.iter().any(|o| o == m.name()));
+    for method in selected {
+        let mut times = Vec::new();
+        let mut result = None;
+        for _ in 0..args.repeat.max(1) {
+            let started = Instant::now();
+            result = Some(method.explain_ids(&model, &ids, &target));
+            times.push(started.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let seconds = times[times.len() / 2];
+        let e = match result {
+            Some(Ok(e)) => e,
+            Some(Err(err)) => {
                 println!("{:<17}failed: {err}", method.name());
                 continue;
             }
+            None => continue,
         };
-        let seconds = started.elapsed().as_secs_f64();
         if !described {
             println!(
                 "target: log p({:?}) = {:.3}; removal: {strategy:?}",
