@@ -502,9 +502,10 @@ mod tests {
     fn unknown_methods_name_the_registered_ones() {
         let f = Framework::with_defaults();
         assert_eq!(f.methods(), DEFAULT_METHODS.to_vec());
-        match f.get("lime") {
+        assert_eq!(f.get("lime").map(|e| e.name().to_owned()).ok(), Some("lime".to_owned()));
+        match f.get("no_such_method") {
             Err(Error::UnknownMethod { name, known }) => {
-                assert_eq!(name, "lime");
+                assert_eq!(name, "no_such_method");
                 assert!(known.contains(&"saliency".to_owned()));
             }
             other => panic!("expected UnknownMethod, got {:?}", other.map(|e| e.name().to_owned())),
