@@ -14,8 +14,6 @@
 //! The work is linear in the total length of the vocabulary (one hash lookup per split point)
 //! plus the sort: the 262,144 tokens of Gemma 3 give 513,511 merges.
 
-use std::collections::{HashMap, HashSet};
-
 use explainability_core::{Error, Result};
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -129,26 +127,32 @@ struct Merge<'a> {
 /// is either empty (every token normal, as llama.cpp assumes) or as long as `tokens`.
 fn derive_merges(tokens: &[&str], scores: &[f32], token_types: &[i64]) -> Vec<(String, String)> {
     let is_normal = |index: usize| token_types.get(index).is_none_or(|&ty| ty == TOKEN_TYPE_NORMAL);
-    let mut normal: HashMap<&str, f32> = HashMap::with_capacity(tokens.len());
-    for (index, (token, score)) in tokens.iter().zip(scores).enumerate() {
-        if is_normal(index) {
-            normal.insert(token, *score);
+    // piece → index of its first normal occurrence, and the score of its last one by that
+    // index: a Python dict's order and values, as in the reference recipe. `Vocab` is the
+    // tokenizers crate's AHashMap: a cheaper hash than std's SipHash for the ~1.5 million
+    // lookups below (one per split point).
+    let mut first = Vocab::default();
+    first.reserve(tokens.len());
+    let mut score_by_first = vec![0.0f32; tokens.len()];
+    for (index, (token, &score)) in (0u32..).zip(tokens.iter().zip(scores)) {
+        if is_normal(index as usize) {
+            let id = *first.entry((*token).to_owned()).or_insert(index);
+            score_by_first[id as usize] = score;
         }
     }
-    // Each normal piece once, in the order of its first occurrence, with the score of its last
-    // (a Python dict's order and values: the reference recipe).
-    let mut done: HashSet<&str> = HashSet::with_capacity(normal.len());
+    let score = |piece: &str| first.get(piece).map(|&id| score_by_first[id as usize]);
     let mut merges = Vec::new();
-    for (index, token) in tokens.iter().enumerate() {
-        if !is_normal(index) || !done.insert(token) {
+    for (index, token) in (0u32..).zip(tokens) {
+        // Each normal piece once, at its first occurrence.
+        if first.get(*token) != Some(&index) {
             continue;
         }
-        let Some(&merged) = normal.get(token) else { continue };
+        let merged = score_by_first[index as usize];
         for (split, _) in token.char_indices().skip(1) {
             let (a, b) = token.split_at(split);
-            if let (Some(&left), Some(&right)) = (normal.get(a), normal.get(b)) {
-                merges.push(Merge { merged, left, right, a, b });
-            }
+            let Some(left) = score(a) else { continue };
+            let Some(right) = score(b) else { continue };
+            merges.push(Merge { merged, left, right, a, b });
         }
     }
     // A stable sort: exact ties keep the generation order (token, then split position).
