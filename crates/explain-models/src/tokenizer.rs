@@ -64,13 +64,14 @@ use std::path::Path;
 
 use explainability_core::{Error, Result};
 use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, Decoder, SplitDelimiterBehavior, Tokenizer};
 
 use crate::gguf::GgufFile;
 
@@ -403,19 +404,24 @@ impl TextTokenizer {
         self.inner.decode(&ids, skip_special_tokens).map_err(tokenizer_error("decoding ids"))
     }
 
-    /// One readable string per id: the token decoded alone (`" capital"`), or its raw
-    /// vocabulary piece when it is only part of a character (a byte-level piece that is not
-    /// valid UTF-8 alone, e.g. the first bytes of a Chinese character).
+    /// One readable string per id: the token decoded alone (`" capital"`, `"▁world"` →
+    /// `" world"`), or its raw vocabulary piece when it is only part of a character (a
+    /// byte-level piece that is not valid UTF-8 alone, e.g. the first bytes of a Chinese
+    /// character, or a SentencePiece byte token such as `<0xC7>`).
     ///
     /// # Errors
     /// [`Error::TokenOutOfRange`]; [`Error::Tokenizer`].
     pub fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
         let byte_level = matches!(self.inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_)));
+        let unstripped = self.decoder_without_strip();
         self.checked_ids(ids)?
             .into_iter()
             .map(|id| {
-                let text =
-                    self.inner.decode(&[id], false).map_err(tokenizer_error("decoding a token"))?;
+                let text = match (&unstripped, self.inner.id_to_token(id)) {
+                    (Some(decoder), Some(piece)) => decoder.decode(vec![piece]),
+                    _ => self.inner.decode(&[id], false),
+                }
+                .map_err(tokenizer_error("decoding a token"))?;
                 if !text.contains('\u{FFFD}') {
                     return Ok(text);
                 }
@@ -430,6 +436,20 @@ impl TextTokenizer {
                 Ok(if genuine { text } else { piece })
             })
             .collect()
+    }
+
+    /// The tokenizer's decoder less its `Strip` steps, when it has any: a SentencePiece
+    /// tokenizer with a space prefix strips the first space of a decoded text, which for one
+    /// token alone would turn `"▁hello"` into `"hello"` rather than the `" hello"` it stands
+    /// for inside a text. `None` when there is nothing to remove.
+    fn decoder_without_strip(&self) -> Option<DecoderWrapper> {
+        let Some(DecoderWrapper::Sequence(sequence)) = self.inner.get_decoder() else {
+            return None;
+        };
+        let steps = sequence.get_decoders();
+        let kept: Vec<DecoderWrapper> =
+            steps.iter().filter(|d| !matches!(d, DecoderWrapper::Strip(_))).cloned().collect();
+        (kept.len() < steps.len()).then(|| DecoderSequence::new(kept).into())
     }
 
     /// The vocabulary piece of an id (`"Ġcapital"`), `None` outside the vocabulary.
