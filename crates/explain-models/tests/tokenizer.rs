@@ -627,6 +627,35 @@ fn sentencepiece_metadata_errors_are_typed() {
     assert!(matches!(result, Err(Error::MissingMetadata { .. })), "{result:?}");
 }
 
+/// Odd but well-formed vocabularies build and encode without panicking: an empty control
+/// token, an empty user-defined one, no token types at all, and no tokens.
+#[test]
+fn odd_sentencepiece_vocabularies_do_not_panic() {
+    let base = || {
+        GgufWriter::new()
+            .kv("general.architecture", Value::string("llama"))
+            .kv("tokenizer.ggml.model", Value::string("llama"))
+    };
+    let tokens = ["", "a", "b", "ab", ""];
+    let writer = base()
+        .kv("tokenizer.ggml.tokens", Value::strings(&tokens))
+        .kv("tokenizer.ggml.scores", f32s(&[0.0, -1.0, -1.0, -0.5, 0.0]))
+        .kv("tokenizer.ggml.token_type", Value::i32s(&[3, 1, 1, 1, 4]));
+    let tok = open_written(&writer).unwrap();
+    assert_eq!(tok.encode("ab", false).unwrap(), [3]);
+    let untyped = base()
+        .kv("tokenizer.ggml.tokens", Value::strings(&["a", "b", "ab"]))
+        .kv("tokenizer.ggml.scores", f32s(&[0.0, 0.0, -1.0]));
+    let tok = open_written(&untyped).unwrap();
+    assert_eq!(tok.encode("abab", true).unwrap(), [2, 2]);
+    let empty = base()
+        .kv("tokenizer.ggml.tokens", Value::strings(&[]))
+        .kv("tokenizer.ggml.scores", f32s(&[]));
+    let tok = open_written(&empty).unwrap();
+    assert_eq!(tok.vocab_size(), 0);
+    assert!(tok.encode("x", true).unwrap().is_empty());
+}
+
 // ----- Gemma 3 270M (SentencePiece, 262,144 tokens) ------------------------------------------
 
 /// The Gemma 3 270M Q4_K_M file in the model cache.
