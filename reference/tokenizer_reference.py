@@ -16,6 +16,7 @@ Usage: python reference/tokenizer_reference.py --gemma PATH/TO/gemma.gguf --out 
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -142,7 +143,7 @@ def main():
         "python": platform.python_version(),
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
-        "gguf": gguf.__version__ if hasattr(gguf, "__version__") else "unknown",
+        "gguf": importlib.metadata.version("gguf"),
         "corpus_strings": len(corpus),
         "files": {},
     }
