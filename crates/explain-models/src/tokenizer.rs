@@ -320,19 +320,14 @@ impl TextTokenizer {
 
         // 3. Added tokens, in transformers' order.
         inner.add_special_tokens(&[special_token(GPT2_DEFAULT_SPECIAL)]);
-        let typed = |wanted: i64| {
-            tokens
-                .iter()
-                .zip(&meta.token_types)
-                .filter(move |(_, ty)| **ty == wanted)
-                .map(|(t, _)| *t)
-        };
-        let control: Vec<AddedToken> = typed(TOKEN_TYPE_CONTROL)
+        let control: Vec<AddedToken> = meta
+            .tokens_of_type(TOKEN_TYPE_CONTROL)
             .filter(|t| t.chars().all(in_byte_alphabet))
             .map(special_token)
             .collect();
         inner.add_special_tokens(&control);
-        let user_defined: Vec<AddedToken> = typed(TOKEN_TYPE_USER_DEFINED)
+        let user_defined: Vec<AddedToken> = meta
+            .tokens_of_type(TOKEN_TYPE_USER_DEFINED)
             .filter(|t| inner.token_to_id(t).is_some())
             .map(|t| AddedToken::from((*t).to_owned(), false).normalized(false))
             .collect();
@@ -340,12 +335,7 @@ impl TextTokenizer {
         add_named_special_tokens(&mut inner, &meta);
 
         // 4. Post-processor.
-        let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-        let bos = meta.text_of(meta.special.bos).filter(|_| add_bos);
-        let eos = meta.text_of(meta.special.eos).filter(|_| add_eos);
-        let post = template(&inner, bos, eos)?;
-        inner.with_post_processor(Some(post));
+        set_post_processor(file, &mut inner, &meta, false)?;
 
         Self::new(inner, meta.special)
     }
@@ -528,6 +518,15 @@ impl<'a> GgufTokenizerMetadata<'a> {
         Ok(Self { tokens, token_types, special })
     }
 
+    /// The tokens of one type (`tokenizer.ggml.token_type`), in id order.
+    fn tokens_of_type(&self, wanted: i64) -> impl Iterator<Item = &'a str> + '_ {
+        self.tokens
+            .iter()
+            .zip(&self.token_types)
+            .filter(move |(_, ty)| **ty == wanted)
+            .map(|(t, _)| *t)
+    }
+
     /// The text of a token id, `None` for `None`.
     fn text_of(&self, id: Option<i64>) -> Option<&'a str> {
         id.and_then(|id| usize::try_from(id).ok()).and_then(|i| self.tokens.get(i).copied())
@@ -566,6 +565,23 @@ fn add_named_special_tokens(inner: &mut Tokenizer, meta: &GgufTokenizerMetadata<
         }
     }
     inner.add_special_tokens(&named);
+}
+
+/// Installs the post-processor adding the bos / eos token when `tokenizer.ggml.add_bos_token`
+/// / `add_eos_token` say so; absent flags mean `add_bos_default` and false.
+fn set_post_processor(
+    file: &GgufFile,
+    inner: &mut Tokenizer,
+    meta: &GgufTokenizerMetadata<'_>,
+    add_bos_default: bool,
+) -> Result<()> {
+    let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
+    let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let bos = meta.text_of(meta.special.bos).filter(|_| add_bos);
+    let eos = meta.text_of(meta.special.eos).filter(|_| add_eos);
+    let post = template(inner, bos, eos)?;
+    inner.with_post_processor(Some(post));
+    Ok(())
 }
 
 /// The post-processor transformers' `update_post_processor` builds: the same template strings,

@@ -27,7 +27,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::{
     GgufTokenizerMetadata, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED,
-    TextTokenizer, add_named_special_tokens, special_token, template, tokenizer_error,
+    TextTokenizer, add_named_special_tokens, set_post_processor, special_token, tokenizer_error,
 };
 use crate::gguf::GgufFile;
 
@@ -87,16 +87,11 @@ pub(super) fn from_gguf(file: &GgufFile) -> Result<TextTokenizer> {
     //    tabs and newlines, HTML-like tags) are matched literally before the BPE model, as
     //    llama.cpp does. Then the named special tokens not added yet (e.g. Llama 2's `<unk>`,
     //    type 2).
-    let typed = |wanted: i64| {
-        meta.tokens
-            .iter()
-            .zip(&meta.token_types)
-            .filter(move |(_, ty)| **ty == wanted)
-            .map(|(t, _)| *t)
-    };
-    let control: Vec<AddedToken> = typed(TOKEN_TYPE_CONTROL).map(special_token).collect();
+    let control: Vec<AddedToken> =
+        meta.tokens_of_type(TOKEN_TYPE_CONTROL).map(special_token).collect();
     inner.add_special_tokens(&control);
-    let user_defined: Vec<AddedToken> = typed(TOKEN_TYPE_USER_DEFINED)
+    let user_defined: Vec<AddedToken> = meta
+        .tokens_of_type(TOKEN_TYPE_USER_DEFINED)
         .map(|t| AddedToken::from(t.to_owned(), false).normalized(false))
         .collect();
     inner.add_tokens(&user_defined);
@@ -104,12 +99,7 @@ pub(super) fn from_gguf(file: &GgufFile) -> Result<TextTokenizer> {
 
     // 4. Post-processor. llama.cpp and transformers add a BOS to SentencePiece input unless the
     //    file says otherwise.
-    let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
-    let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-    let bos = meta.text_of(meta.special.bos).filter(|_| add_bos);
-    let eos = meta.text_of(meta.special.eos).filter(|_| add_eos);
-    let post = template(&inner, bos, eos)?;
-    inner.with_post_processor(Some(post));
+    set_post_processor(file, &mut inner, &meta, true)?;
 
     TextTokenizer::new(inner, meta.special)
 }
