@@ -56,8 +56,11 @@
 //! module follows llama.cpp: transformers respells Gemma's space-run tokens as `▁` runs and
 //! merges them inside the BPE model, so a run longer than the longest such token (31 spaces),
 //! or `▁` characters typed in the text, can split differently; and transformers derives Gemma's
-//! merges from every token, not only normal ones. llama.cpp itself adds the space prefix after
-//! every special token as well, where transformers (and this module) add it only at the start.
+//! merges from every token, not only normal ones. With `add_space_prefix`, this module follows
+//! transformers instead: llama.cpp puts a space before every stretch of text that starts the
+//! input or follows a special or user-defined token, even one that already starts with a
+//! space; transformers (`Metaspace`, prepend scheme "first") only at the start of the input,
+//! and not when the text already starts with a space.
 
 use std::collections::HashSet;
 use std::path::Path;
