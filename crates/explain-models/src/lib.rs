@@ -43,6 +43,8 @@ pub use gpt2::{Gpt2, Gpt2Config, Gpt2Model};
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
 pub use llama::{Llama, LlamaConfig, LlamaKeys};
 pub use loader::{LlamaModel, LoadOptions, Precision, load, load_with};
-pub use paths::{MODEL_DIR_ENV, default_model_dir, minilm_dir, smollm2_gguf_path};
+pub use paths::{
+    MODEL_DIR_ENV, default_model_dir, gemma3_gguf_path, minilm_dir, smollm2_gguf_path,
+};
 pub use tokenizer::TextTokenizer;
 pub use weights::Checkpoint;
