@@ -1,5 +1,7 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
-//! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
+//! `reference/parity_reference.py` into `target/parity`, and gguf-py's dequantisation of every
+//! tensor of the Gemma 3 file (`reference/gguf_dequant_reference.py`), then our parity tests
+//! against them.
 //!
 //! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
 //! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
@@ -12,7 +14,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::ci::TEST_PROFILE;
-use crate::pins::{MINILM, PYTHON_PACKAGES, SMOLLM2};
+use crate::pins::{GEMMA3_270M, MINILM, PYTHON_PACKAGES, SMOLLM2};
 use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
@@ -23,6 +25,7 @@ const OUTPUTS: &[&str] = &[
     "meta.json",
     "captum_reference.json",
     "arch/arch_reference.safetensors",
+    "gguf_dequant_reference.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -33,6 +36,7 @@ const INPUTS: &[&str] = &[
     "parity_prompts.json",
     "tokenizer_corpus.json",
     "arch_reference.py",
+    "gguf_dequant_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -78,6 +82,16 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("arch"));
         println!("parity: writing the architecture references");
         run("architecture reference", &mut arch)?;
+        // gguf-py's dequantisation of every Gemma 3 tensor (tests/gguf_parity.rs).
+        let mut dequant = project.python();
+        dequant
+            .arg("reference/gguf_dequant_reference.py")
+            .arg("--gguf")
+            .arg(project.chunked_model_path(&GEMMA3_270M))
+            .arg("--out")
+            .arg(out.join("gguf_dequant_reference.json"));
+        println!("parity: writing gguf-py's dequantisation of the Gemma 3 file");
+        run("gguf dequantisation reference", &mut dequant)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -89,10 +103,20 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
     }
     let features: Vec<String> = PARITY_PACKAGES.iter().map(|p| format!("{p}/parity")).collect();
     command.args(["--features", &features.join(","), "--test", "parity"]).env(PARITY_DIR_ENV, &out);
-    run("parity test", &mut command)
+    run("parity test", &mut command)?;
+    // Same features for explain-models as above, so this reuses that build.
+    let mut dequant = project.cargo();
+    dequant
+        .arg("test")
+        .args(TEST_PROFILE)
+        .args(["-p", "explain-models", "--features", "explain-models/parity"])
+        .args(["--test", "gguf_parity"])
+        .env(PARITY_DIR_ENV, &out);
+    run("gguf dequantisation parity test", &mut dequant)
 }
 
-/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
+/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
+/// (explain-models also has `tests/gguf_parity.rs`).
 const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
@@ -108,6 +132,7 @@ fn fingerprint(reference: &Path) -> Result<String> {
     }
     hasher.update(SMOLLM2.sha256.as_bytes());
     hasher.update(MINILM.sha256.as_bytes());
+    hasher.update(GEMMA3_270M.sha256.as_bytes());
     for (name, version) in PYTHON_PACKAGES {
         hasher.update(format!("{name}=={version};").as_bytes());
     }
