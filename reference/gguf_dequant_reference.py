@@ -7,6 +7,12 @@ plus the wall time of the dequantisation calls alone (numpy; hashing excluded) p
 total, the best of `--repeat` passes. `crates/explain-models/tests/gguf_parity.rs` compares our
 output to the hashes; `cargo xtask bench-dequant` compares the times.
 
+The file holds only some types, so the JSON also carries `random_blocks`: for each of Q2_K,
+Q3_K, Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 and IQ4_NL, 64 blocks of seeded random bytes (hex) whose f16
+scale fields are, every other block, one of ±0, subnormals, the largest finite value, ±inf and
+NaNs, with the sha256 of the float32 output (NaNs canonicalised to 0x7FC00000, as their payloads
+are no part of the format).
+
 Usage: python reference/gguf_dequant_reference.py --gguf PATH/TO/model.gguf --out out.json
        [--repeat N] [--no-hash]
 """
@@ -29,6 +35,55 @@ def gguf_version():
     from importlib.metadata import version
 
     return version("gguf")
+
+
+# Type name -> byte offsets of its f16 fields (d, then dmin or m).
+F16_FIELDS = {
+    "Q2_K": (80, 82),
+    "Q3_K": (108,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "IQ4_NL": (0,),
+}
+SPECIAL_F16 = (0x0000, 0x8000, 0x0001, 0x03FF, 0x8200, 0x7BFF, 0x7C00, 0xFC00, 0x7E00, 0xFC01)
+RANDOM_BLOCKS = 64
+
+
+def canonical_sha256(values):
+    """sha256 of float32 little-endian values with every NaN written as 0x7FC00000."""
+    flat = np.ascontiguousarray(values, dtype="<f4").reshape(-1).copy()
+    bits = flat.view("<u4")
+    bits[np.isnan(flat)] = 0x7FC00000
+    return hashlib.sha256(bits.tobytes()).hexdigest()
+
+
+def random_blocks():
+    """Seeded random blocks of every type without a tensor in the Gemma file, and their hashes."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    rng = np.random.default_rng(20261129)
+    out = {}
+    for name, fields in F16_FIELDS.items():
+        qtype = GGMLQuantizationType[name]
+        _, type_size = GGML_QUANT_SIZES[qtype]
+        blocks = rng.integers(0, 256, size=(RANDOM_BLOCKS, type_size), dtype=np.uint8)
+        for b in range(0, RANDOM_BLOCKS, 2):
+            for k, at in enumerate(fields):
+                special = SPECIAL_F16[(b // 2 + 3 * k) % len(SPECIAL_F16)]
+                blocks[b, at : at + 2] = np.frombuffer(np.uint16(special).tobytes(), np.uint8)
+        with np.errstate(all="ignore"):
+            values = dequantize(blocks.reshape(1, -1), qtype)
+        out[name] = {
+            "ggml_type": int(qtype),
+            "hex": blocks.tobytes().hex(),
+            "n_elements": int(values.size),
+            "sha256": canonical_sha256(values),
+            "nan": int(np.isnan(values).sum()),
+        }
+    return out
 
 
 def main():
@@ -76,6 +131,7 @@ def main():
         "numpy": np.__version__,
         "python": platform.python_version(),
         "tensors": tensors,
+        "random_blocks": {} if args.no_hash else random_blocks(),
         "timing": {
             "repeat": max(1, args.repeat),
             "total_seconds": best_total,

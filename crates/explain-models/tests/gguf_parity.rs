@@ -1,8 +1,11 @@
 //! Bit-exact parity of our dequantisation with gguf-py 0.19.0 on every tensor of the Gemma 3
-//! 270M Q4_K_M file (F32, Q4_K, Q5_0, Q6_K, Q8_0).
+//! 270M Q4_K_M file (F32, Q4_K, Q5_0, Q6_K, Q8_0), and on 64 seeded random blocks of each of
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q5_0, Q5_1 and IQ4_NL whose f16 scales are, every other block,
+//! ±0, subnormal, ±inf or NaN (NaN payloads canonicalised on both sides).
 //!
 //! `reference/gguf_dequant_reference.py` writes `gguf_dequant_reference.json` (per tensor: type,
-//! torch shape, sha256 of the float32 little-endian values, sum) into the folder in
+//! torch shape, sha256 of the float32 little-endian values, sum; the random blocks as hex with
+//! the sha256 of their output) into the folder in
 //! `EXPLAINABILITY_PARITY_DIR`; `cargo xtask parity` runs it, then this test (feature
 //! `parity`). Without the file the test fails: it cannot pass vacuously.
 
@@ -11,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use explain_models::gguf::{default_threads, dequantize_into};
 use explain_models::{GgufFile, gemma3_gguf_path};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -19,6 +23,16 @@ use sha2::{Digest, Sha256};
 struct Reference {
     gguf: String,
     tensors: BTreeMap<String, TensorReference>,
+    random_blocks: BTreeMap<String, RandomBlocks>,
+}
+
+#[derive(Deserialize)]
+struct RandomBlocks {
+    ggml_type: u32,
+    hex: String,
+    n_elements: usize,
+    sha256: String,
+    nan: usize,
 }
 
 #[derive(Deserialize)]
@@ -45,13 +59,35 @@ fn reference() -> Reference {
     serde_json::from_str(&text).unwrap()
 }
 
+/// sha256 of the values as little-endian f32; NaNs written as 0x7FC00000 (the file holds none).
 fn sha256_le(values: &[f32]) -> String {
     let mut hasher = Sha256::new();
     for chunk in values.chunks(1 << 16) {
-        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|v| if v.is_nan() { 0x7FC0_0000u32.to_le_bytes() } else { v.to_le_bytes() })
+            .collect();
         hasher.update(&bytes);
     }
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn random_blocks_of_every_new_type_are_bit_identical_to_gguf_py() {
+    let reference = reference();
+    let names: Vec<&str> = reference.random_blocks.keys().map(String::as_str).collect();
+    assert_eq!(names, ["IQ4_NL", "Q2_K", "Q3_K", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]);
+    for (name, case) in &reference.random_blocks {
+        let bytes = from_hex(&case.hex);
+        let mut out = vec![0f32; case.n_elements];
+        dequantize_into(case.ggml_type, &bytes, &mut out, default_threads()).unwrap();
+        assert_eq!(out.iter().filter(|v| v.is_nan()).count(), case.nan, "{name}: NaN count");
+        assert_eq!(sha256_le(&out), case.sha256, "{name}: not bit-identical to gguf-py");
+    }
 }
 
 #[test]
