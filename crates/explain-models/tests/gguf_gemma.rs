@@ -102,7 +102,7 @@ fn gemma3_holds_the_expected_types_and_all_are_supported() {
 #[test]
 fn tensor_as_equals_the_f32_values_then_to_kind() {
     let file = gemma();
-    // blk.0.ffn_down: 1.25 Mi values, one full conversion chunk and a partial one.
+    // Real tensors of three types; tests/gguf.rs crosses chunk boundaries.
     for name in ["blk.0.ffn_down.weight", "blk.0.attn_q.weight", "output_norm.weight"] {
         let info = file.tensor_info(name).unwrap();
         let f32_tensor = Tensor::from_slice(&file.tensor_f32(name).unwrap()).reshape(info.shape());
