@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::project::{Project, Result, describe, run, seconds};
 use crate::setup;
-use crate::{browser, parity};
+use crate::{browser, downstream, parity};
 
 /// Profile flags of the test run and of the parity test: none, i.e. cargo's `test` profile
 /// (workspace crates at opt-level 1 with debug assertions and overflow checks, dependencies
@@ -91,6 +91,11 @@ pub fn ci(project: &Project) -> Result<()> {
             &["doc", "--workspace", "--no-deps"],
             &[("RUSTDOCFLAGS", rustdocflags)],
         ),
+        Step {
+            name: "downstream",
+            what: "cargo xtask downstream".into(),
+            action: Box::new(|| downstream::check(project)),
+        },
     ];
     let total = steps.len();
     let mut timings = Vec::with_capacity(total);
