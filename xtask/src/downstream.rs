@@ -249,7 +249,8 @@ mod tests {
 
     #[test]
     fn blocks_are_read_by_marker() {
-        let readme = "text\n<!-- downstream: Cargo.toml -->\n```toml\n[package]\nname = \"x\"\n```\n\
+        let readme = "text\n\
+                      <!-- downstream: Cargo.toml -->\n```toml\n[package]\nname = \"x\"\n```\n\
                       <!-- downstream: build.rs -->\n```rust\nfn main() {}\n```\n\
                       <!-- downstream: src/main.rs -->\n```rust\nfn main() {}\n```\n\
                       <!-- downstream: setup.sh -->\n```sh\ntrue\n```\n\

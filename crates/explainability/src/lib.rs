@@ -20,8 +20,9 @@
 //! libtorch is not a cargo dependency: the README's "Using it from your own crate" says how to
 //! provide it at build time (`LIBTORCH`, or `LIBTORCH_USE_PYTORCH`; `cargo xtask env` prints the
 //! exports for this checkout's copy) and at run time (a `build.rs` that adds an rpath and keeps
-//! `libtorch_cuda` linked), and CI builds that example crate outside the workspace. [`tch`] and [`ndarray`] are
-//! re-exported, at the versions our types use, so a dependent crate needs neither of its own.
+//! `libtorch_cuda` linked), and CI builds that example crate outside the workspace. [`tch`] and
+//! [`ndarray`] are re-exported, at the versions our types use, so a dependent crate needs
+//! neither of its own.
 //!
 //! # Examples
 //! The most likely next tokens:
