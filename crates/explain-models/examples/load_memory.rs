@@ -10,16 +10,21 @@ use std::time::Instant;
 use explain_models::{LoadOptions, Precision, gemma3_gguf_path, load_with};
 use explainability_core::LanguageModel;
 
-/// `VmHWM` of this process in bytes (0 where /proc is unavailable).
-fn peak_rss() -> u64 {
+/// A `/proc/self/status` field in bytes (0 where /proc is unavailable).
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident set (`VmHWM`).
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
 }
 
 fn main() -> explainability_core::Result<()> {
@@ -48,11 +53,14 @@ fn main() -> explainability_core::Result<()> {
         let file = explain_models::GgufFile::open(&path)?;
         let start = Instant::now();
         let tokenizer = explain_models::TextTokenizer::from_gguf(&file)?;
+        let built = start.elapsed().as_secs_f64();
+        drop(file);
         println!(
-            "tokenizer of {} tokens built in {:.2} s; peak RSS {:.0} MiB over the baseline",
+            "tokenizer of {} tokens built in {built:.2} s; peak RSS {:.0} MiB over the baseline, \
+             {:.0} MiB resident once built",
             tokenizer.vocab_size(),
-            start.elapsed().as_secs_f64(),
-            (peak_rss() - baseline) as f64 / 1048576.0
+            (peak_rss() - baseline) as f64 / 1048576.0,
+            (status_bytes("VmRSS:").saturating_sub(baseline)) as f64 / 1048576.0
         );
         return Ok(());
     }
