@@ -1,0 +1,1 @@
+//! Parity with TransformerLens (placeholder until the reference lands).
