@@ -1,8 +1,8 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
 //! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
 //!
-//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
-//! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
+//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients,
+//! explain-circuits}/tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
 //! `reference/README.md`; Captum's attributions go to `captum_reference.json`.
 
 use std::fs;
@@ -23,6 +23,8 @@ const OUTPUTS: &[&str] = &[
     "meta.json",
     "captum_reference.json",
     "arch/arch_reference.safetensors",
+    "circuits/gpt2.json",
+    "circuits/llama.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -33,6 +35,7 @@ const INPUTS: &[&str] = &[
     "parity_prompts.json",
     "tokenizer_corpus.json",
     "arch_reference.py",
+    "circuits_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -78,6 +81,17 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("arch"));
         println!("parity: writing the architecture references");
         run("architecture reference", &mut arch)?;
+        // TransformerLens's logit lens, DLA and activation patching on tiny GPT-2 and Llama
+        // checkpoints (explain-circuits' tests/parity.rs reads `circuits/`).
+        let mut circuits = project.python();
+        circuits
+            .arg("reference/circuits_reference.py")
+            .arg("--minilm")
+            .arg(project.model_path(&MINILM))
+            .arg("--out")
+            .arg(out.join("circuits"));
+        println!("parity: writing the TransformerLens references");
+        run("circuits reference", &mut circuits)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -93,7 +107,8 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
 }
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
-const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
+const PARITY_PACKAGES: &[&str] =
+    &["explain-models", "explain-attention", "explain-gradients", "explain-circuits"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
 /// model wheel's checksum and the pinned torch/transformers versions.

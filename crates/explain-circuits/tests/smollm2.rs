@@ -52,12 +52,7 @@ fn dla_of_paris_against_london_sums_to_the_logit_difference() {
     );
     let dla = direct_logit_attribution(&*model, &ids, metric).unwrap();
     assert!(dla.metric_value > 1.0, "Paris should beat London: {}", dla.metric_value);
-    assert!(
-        (dla.total - dla.metric_value).abs() < 1e-3,
-        "Σ {} vs {}",
-        dla.total,
-        dla.metric_value
-    );
+    assert!((dla.total - dla.metric_value).abs() < 1e-3, "Σ {} vs {}", dla.total, dla.metric_value);
     assert_eq!(dla.heads.dim(), (30, 9));
     assert_eq!(dla.components.iter().filter(|c| c.kind == DlaComponentKind::Head).count(), 270);
     let mut top = dla.components.clone();
@@ -65,7 +60,11 @@ fn dla_of_paris_against_london_sums_to_the_logit_difference() {
     eprintln!(
         "DLA Paris−London = {:.3}; top: {}",
         dla.metric_value,
-        top.iter().take(6).map(|c| format!("{} {:+.3}", c.label, c.value)).collect::<Vec<_>>().join(", ")
+        top.iter()
+            .take(6)
+            .map(|c| format!("{} {:+.3}", c.label, c.value))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 
