@@ -7,7 +7,9 @@ use explainability_core::{
 use tch::{Kind, Tensor};
 
 use crate::metric::{LogitDiff, check_pair, ids_tensor, normalise, token_strings};
-use crate::patching::{ActivationPatching, PatchDirection, PatchingResult, metric_values};
+use crate::patching::{
+    ActivationPatching, PatchDirection, PatchingResult, UnitGrid, metric_values,
+};
 
 /// Attribution patching: `M(patched) ≈ M(receiver) + (a_source − a_receiver) · ∂M/∂a`, for
 /// every unit of [`ActivationPatching`] at once.
@@ -35,7 +37,7 @@ pub fn attribution_patching(
     let len = check_pair(clean, corrupted)?;
     metric.check(model.info().vocab_size)?;
     let position = metric.position_in(len)?;
-    let (layers, heads, positions, units) = patching.units(model, len)?;
+    let UnitGrid { layers, heads, positions, units } = patching.units(model, len)?;
     let site = patching.site;
     let kind = site.hook_kind();
     let points: Vec<HookPoint> = layers.iter().map(|&l| HookPoint::new(kind, l)).collect();

@@ -170,10 +170,10 @@ impl LogitLens {
             return Err(Error::invalid_argument("top_k must be at least 1"));
         }
         let vocab_size = model.info().vocab_size;
-        if let LensTarget::Token(id) = self.target {
-            if id < 0 || id as usize >= vocab_size {
-                return Err(Error::TokenOutOfRange { id, vocab_size });
-            }
+        if let LensTarget::Token(id) = self.target
+            && (id < 0 || id as usize >= vocab_size)
+        {
+            return Err(Error::TokenOutOfRange { id, vocab_size });
         }
         let logits = lens_logits(model, ids)?;
         let _guard = tch::no_grad_guard();

@@ -104,6 +104,14 @@ pub struct PatchUnit {
     pub position: Option<usize>,
 }
 
+/// The axes of a patching grid and its units in row-major order.
+pub(crate) struct UnitGrid {
+    pub(crate) layers: Vec<usize>,
+    pub(crate) heads: Vec<usize>,
+    pub(crate) positions: Vec<usize>,
+    pub(crate) units: Vec<PatchUnit>,
+}
+
 /// Activation patching of one site over layers × (heads ×) positions.
 ///
 /// Scores are normalised as `(M(patched) − M(corrupted)) / (M(clean) − M(corrupted))` for
@@ -154,8 +162,8 @@ pub struct PatchingResult {
     pub tokens: Vec<String>,
     /// Layers, in the order of the first axis.
     pub layers: Vec<usize>,
-    /// Heads, in the order of the second axis (`[0]`-free: empty axis of length 1 for
-    /// per-position sites, reported as an empty list).
+    /// Heads, in the order of the second axis (empty for per-position sites, whose head
+    /// axis has length 1).
     pub heads: Vec<usize>,
     /// Positions, in the order of the third axis (empty when every position was patched at
     /// once).
@@ -200,11 +208,7 @@ impl ActivationPatching {
     }
 
     /// The units, in result order, with the axes.
-    pub(crate) fn units(
-        &self,
-        model: &dyn LanguageModel,
-        len: usize,
-    ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<PatchUnit>)> {
+    pub(crate) fn units(&self, model: &dyn LanguageModel, len: usize) -> Result<UnitGrid> {
         let info = model.info();
         let layers = self.layers.clone().unwrap_or_else(|| (0..info.n_layers).collect());
         for &l in &layers {
@@ -249,7 +253,7 @@ impl ActivationPatching {
                 }
             }
         }
-        Ok((layers, heads, positions, units))
+        Ok(UnitGrid { layers, heads, positions, units })
     }
 
     /// Patches `site` between `clean` and `corrupted` token ids.
@@ -273,7 +277,7 @@ impl ActivationPatching {
         let len = check_pair(clean, corrupted)?;
         metric.check(model.info().vocab_size)?;
         let position = metric.position_in(len)?;
-        let (layers, heads, positions, units) = self.units(model, len)?;
+        let UnitGrid { layers, heads, positions, units } = self.units(model, len)?;
         let clean_ids = ids_tensor(model, clean)?;
         let corrupted_ids = ids_tensor(model, corrupted)?;
         let _guard = tch::no_grad_guard();

@@ -130,7 +130,7 @@ fn logit_lens_cells_are_consistent() {
     assert!(result.kl_matrix().row(0).iter().all(|&kl| kl > 0.0));
     // Next-token targets: nothing at the last position.
     let next = LogitLens { top_k: 1, target: LensTarget::NextTokens }.run(&model, &CLEAN).unwrap();
-    assert_eq!(next.cells[0][0].target_rank.is_some(), true);
+    assert!(next.cells[0][0].target_rank.is_some());
     assert_eq!(next.cells[0][CLEAN.len() - 1].target_rank, None);
     let json = serde_json::to_string(&result).unwrap();
     let back: explain_circuits::LogitLensResult = serde_json::from_str(&json).unwrap();

@@ -387,14 +387,14 @@ impl Decoder {
     pub fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
         let d = self.config.d_model as i64;
         for (what, t) in [("residual", Some(residual)), ("reference", scale.reference())] {
-            if let Some(t) = t {
-                if t.size().last() != Some(&d) {
-                    return Err(Error::ShapeMismatch {
-                        what: what.into(),
-                        expected: format!("[..., {d}]"),
-                        actual: t.size(),
-                    });
-                }
+            if let Some(t) = t
+                && t.size().last() != Some(&d)
+            {
+                return Err(Error::ShapeMismatch {
+                    what: what.into(),
+                    expected: format!("[..., {d}]"),
+                    actual: t.size(),
+                });
             }
         }
         let x = residual.f_to_device(self.device)?.f_to_kind(self.kind)?;
