@@ -10,7 +10,7 @@
 //!   patterns (layer × head × position), many patched runs per forward batch, scored by the
 //!   normalised logit difference.
 //! - [`attribution_patching`]: AtP, the gradient estimate of every patch of a site from two
-//!   forwards and one backward.
+//!   forwards and one backward; [`attribution_patching_grad_drop`] adds AtP*'s GradDrop.
 //!
 //! Everything talks to the model through [`LanguageModel`](explainability_core::LanguageModel)
 //! and hook points only: activations are read and replaced by [`Hooks`](explainability_core::Hooks),
@@ -26,7 +26,7 @@ mod lens;
 mod metric;
 mod patching;
 
-pub use atp::attribution_patching;
+pub use atp::{attribution_patching, attribution_patching_grad_drop};
 pub use dla::{DirectLogitAttribution, DlaComponent, DlaComponentKind, direct_logit_attribution};
 pub use lens::{
     LensCell, LensTarget, LensToken, LogitLens, LogitLensResult, lens_logits, lens_points,

@@ -10,7 +10,8 @@
 
 use explain_circuits::{
     ActivationPatching, DlaComponentKind, LensTarget, LogitDiff, LogitLens, PatchDirection,
-    PatchSite, attribution_patching, direct_logit_attribution, lens_logits,
+    PatchSite, attribution_patching, attribution_patching_grad_drop, direct_logit_attribution,
+    lens_logits,
 };
 use explain_models::{Decoder, DecoderModel, Gpt2Config, LlamaConfig, TextTokenizer, minilm_dir};
 use explainability_core::{
@@ -291,6 +292,43 @@ fn atp_tracks_activation_patching_on_a_tiny_decoder() {
         let floor = if site == PatchSite::ResidPre { 0.3 } else { 0.99 };
         assert!(r > floor, "{site:?}: Pearson {r}");
     }
+}
+
+#[test]
+fn grad_drop_keeps_the_sign_of_atp_and_needs_two_layers() {
+    let model = tiny_gpt2();
+    let metric = LogitDiff::new(7, 12);
+    for site in [PatchSite::HeadZ, PatchSite::ResidPre] {
+        let patching = ActivationPatching::new(site);
+        let atp = attribution_patching(&patching, &model, &CLEAN, &CORRUPTED, metric).unwrap();
+        let gd =
+            attribution_patching_grad_drop(&patching, &model, &CLEAN, &CORRUPTED, metric).unwrap();
+        assert_eq!(atp.scores.dim(), gd.scores.dim());
+        assert_eq!(atp.corrupted_metric, gd.corrupted_metric);
+        let base = atp.corrupted_metric;
+        assert!(gd.patched.iter().any(|g| (g - base).abs() > 1e-3));
+        for (a, g) in atp.patched.iter().zip(&gd.patched) {
+            let (a, g) = (a - base, g - base);
+            assert!(g.is_finite());
+            // GradDrop is 0 where every path passes through a dropped layer (a layer-0 head
+            // at an early position reaches the last one only through layer 1); elsewhere it
+            // keeps AtP's sign.
+            if a.abs() > 1e-6 && g != 0.0 {
+                assert_eq!(a.signum(), g.signum(), "{site:?}: AtP {a}, GradDrop {g}");
+            }
+        }
+    }
+    let linear = LinearModel::new();
+    assert!(matches!(
+        attribution_patching_grad_drop(
+            &ActivationPatching::new(PatchSite::ResidPre),
+            &linear,
+            &CLEAN,
+            &CORRUPTED,
+            metric
+        ),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {

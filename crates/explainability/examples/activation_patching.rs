@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use explainability::circuits::{
-    ActivationPatching, LogitDiff, PatchSite, attribution_patching, single_token,
+    ActivationPatching, LogitDiff, PatchSite, attribution_patching, attribution_patching_grad_drop,
+    single_token,
 };
 use explainability::{LanguageModel, load, smollm2_gguf_path};
 
@@ -46,6 +47,9 @@ struct Args {
     /// The site patched.
     #[arg(long, value_enum, default_value = "resid-pre")]
     site: Site,
+    /// Also run AtP with GradDrop (one extra backward pass per layer).
+    #[arg(long)]
+    grad_drop: bool,
     /// A .gguf file or a Hugging Face folder (default: SmolLM2 from `cargo xtask setup`).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -105,11 +109,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{label:>9} {}", row.join(" "));
         }
     }
-    let (e, a) = (
-        result.scores.iter().copied().collect::<Vec<_>>(),
-        atp.scores.iter().copied().collect::<Vec<_>>(),
+    let exact: Vec<f64> = result.scores.iter().copied().collect();
+    let estimate: Vec<f64> = atp.scores.iter().copied().collect();
+    println!(
+        "\nAtP against activation patching: Pearson {:.3}, Spearman {:.3}",
+        pearson(&exact, &estimate),
+        spearman(&exact, &estimate)
     );
-    println!("\nPearson(AtP, activation patching) = {:.3}", pearson(&e, &a));
+    if args.grad_drop {
+        let start = Instant::now();
+        let gd = attribution_patching_grad_drop(&patching, &model, &clean, &corrupted, metric)?;
+        let gd: Vec<f64> = gd.scores.iter().copied().collect();
+        println!(
+            "AtP + GradDrop ({:.2?}): Pearson {:.3}, Spearman {:.3}",
+            start.elapsed(),
+            pearson(&exact, &gd),
+            spearman(&exact, &gd)
+        );
+    }
 
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -126,4 +143,26 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va * vb).sqrt()
+}
+
+/// Pearson correlation of the average ranks (ties share their mean rank).
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(x: &[f64]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_by(|&i, &j| x[i].total_cmp(&x[j]));
+        let mut r = vec![0.0; x.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
+                j += 1;
+            }
+            for k in i..=j {
+                r[order[k]] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    pearson(&ranks(a), &ranks(b))
 }

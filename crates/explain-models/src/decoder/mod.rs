@@ -19,8 +19,8 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result,
-    SplitMix64, check_positions,
+    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
+    check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -405,9 +405,8 @@ impl Decoder {
         let eps = self.config.norm_eps;
         let x32 = x.f_to_kind(Kind::Float)?;
         let r32 = reference.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
-        let centre = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.f_sub(&t.f_mean_dim(-1, true, Kind::Float)?)?)
-        };
+        let centre =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(-1, true, Kind::Float)?)?) };
         let (x32, r32) = match self.config.norm {
             NormKind::LayerNorm => (centre(&x32)?, centre(&r32)?),
             NormKind::RmsNorm | NormKind::RmsNormOffset { .. } => (x32, r32),
