@@ -11,6 +11,8 @@
 //!   normalised logit difference.
 //! - [`attribution_patching`]: AtP, the gradient estimate of every patch of a site from two
 //!   forwards and one backward; [`attribution_patching_grad_drop`] adds AtP*'s GradDrop.
+//! - [`CausalTracing`]: Meng et al.'s noised subject with one clean hidden state (or a window
+//!   of MLP / attention outputs) restored at a time.
 //!
 //! Everything talks to the model through [`LanguageModel`](explainability_core::LanguageModel)
 //! and hook points only: activations are read and replaced by [`Hooks`](explainability_core::Hooks),
@@ -25,6 +27,7 @@ mod dla;
 mod lens;
 mod metric;
 mod patching;
+mod tracing;
 
 pub use atp::{attribution_patching, attribution_patching_grad_drop};
 pub use dla::{DirectLogitAttribution, DlaComponent, DlaComponentKind, direct_logit_attribution};
@@ -34,3 +37,4 @@ pub use lens::{
 };
 pub use metric::{LogitDiff, check_position, single_token};
 pub use patching::{ActivationPatching, PatchDirection, PatchSite, PatchUnit, PatchingResult};
+pub use tracing::{CausalTrace, CausalTracing, TraceKind};

@@ -9,9 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use explain_circuits::{
-    ActivationPatching, DlaComponentKind, LensTarget, LogitDiff, LogitLens, PatchDirection,
-    PatchSite, attribution_patching, attribution_patching_grad_drop, direct_logit_attribution,
-    lens_logits,
+    ActivationPatching, CausalTracing, DlaComponentKind, LensTarget, LogitDiff, LogitLens,
+    PatchDirection, PatchSite, TraceKind, attribution_patching, attribution_patching_grad_drop,
+    direct_logit_attribution, lens_logits,
 };
 use explain_models::{Decoder, DecoderModel, Gpt2Config, LlamaConfig, TextTokenizer, minilm_dir};
 use explainability_core::{
@@ -51,6 +51,33 @@ fn tiny_llama() -> DecoderModel {
         model,
         tokenizer(),
         "tiny-llama".into(),
+        Architecture::Llama,
+        SpecialTokens::default(),
+    )
+}
+
+/// As [`tiny_llama`] with an untied head (σ = 0.02), so that next-token probabilities are
+/// not saturated by the tied embedding of the current token.
+fn tiny_llama_untied() -> DecoderModel {
+    let config = LlamaConfig {
+        n_layers: 3,
+        n_heads: 4,
+        n_kv_heads: 2,
+        d_model: 32,
+        d_head: 8,
+        d_mlp: 48,
+        vocab_size: VOCAB,
+        max_positions: 64,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+        tie_embeddings: false,
+        attention_bias: false,
+    };
+    let model = Decoder::random(config.into(), 13, Kind::Float, Device::Cpu).unwrap();
+    DecoderModel::new(
+        model,
+        tokenizer(),
+        "tiny-llama-untied".into(),
         Architecture::Llama,
         SpecialTokens::default(),
     )
@@ -329,6 +356,53 @@ fn grad_drop_keeps_the_sign_of_atp_and_needs_two_layers() {
         ),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+#[test]
+fn causal_tracing_restores_the_output_at_the_last_hidden_state() {
+    let model = tiny_llama_untied();
+    let mut tracing = CausalTracing::new(TraceKind::Hidden);
+    tracing.samples = 2;
+    tracing.batch_size = 5;
+    let answer = logits(&model, &CLEAN).select(0, -1).argmax(-1, false).int64_value(&[]);
+    let trace = tracing.run(&model, &CLEAN, 2..4, answer).unwrap();
+    let (n_layers, len) = (3, CLEAN.len());
+    assert_eq!(trace.indirect_effect.dim(), (n_layers, len));
+    assert!((trace.clean_probability - trace.corrupted_probability).abs() > 1e-6);
+    // The last hidden state at the last position is the whole output.
+    let last = trace.restored_probability[(n_layers - 1, len - 1)];
+    assert!((last - trace.clean_probability).abs() < 1e-6, "{last} vs {}", trace.clean_probability);
+    // Positions before the subject were never corrupted: restoring them changes nothing.
+    for l in 0..n_layers {
+        for p in 0..2 {
+            assert!(trace.indirect_effect[(l, p)].abs() < 1e-6, "L{l} p{p}");
+        }
+    }
+    // Same seed, same trace; windows cover every layer of a 3-layer model.
+    assert_eq!(tracing.run(&model, &CLEAN, 2..4, answer).unwrap(), trace);
+    let mut mlp = CausalTracing::new(TraceKind::Mlp);
+    mlp.samples = 1;
+    let mlp = mlp.run(&model, &CLEAN, 2..4, answer).unwrap();
+    assert!(mlp.indirect_effect.iter().all(|v| v.is_finite()));
+    assert_eq!(mlp.indirect_effect.row(0), mlp.indirect_effect.row(2));
+}
+
+#[test]
+fn causal_tracing_bad_input_is_a_typed_error() {
+    let model = tiny_llama();
+    let tracing = CausalTracing::new(TraceKind::Attention);
+    assert!(matches!(
+        tracing.run(&model, &CLEAN, 4..7, 7),
+        Err(Error::PositionOutOfRange { position: 6, len: 6 })
+    ));
+    assert!(matches!(tracing.run(&model, &CLEAN, 3..3, 7), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        tracing.run(&model, &CLEAN, 0..1, 50),
+        Err(Error::TokenOutOfRange { id: 50, .. })
+    ));
+    let mut zero = tracing.clone();
+    zero.samples = 0;
+    assert!(matches!(zero.run(&model, &CLEAN, 0..1, 7), Err(Error::InvalidArgument { .. })));
 }
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
