@@ -3,10 +3,10 @@
 //! tensor of the Gemma 3 file (`reference/gguf_dequant_reference.py`), then our parity tests
 //! against them.
 //!
-//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients}/
-//! tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
-//! `reference/README.md`; Captum's attributions go to `captum_reference.json`, the GGUF tokenizer
-//! references (`reference/tokenizer_reference.py`) to `tokenizer/`, which
+//! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients,
+//! explain-circuits}/tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`):
+//! see `reference/README.md`; Captum's attributions go to `captum_reference.json`, the GGUF
+//! tokenizer references (`reference/tokenizer_reference.py`) to `tokenizer/`, which
 //! `crates/explain-models/tests/tokenizer_parity.rs` reads.
 
 use std::fs;
@@ -35,6 +35,8 @@ const OUTPUTS: &[&str] = &[
     "gguf_dequant_reference.json",
     "gemma3/gemma3_reference.safetensors",
     "gemma3/gemma3_meta.json",
+    "circuits/gpt2.json",
+    "circuits/llama.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -48,6 +50,7 @@ const INPUTS: &[&str] = &[
     "tokenizer_reference.py",
     "gguf_dequant_reference.py",
     "gemma_reference.py",
+    "circuits_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -125,6 +128,17 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("gemma3"));
         println!("parity: writing transformers' outputs on the Gemma 3 file");
         run("gemma reference", &mut gemma)?;
+        // TransformerLens's logit lens, DLA and activation patching on tiny GPT-2 and Llama
+        // checkpoints (explain-circuits' tests/parity.rs reads `circuits/`).
+        let mut circuits = project.python();
+        circuits
+            .arg("reference/circuits_reference.py")
+            .arg("--minilm")
+            .arg(project.model_path(&MINILM))
+            .arg("--out")
+            .arg(out.join("circuits"));
+        println!("parity: writing the TransformerLens references");
+        run("circuits reference", &mut circuits)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -150,7 +164,8 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
 /// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).
-const PARITY_PACKAGES: &[&str] = &["explain-models", "explain-attention", "explain-gradients"];
+const PARITY_PACKAGES: &[&str] =
+    &["explain-models", "explain-attention", "explain-gradients", "explain-circuits"];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
 /// model wheel's checksum and the pinned torch/transformers versions.

