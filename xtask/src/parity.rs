@@ -1,10 +1,15 @@
 //! `cargo xtask parity`: Hugging Face transformers' outputs on the same GGUF weights, written by
-//! `reference/parity_reference.py` into `target/parity`, then our parity test against them.
+//! `reference/parity_reference.py` into `target/parity`, and gguf-py's dequantisation of every
+//! tensor of the Gemma 3 file (`reference/gguf_dequant_reference.py`), then our parity tests
+//! against them.
 //!
 //! Data contract (the Rust tests `crates/{explain-models,explain-attention,explain-gradients,
-//! explain-perturbation}/tests/parity.rs` read it from the folder in `EXPLAINABILITY_PARITY_DIR`): see
-//! `reference/README.md`; Captum's attributions go to `captum_reference.json`, its perturbation
-//! attributions (`reference/captum_perturbation.py`) to `captum_perturbation.json`.
+//! explain-circuits,explain-perturbation}/tests/parity.rs` read it from the folder in
+//! `EXPLAINABILITY_PARITY_DIR`): see `reference/README.md`; Captum's attributions go to
+//! `captum_reference.json`, its perturbation attributions (`reference/captum_perturbation.py`)
+//! to `captum_perturbation.json`, the GGUF tokenizer references
+//! (`reference/tokenizer_reference.py`) to `tokenizer/`, which
+//! `crates/explain-models/tests/tokenizer_parity.rs` reads.
 
 use std::fs;
 use std::path::Path;
@@ -13,7 +18,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::ci::TEST_PROFILE;
-use crate::pins::{MINILM, PYTHON_PACKAGES, SMOLLM2};
+use crate::pins::{GEMMA3_270M, MINILM, PYTHON_PACKAGES, SMOLLM2};
 use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
@@ -25,6 +30,16 @@ const OUTPUTS: &[&str] = &[
     "captum_reference.json",
     "captum_perturbation.json",
     "arch/arch_reference.safetensors",
+    "tokenizer/gemma3_reference.json",
+    "tokenizer/llama3_tiny.gguf",
+    "tokenizer/llama3_tiny_reference.json",
+    "tokenizer/qwen2_tiny.gguf",
+    "tokenizer/qwen2_tiny_reference.json",
+    "gguf_dequant_reference.json",
+    "gemma3/gemma3_reference.safetensors",
+    "gemma3/gemma3_meta.json",
+    "circuits/gpt2.json",
+    "circuits/llama.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -36,6 +51,10 @@ const INPUTS: &[&str] = &[
     "parity_prompts.json",
     "tokenizer_corpus.json",
     "arch_reference.py",
+    "tokenizer_reference.py",
+    "gguf_dequant_reference.py",
+    "gemma_reference.py",
+    "circuits_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -90,6 +109,49 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("arch"));
         println!("parity: writing the architecture references");
         run("architecture reference", &mut arch)?;
+        // GGUF tokenizers: Gemma 3 and small Llama 3 / Qwen2 byte-level files
+        // (tests/tokenizer_parity.rs reads `tokenizer/`).
+        let gemma3 = project.chunked_model_path(&GEMMA3_270M);
+        let mut tokenizer = project.python();
+        tokenizer
+            .arg("reference/tokenizer_reference.py")
+            .arg("--gemma")
+            .arg(&gemma3)
+            .arg("--out")
+            .arg(out.join("tokenizer"));
+        println!("parity: writing the GGUF tokenizer references");
+        run("tokenizer reference", &mut tokenizer)?;
+        // gguf-py's dequantisation of every Gemma 3 tensor (tests/gguf_parity.rs).
+        let mut dequant = project.python();
+        dequant
+            .arg("reference/gguf_dequant_reference.py")
+            .arg("--gguf")
+            .arg(&gemma3)
+            .arg("--out")
+            .arg(out.join("gguf_dequant_reference.json"));
+        println!("parity: writing gguf-py's dequantisation of the Gemma 3 file");
+        run("gguf dequantisation reference", &mut dequant)?;
+        // transformers' forward pass on the real Gemma 3 file (tests/parity.rs reads `gemma3/`).
+        let mut gemma = project.python();
+        gemma
+            .arg("reference/gemma_reference.py")
+            .arg("--gguf")
+            .arg(&gemma3)
+            .arg("--out")
+            .arg(out.join("gemma3"));
+        println!("parity: writing transformers' outputs on the Gemma 3 file");
+        run("gemma reference", &mut gemma)?;
+        // TransformerLens's logit lens, DLA and activation patching on tiny GPT-2 and Llama
+        // checkpoints (explain-circuits' tests/parity.rs reads `circuits/`).
+        let mut circuits = project.python();
+        circuits
+            .arg("reference/circuits_reference.py")
+            .arg("--minilm")
+            .arg(project.model_path(&MINILM))
+            .arg("--out")
+            .arg(out.join("circuits"));
+        println!("parity: writing the TransformerLens references");
+        run("circuits reference", &mut circuits)?;
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -101,12 +163,27 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
     }
     let features: Vec<String> = PARITY_PACKAGES.iter().map(|p| format!("{p}/parity")).collect();
     command.args(["--features", &features.join(","), "--test", "parity"]).env(PARITY_DIR_ENV, &out);
-    run("parity test", &mut command)
+    run("parity test", &mut command)?;
+    // Same features for explain-models as above, so this reuses that build.
+    let mut models = project.cargo();
+    models
+        .arg("test")
+        .args(TEST_PROFILE)
+        .args(["-p", "explain-models", "--features", "explain-models/parity"])
+        .args(["--test", "tokenizer_parity", "--test", "gguf_parity"])
+        .env(PARITY_DIR_ENV, &out);
+    run("tokenizer and gguf dequantisation parity tests", &mut models)
 }
 
-/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs.
-const PARITY_PACKAGES: &[&str] =
-    &["explain-models", "explain-attention", "explain-gradients", "explain-perturbation"];
+/// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
+/// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).
+const PARITY_PACKAGES: &[&str] = &[
+    "explain-models",
+    "explain-attention",
+    "explain-gradients",
+    "explain-circuits",
+    "explain-perturbation",
+];
 
 /// sha256 over everything the reference outputs depend on: the script and its data files, the
 /// model wheel's checksum and the pinned torch/transformers versions.
@@ -121,6 +198,7 @@ fn fingerprint(reference: &Path) -> Result<String> {
     }
     hasher.update(SMOLLM2.sha256.as_bytes());
     hasher.update(MINILM.sha256.as_bytes());
+    hasher.update(GEMMA3_270M.sha256.as_bytes());
     for (name, version) in PYTHON_PACKAGES {
         hasher.update(format!("{name}=={version};").as_bytes());
     }

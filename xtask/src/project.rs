@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::pins::ModelPackage;
+use crate::pins::{ChunkedModel, ModelPackage};
 
 /// The error type of every xtask operation: a message a person can act on.
 pub type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -81,6 +81,11 @@ impl Project {
     /// The model (file or folder) inside an extracted package.
     pub fn model_path(&self, package: &ModelPackage) -> PathBuf {
         self.package_dir(package).join(package.model_path)
+    }
+
+    /// The assembled file of a chunked model.
+    pub fn chunked_model_path(&self, model: &ChunkedModel) -> PathBuf {
+        self.model_dir.join(model.folder()).join(model.file)
     }
 
     /// A command run from the repository root with the model cache made explicit, so cargo

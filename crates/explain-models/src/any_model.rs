@@ -1,7 +1,9 @@
 //! The model [`crate::load`] returns: a decoder of any family or a BERT encoder, implementing
 //! [`LanguageModel`] by delegation.
 
-use explainability_core::{ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result};
+use explainability_core::{
+    ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+};
 use tch::{Device, Kind, Tensor};
 
 use crate::bert::BertModel;
@@ -79,5 +81,8 @@ impl LanguageModel for AnyModel {
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner().named_parameters()
+    }
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        self.inner().final_norm(residual, scale)
     }
 }

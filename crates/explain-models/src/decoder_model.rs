@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, Result, SpecialTokens,
+    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
+    SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -72,9 +73,7 @@ impl DecoderModel {
             let name = info.name().to_owned();
             let file = Arc::clone(&file);
             let tensor_name = name.clone();
-            ckpt.insert_lazy(name, info.shape(), move |kind| {
-                Ok(file.tensor(&tensor_name)?.f_to_kind(kind)?)
-            });
+            ckpt.insert_lazy(name, info.shape(), move |kind| file.tensor_as(&tensor_name, kind));
         }
         family.prepare_gguf(&mut ckpt, &config);
         let model = Decoder::from_checkpoint(
@@ -147,5 +146,8 @@ impl Network for Decoder {
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Decoder::named_parameters(self)
+    }
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
+        Some(Decoder::final_norm(self, residual, scale))
     }
 }

@@ -50,6 +50,8 @@ pub use gguf::GgufFile;
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
 pub use loader::{LoadOptions, OLLAMA_MODELS_ENV, Precision, load, load_with};
 pub use model::{Network, TokenizedModel};
-pub use paths::{MODEL_DIR_ENV, default_model_dir, minilm_dir, smollm2_gguf_path};
+pub use paths::{
+    MODEL_DIR_ENV, default_model_dir, gemma3_gguf_path, minilm_dir, smollm2_gguf_path,
+};
 pub use tokenizer::TextTokenizer;
 pub use weights::Checkpoint;

@@ -3,7 +3,7 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
+    Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -38,6 +38,15 @@ pub trait Network: std::fmt::Debug {
     fn unembed(&self, hidden: &Tensor) -> Result<Tensor>;
     /// Parameters by canonical name, sharing storage with the network.
     fn named_parameters(&self) -> Vec<(String, Tensor)>;
+    /// The final normalisation before the head (see [`LanguageModel::final_norm`]); `None`
+    /// for a network without one.
+    ///
+    /// # Errors
+    /// Shape errors.
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
+        let _ = (residual, scale);
+        None
+    }
 }
 
 /// A network with its tokenizer and facts.
@@ -122,5 +131,14 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.network.named_parameters()
+    }
+
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        self.network.final_norm(residual, scale).unwrap_or_else(|| {
+            Err(Error::UnsupportedOperation {
+                model: self.info.name.clone(),
+                operation: "final_norm".into(),
+            })
+        })
     }
 }

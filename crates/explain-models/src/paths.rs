@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::pins::{MINILM, SMOLLM2};
+use crate::pins::{GEMMA3_270M, MINILM, SMOLLM2};
 
 /// Environment variable that overrides the model cache folder.
 pub const MODEL_DIR_ENV: &str = "EXPLAINABILITY_MODEL_DIR";
@@ -18,6 +18,11 @@ pub fn default_model_dir() -> PathBuf {
 /// The SmolLM2-135M-Instruct GGUF file fetched by `cargo xtask setup`.
 pub fn smollm2_gguf_path() -> PathBuf {
     default_model_dir().join(SMOLLM2.folder()).join(SMOLLM2.model_path)
+}
+
+/// The Gemma 3 270M Q4_K_M GGUF file assembled by `cargo xtask setup`.
+pub fn gemma3_gguf_path() -> PathBuf {
+    default_model_dir().join(GEMMA3_270M.folder()).join(GEMMA3_270M.file)
 }
 
 /// The all-MiniLM-L6-v2 Hugging Face folder fetched by `cargo xtask setup`.

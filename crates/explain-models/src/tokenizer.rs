@@ -1,10 +1,24 @@
-//! Tokenizers: [`TextTokenizer`] wraps a Hugging Face `tokenizers::Tokenizer` built either from
-//! a GGUF file's metadata, exactly as Hugging Face transformers builds it from the same file,
-//! or from a `tokenizer.json`.
+//! Tokenizers: [`TextTokenizer`] wraps a Hugging Face `tokenizers::Tokenizer` built from a GGUF
+//! file's metadata or from a `tokenizer.json`.
+//!
+//! # What is supported
+//! | `tokenizer.ggml.model` | `tokenizer.ggml.pre` | models | built as |
+//! |---|---|---|---|
+//! | `"gpt2"` (byte-level BPE) | absent, `default`, `gpt-2`, `gpt2`, `smollm` | GPT-2, SmolLM | GPT-2's byte-level regex |
+//! | `"gpt2"` | `llama-bpe`, `llama3`, `llama-v3`, … | Llama 3.x | the Llama 3 split regex |
+//! | `"gpt2"` | `qwen2`, `deepseek-r1-qwen`, … | Qwen2 / 2.5 | the Qwen2 split regex (single digits) |
+//! | `"gpt2"` | `tekken`, `qwen35`, `gpt-4o`, `llama4`, … | Mistral Nemo, Qwen3.5, Llama 4 | their split regexes |
+//! | `"llama"` (SentencePiece) | any | Gemma 1–3, Llama 2, Mistral v0.1 | BPE, merges derived from the scores |
+//!
+//! Anything else is [`Error::UnsupportedTokenizer`], naming the value and listing the supported
+//! ones: another `tokenizer.ggml.model` (`"t5"`, `"bert"`, `"rwkv"`, …), or a byte-level file
+//! whose `pre` is not in the table. transformers falls back to GPT-2's regex for an unknown
+//! `pre`; that silently produces other tokens than the model was trained on, which would make
+//! every attribution refer to the wrong pieces, so it is refused instead.
 //!
 //! # What transformers builds from a GGUF with `tokenizer.ggml.model = "gpt2"`
 //! (transformers 5.x, `integrations/gguf/gguf_tokenizer_mapping.py` plus the
-//! `GPT2Tokenizer` / `TokenizersBackend` constructors it goes through):
+//! `GPT2Tokenizer` / `TokenizersBackend` constructors it goes through), reproduced exactly:
 //! 1. A BPE model: vocabulary `tokenizer.ggml.tokens` by index, each token respelled in GPT-2's
 //!    byte alphabet when it uses any character outside it (later duplicates win); merges
 //!    `tokenizer.ggml.merges`, each split on its one space, *not* respelled; no unk token,
@@ -21,19 +35,46 @@
 //!    that are not added yet, special. All with `normalized = false`.
 //! 4. Post-processor: a template adding the bos / eos token when
 //!    `tokenizer.ggml.add_bos_token` / `add_eos_token` say so (both default to false).
+//!
+//! # SentencePiece (`tokenizer.ggml.model = "llama"`)
+//! A BPE model over `tokenizer.ggml.tokens` with merges derived from `tokenizer.ggml.scores`
+//! (the `sentencepiece` submodule documents the derivation), `<unk>` from
+//! `tokenizer.ggml.unknown_token_id`, byte fallback to the `<0x00>`…`<0xFF>` tokens.
+//! - Spaces become `▁`: a `Replace(" ", "▁")` normalizer when `tokenizer.ggml.add_space_prefix`
+//!   is false (Gemma), else transformers' `LlamaTokenizer` pre-tokenizer `Metaspace("▁",
+//!   prepend_scheme = first)`, which also puts a `▁` in front of the text when it does not start
+//!   with one (the flag defaults to true, as in llama.cpp). Decoder `Replace("▁", " ")`,
+//!   `ByteFallback`, `Fuse` (and `Strip` of that first space with the prefix).
+//! - Control tokens (type 3) are special added tokens, user-defined ones (type 4: Gemma's runs
+//!   of spaces, tabs and newlines, `<table>`-like tags) plain added tokens; both match the raw
+//!   text, before the BPE model, as in llama.cpp.
+//! - A BOS is added unless `tokenizer.ggml.add_bos_token` is false, an EOS when
+//!   `add_eos_token` is true.
+//!
+//! On Gemma 3 this gives the ids of transformers 5.24 (`AutoTokenizer.from_pretrained(dir,
+//! gguf_file = …)`) on the whole parity corpus. Known differences from transformers, where this
+//! module follows llama.cpp: transformers respells Gemma's space-run tokens as `▁` runs and
+//! merges them inside the BPE model, so a run longer than the longest such token (31 spaces),
+//! or `▁` characters typed in the text, can split differently; and transformers derives Gemma's
+//! merges from every token, not only normal ones. With `add_space_prefix`, this module follows
+//! transformers instead: llama.cpp puts a space before every stretch of text that starts the
+//! input or follows a special or user-defined token, even one that already starts with a
+//! space; transformers (`Metaspace`, prepend scheme "first") only at the start of the input,
+//! and not when the text already starts with a space.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use explainability_core::{Error, Result};
 use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, Decoder, SplitDelimiterBehavior, Tokenizer};
 
 use crate::gguf::GgufFile;
 
@@ -41,6 +82,10 @@ use crate::gguf::GgufFile;
 /// and models share one type.
 pub use explainability_core::SpecialTokens;
 
+mod sentencepiece;
+
+/// llama.cpp `LLAMA_TOKEN_TYPE_NORMAL`.
+const TOKEN_TYPE_NORMAL: i64 = 1;
 /// llama.cpp `LLAMA_TOKEN_TYPE_CONTROL`.
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// llama.cpp `LLAMA_TOKEN_TYPE_USER_DEFINED`.
@@ -49,23 +94,79 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 const GPT2_DEFAULT_SPECIAL: &str = "<|endoftext|>";
 
 /// Split regexes transformers installs for some `tokenizer.ggml.pre` values (copied verbatim
-/// from `GGUF_PRE_TOKENIZER_SPLITS`); every other value keeps GPT-2's byte-level regex.
+/// from `GGUF_PRE_TOKENIZER_SPLITS`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-fn split_regex(pre: &str) -> Option<&'static str> {
-    Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
-        "tekken" => TEKKEN_SPLIT,
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
-        "qwen35" => QWEN35_SPLIT,
-        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
-        _ => return None,
+/// How a byte-level vocabulary splits text before its merges apply, by `tokenizer.ggml.pre`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreTokenizerKind {
+    /// GPT-2's own regex inside `ByteLevel` (`'s|'t|… | ?\p{L}+| ?\p{N}+|…`).
+    Gpt2,
+    /// A split regex, then `ByteLevel` without its regex.
+    Split(&'static str),
+}
+
+/// `tokenizer.ggml.pre` values that keep GPT-2's regex. transformers uses it for *every* value
+/// it has no regex for; only the values where that is known right are accepted here: the
+/// file has no `pre` (llama.cpp's "default"), GPT-2 itself, and SmolLM (whose vocabulary has no
+/// multi-digit tokens, so llama.cpp's extra digit split changes nothing; checked on the
+/// parity corpus).
+const GPT2_REGEX_PRE: &[&str] = &["default", "gpt-2", "gpt2", "smollm"];
+
+/// `tokenizer.ggml.pre` values with a split regex, as transformers' `GGUF_PRE_TOKENIZER_SPLITS`.
+const SPLIT_REGEX_PRE: &[(&str, &str)] = &[
+    ("llama3", LLAMA3_SPLIT),
+    ("llama-v3", LLAMA3_SPLIT),
+    ("llama-bpe", LLAMA3_SPLIT),
+    ("falcon3", LLAMA3_SPLIT),
+    ("falcon-h1", LLAMA3_SPLIT),
+    ("pixtral", LLAMA3_SPLIT),
+    ("midm-2.0", LLAMA3_SPLIT),
+    ("lfm2", LLAMA3_SPLIT),
+    ("jina-v5-nano", LLAMA3_SPLIT),
+    ("dbrx", LLAMA3_SPLIT),
+    ("smaug-bpe", LLAMA3_SPLIT),
+    ("tekken", TEKKEN_SPLIT),
+    ("qwen2", QWEN2_SPLIT),
+    ("deepseek-r1-qwen", QWEN2_SPLIT),
+    ("kormo", QWEN2_SPLIT),
+    ("f2llmv2", QWEN2_SPLIT),
+    ("megrez", QWEN2_SPLIT),
+    ("qwen35", QWEN35_SPLIT),
+    ("gpt-4o", GPT4O_SPLIT),
+    ("llama4", GPT4O_SPLIT),
+    ("kanana2", GPT4O_SPLIT),
+    ("talkie", GPT4O_SPLIT),
+    ("minimax-m2", GPT4O_SPLIT),
+];
+
+/// The pre-tokenizer of a byte-level vocabulary (`None` for `pre` when the key is absent).
+///
+/// # Errors
+/// [`Error::UnsupportedTokenizer`] naming the value and listing the supported ones: an unknown
+/// `pre` usually means another split regex (llama.cpp has dozens), and GPT-2's would silently
+/// give other tokens than the model was trained on.
+fn pre_tokenizer_kind(pre: Option<&str>) -> Result<PreTokenizerKind> {
+    let pre = pre.unwrap_or("default");
+    if GPT2_REGEX_PRE.contains(&pre) {
+        return Ok(PreTokenizerKind::Gpt2);
+    }
+    if let Some((_, regex)) = SPLIT_REGEX_PRE.iter().find(|(name, _)| *name == pre) {
+        return Ok(PreTokenizerKind::Split(regex));
+    }
+    Err(Error::UnsupportedTokenizer {
+        model: format!("gpt2 with tokenizer.ggml.pre = {pre:?}"),
+        supported: format!("tokenizer.ggml.pre absent or one of {}", supported_pre().join(", ")),
     })
+}
+
+/// Every accepted `tokenizer.ggml.pre` value.
+fn supported_pre() -> Vec<&'static str> {
+    GPT2_REGEX_PRE.iter().copied().chain(SPLIT_REGEX_PRE.iter().map(|(name, _)| *name)).collect()
 }
 
 /// GPT-2's reversible byte → character table: printable bytes map to themselves, the other
@@ -128,29 +229,36 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Builds the tokenizer a GGUF file describes, exactly as Hugging Face transformers builds
-    /// it from the same file (see the module documentation). Supports byte-level BPE
-    /// (`tokenizer.ggml.model = "gpt2"`: Llama 3, Qwen2, SmolLM, GPT-2, …).
+    /// Builds the tokenizer a GGUF file describes (see the module documentation):
+    /// byte-level BPE (`tokenizer.ggml.model = "gpt2"`: Llama 3, Qwen2, SmolLM, GPT-2, …) exactly
+    /// as Hugging Face transformers builds it from the same file, or SentencePiece
+    /// (`"llama"`: Gemma, Llama 2, Mistral v0.1, …) as BPE with merges derived from the scores.
     ///
     /// Special ids are the file's `tokenizer.ggml.{bos,eos,padding,unknown}_token_id`.
     ///
     /// # Errors
-    /// [`Error::UnsupportedTokenizer`] for another `tokenizer.ggml.model` (e.g. sentencepiece
-    /// `"llama"`); [`Error::MissingMetadata`] when tokens, merges or the model are absent or
-    /// mistyped; [`Error::TokenOutOfRange`] when a special token id is not in the vocabulary;
-    /// [`Error::Tokenizer`] when a merge is not two tokens of the vocabulary.
+    /// - [`Error::UnsupportedTokenizer`] for another `tokenizer.ggml.model` (e.g. `"t5"`), or a
+    ///   byte-level vocabulary whose `tokenizer.ggml.pre` has no known split regex;
+    /// - [`Error::MissingMetadata`] when tokens, merges (byte-level), scores (SentencePiece) or
+    ///   the model are absent or mistyped;
+    /// - [`Error::GgufMalformed`] when `tokenizer.ggml.scores` or `tokenizer.ggml.token_type`
+    ///   does not have one entry per token;
+    /// - [`Error::TokenOutOfRange`] when a special token id is not in the vocabulary;
+    /// - [`Error::Tokenizer`] when a merge is not two tokens of the vocabulary.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         match file.get_str("tokenizer.ggml.model")? {
             "gpt2" => Self::byte_level_from_gguf(file),
+            "llama" => sentencepiece::from_gguf(file),
             other => Err(Error::UnsupportedTokenizer {
                 model: other.to_owned(),
-                supported: "gpt2 (byte-level BPE)".to_owned(),
+                supported: "gpt2 (byte-level BPE), llama (SentencePiece)".to_owned(),
             }),
         }
     }
 
     fn byte_level_from_gguf(file: &GgufFile) -> Result<Self> {
-        let tokens = file.get_string_array("tokenizer.ggml.tokens")?;
+        let meta = GgufTokenizerMetadata::read(file)?;
+        let tokens = &meta.tokens;
         let Some(raw_merges) = file.opt_string_array("tokenizer.ggml.merges")? else {
             // transformers would derive merges from `tokenizer.ggml.scores`; byte-level GGUF
             // files always carry their merges, so this is not reproduced.
@@ -159,34 +267,13 @@ impl TextTokenizer {
                 expected: "an array of strings (byte-level BPE needs its merges)".to_owned(),
             });
         };
-        let token_types = file.opt_i64_array("tokenizer.ggml.token_type")?.unwrap_or_default();
-        let special_id = |key: &str| -> Result<Option<i64>> {
-            let Some(id) = file.opt_u64(key)? else { return Ok(None) };
-            match i64::try_from(id) {
-                Ok(id) if id < tokens.len() as i64 => Ok(Some(id)),
-                _ => Err(Error::TokenOutOfRange {
-                    id: i64::try_from(id).unwrap_or(i64::MAX),
-                    vocab_size: tokens.len(),
-                }),
-            }
-        };
-        let special = SpecialTokens {
-            bos: special_id("tokenizer.ggml.bos_token_id")?,
-            eos: special_id("tokenizer.ggml.eos_token_id")?,
-            pad: special_id("tokenizer.ggml.padding_token_id")?,
-            unk: special_id("tokenizer.ggml.unknown_token_id")?,
-        };
-        let text_of = |id: Option<i64>| {
-            id.and_then(|id| usize::try_from(id).ok()).and_then(|i| tokens.get(i).copied())
-        };
+        // Checked first: an unsupported pre-tokenizer is the more useful error.
+        let pre = pre_tokenizer_kind(file.opt_str("tokenizer.ggml.pre")?)?;
 
         // 1. The BPE model.
         let spelling = byte_to_char();
         let mut vocab = Vocab::default();
-        for (id, token) in tokens.iter().enumerate() {
-            let id = u32::try_from(id).map_err(|_| Error::GgufMalformed {
-                reason: "tokenizer.ggml.tokens has more than u32::MAX tokens".to_owned(),
-            })?;
+        for (id, token) in (0u32..).zip(tokens) {
             let key = if token.chars().all(in_byte_alphabet) {
                 (*token).to_owned()
             } else {
@@ -219,59 +306,41 @@ impl TextTokenizer {
         let mut inner = Tokenizer::new(bpe);
 
         // 2. Pre-tokenizer and decoder.
-        let pre = file.opt_str("tokenizer.ggml.pre")?.unwrap_or_default();
-        let pre_tokenizer: PreTokenizerWrapper = match split_regex(pre) {
-            Some(regex) => {
+        let pre_tokenizer: PreTokenizerWrapper = match pre {
+            PreTokenizerKind::Split(regex) => {
                 let split = Split::new(
                     SplitPattern::Regex(regex.to_owned()),
                     SplitDelimiterBehavior::Isolated,
                     false,
                 )
-                .map_err(tokenizer_error(format!("compiling the split regex of {pre:?}")))?;
+                .map_err(tokenizer_error("compiling the split regex of tokenizer.ggml.pre"))?;
                 Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
             }
-            None => ByteLevel::new(false, true, true).into(),
+            PreTokenizerKind::Gpt2 => ByteLevel::new(false, true, true).into(),
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevel::default()));
 
         // 3. Added tokens, in transformers' order.
         inner.add_special_tokens(&[special_token(GPT2_DEFAULT_SPECIAL)]);
-        let typed = |wanted: i64| {
-            tokens.iter().zip(&token_types).filter(move |(_, ty)| **ty == wanted).map(|(t, _)| *t)
-        };
-        let control: Vec<AddedToken> = typed(TOKEN_TYPE_CONTROL)
+        let control: Vec<AddedToken> = meta
+            .tokens_of_type(TOKEN_TYPE_CONTROL)
             .filter(|t| t.chars().all(in_byte_alphabet))
             .map(special_token)
             .collect();
         inner.add_special_tokens(&control);
-        let user_defined: Vec<AddedToken> = typed(TOKEN_TYPE_USER_DEFINED)
+        let user_defined: Vec<AddedToken> = meta
+            .tokens_of_type(TOKEN_TYPE_USER_DEFINED)
             .filter(|t| inner.token_to_id(t).is_some())
             .map(|t| AddedToken::from((*t).to_owned(), false).normalized(false))
             .collect();
         inner.add_tokens(&user_defined);
-        let already: HashSet<String> =
-            inner.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
-        let mut named: Vec<AddedToken> = Vec::new();
-        for text in [special.bos, special.eos, special.unk, special.pad].map(text_of).into_iter() {
-            if let Some(text) = text
-                && !already.contains(text)
-                && !named.iter().any(|t| t.content == text)
-            {
-                named.push(special_token(text));
-            }
-        }
-        inner.add_special_tokens(&named);
+        add_named_special_tokens(&mut inner, &meta);
 
         // 4. Post-processor.
-        let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-        let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-        let bos = text_of(special.bos).filter(|_| add_bos);
-        let eos = text_of(special.eos).filter(|_| add_eos);
-        let post = template(&inner, bos, eos)?;
-        inner.with_post_processor(Some(post));
+        set_post_processor(file, &mut inner, &meta, false)?;
 
-        Self::new(inner, special)
+        Self::new(inner, meta.special)
     }
 
     /// Loads a `tokenizer.json`. Padding and truncation configured in the file are switched
@@ -328,19 +397,24 @@ impl TextTokenizer {
         self.inner.decode(&ids, skip_special_tokens).map_err(tokenizer_error("decoding ids"))
     }
 
-    /// One readable string per id: the token decoded alone (`" capital"`), or its raw
-    /// vocabulary piece when it is only part of a character (a byte-level piece that is not
-    /// valid UTF-8 alone, e.g. the first bytes of a Chinese character).
+    /// One readable string per id: the token decoded alone (`" capital"`, `"▁world"` →
+    /// `" world"`), or its raw vocabulary piece when it is only part of a character (a
+    /// byte-level piece that is not valid UTF-8 alone, e.g. the first bytes of a Chinese
+    /// character, or a SentencePiece byte token such as `<0xC7>`).
     ///
     /// # Errors
     /// [`Error::TokenOutOfRange`]; [`Error::Tokenizer`].
     pub fn token_strings(&self, ids: &[i64]) -> Result<Vec<String>> {
         let byte_level = matches!(self.inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_)));
+        let unstripped = self.decoder_without_strip();
         self.checked_ids(ids)?
             .into_iter()
             .map(|id| {
-                let text =
-                    self.inner.decode(&[id], false).map_err(tokenizer_error("decoding a token"))?;
+                let text = match (&unstripped, self.inner.id_to_token(id)) {
+                    (Some(decoder), Some(piece)) => decoder.decode(vec![piece]),
+                    _ => self.inner.decode(&[id], false),
+                }
+                .map_err(tokenizer_error("decoding a token"))?;
                 if !text.contains('\u{FFFD}') {
                     return Ok(text);
                 }
@@ -355,6 +429,20 @@ impl TextTokenizer {
                 Ok(if genuine { text } else { piece })
             })
             .collect()
+    }
+
+    /// The tokenizer's decoder less its `Strip` steps, when it has any: a SentencePiece
+    /// tokenizer with a space prefix strips the first space of a decoded text, which for one
+    /// token alone would turn `"▁hello"` into `"hello"` rather than the `" hello"` it stands
+    /// for inside a text. `None` when there is nothing to remove.
+    fn decoder_without_strip(&self) -> Option<DecoderWrapper> {
+        let Some(DecoderWrapper::Sequence(sequence)) = self.inner.get_decoder() else {
+            return None;
+        };
+        let steps = sequence.get_decoders();
+        let kept: Vec<DecoderWrapper> =
+            steps.iter().filter(|d| !matches!(d, DecoderWrapper::Strip(_))).cloned().collect();
+        (kept.len() < steps.len()).then(|| DecoderSequence::new(kept).into())
     }
 
     /// The vocabulary piece of an id (`"Ġcapital"`), `None` outside the vocabulary.
@@ -390,6 +478,113 @@ impl TextTokenizer {
             })
             .collect()
     }
+}
+
+/// What every GGUF tokenizer reads: the tokens, their types and the special token ids.
+struct GgufTokenizerMetadata<'a> {
+    tokens: Vec<&'a str>,
+    /// `tokenizer.ggml.token_type`, one per token, or empty when the file has none.
+    token_types: Vec<i64>,
+    special: SpecialTokens,
+}
+
+impl<'a> GgufTokenizerMetadata<'a> {
+    fn read(file: &'a GgufFile) -> Result<Self> {
+        let tokens = file.get_string_array("tokenizer.ggml.tokens")?;
+        if u32::try_from(tokens.len()).is_err() {
+            return Err(Error::GgufMalformed {
+                reason: "tokenizer.ggml.tokens has more than u32::MAX tokens".to_owned(),
+            });
+        }
+        let token_types = file.opt_i64_array("tokenizer.ggml.token_type")?.unwrap_or_default();
+        if !token_types.is_empty() {
+            check_parallel_array("tokenizer.ggml.token_type", token_types.len(), tokens.len())?;
+        }
+        let special_id = |key: &str| -> Result<Option<i64>> {
+            let Some(id) = file.opt_u64(key)? else { return Ok(None) };
+            match usize::try_from(id) {
+                Ok(index) if index < tokens.len() => {
+                    Ok(Some(i64::try_from(id).unwrap_or(i64::MAX)))
+                }
+                _ => Err(Error::TokenOutOfRange {
+                    id: i64::try_from(id).unwrap_or(i64::MAX),
+                    vocab_size: tokens.len(),
+                }),
+            }
+        };
+        let special = SpecialTokens {
+            bos: special_id("tokenizer.ggml.bos_token_id")?,
+            eos: special_id("tokenizer.ggml.eos_token_id")?,
+            pad: special_id("tokenizer.ggml.padding_token_id")?,
+            unk: special_id("tokenizer.ggml.unknown_token_id")?,
+        };
+        Ok(Self { tokens, token_types, special })
+    }
+
+    /// The tokens of one type (`tokenizer.ggml.token_type`), in id order.
+    fn tokens_of_type(&self, wanted: i64) -> impl Iterator<Item = &'a str> + '_ {
+        self.tokens
+            .iter()
+            .zip(&self.token_types)
+            .filter(move |(_, ty)| **ty == wanted)
+            .map(|(t, _)| *t)
+    }
+
+    /// The text of a token id, `None` for `None`.
+    fn text_of(&self, id: Option<i64>) -> Option<&'a str> {
+        id.and_then(|id| usize::try_from(id).ok()).and_then(|i| self.tokens.get(i).copied())
+    }
+}
+
+/// An array that must have one entry per token.
+///
+/// # Errors
+/// [`Error::GgufMalformed`] naming the key and both lengths.
+fn check_parallel_array(key: &str, len: usize, n_tokens: usize) -> Result<()> {
+    if len == n_tokens {
+        return Ok(());
+    }
+    Err(Error::GgufMalformed {
+        reason: format!(
+            "{key} has {len} entries but tokenizer.ggml.tokens has {n_tokens}: one per token \
+             expected"
+        ),
+    })
+}
+
+/// Adds the bos, eos, unk and pad tokens the file names that are not added tokens yet, as
+/// special tokens (transformers adds its named special tokens the same way).
+fn add_named_special_tokens(inner: &mut Tokenizer, meta: &GgufTokenizerMetadata<'_>) {
+    let already: HashSet<String> =
+        inner.get_added_tokens_decoder().into_values().map(|t| t.content).collect();
+    let mut named: Vec<AddedToken> = Vec::new();
+    let special = meta.special;
+    for text in [special.bos, special.eos, special.unk, special.pad].map(|id| meta.text_of(id)) {
+        if let Some(text) = text
+            && !already.contains(text)
+            && !named.iter().any(|t| t.content == text)
+        {
+            named.push(special_token(text));
+        }
+    }
+    inner.add_special_tokens(&named);
+}
+
+/// Installs the post-processor adding the bos / eos token when `tokenizer.ggml.add_bos_token`
+/// / `add_eos_token` say so; absent flags mean `add_bos_default` and false.
+fn set_post_processor(
+    file: &GgufFile,
+    inner: &mut Tokenizer,
+    meta: &GgufTokenizerMetadata<'_>,
+    add_bos_default: bool,
+) -> Result<()> {
+    let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
+    let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let bos = meta.text_of(meta.special.bos).filter(|_| add_bos);
+    let eos = meta.text_of(meta.special.eos).filter(|_| add_eos);
+    let post = template(inner, bos, eos)?;
+    inner.with_post_processor(Some(post));
+    Ok(())
 }
 
 /// The post-processor transformers' `update_post_processor` builds: the same template strings,
@@ -481,15 +676,29 @@ mod tests {
 
     #[test]
     fn every_split_regex_compiles() {
-        for pre in ["llama-bpe", "tekken", "qwen2", "qwen35", "gpt-4o"] {
-            let regex = split_regex(pre).unwrap();
+        for (_, regex) in SPLIT_REGEX_PRE {
             Split::new(
-                SplitPattern::Regex(regex.to_owned()),
+                SplitPattern::Regex((*regex).to_owned()),
                 SplitDelimiterBehavior::Isolated,
                 false,
             )
             .unwrap();
         }
-        assert!(split_regex("smollm").is_none());
+        assert_eq!(
+            pre_tokenizer_kind(Some("llama-bpe")).unwrap(),
+            PreTokenizerKind::Split(LLAMA3_SPLIT)
+        );
+        assert_eq!(
+            pre_tokenizer_kind(Some("qwen2")).unwrap(),
+            PreTokenizerKind::Split(QWEN2_SPLIT)
+        );
+        assert_eq!(pre_tokenizer_kind(Some("smollm")).unwrap(), PreTokenizerKind::Gpt2);
+        assert_eq!(pre_tokenizer_kind(None).unwrap(), PreTokenizerKind::Gpt2);
+        let err = pre_tokenizer_kind(Some("deepseek-llm")).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedTokenizer { model, supported }
+                if model.contains("\"deepseek-llm\"") && supported.contains("llama-bpe")),
+            "{err}"
+        );
     }
 }

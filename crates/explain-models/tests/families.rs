@@ -329,3 +329,53 @@ fn ollama_names_resolve_through_their_manifest() {
         std::env::remove_var(OLLAMA_MODELS_ENV);
     }
 }
+
+#[test]
+fn llama_cpp_rope_factors_equal_the_llama3_rule() {
+    // llama.cpp writes Llama 3.1's rule into GGUF as one divisor per frequency
+    // (`rope_freqs.weight`, computed by its converter as below); the decoder must give the
+    // same model either way.
+    let (theta, factor, low, high, original) = (500_000.0f64, 8.0, 1.0, 4.0, 16.0);
+    let d_head = 8usize;
+    let llama3 = config(
+        Family::Llama,
+        json!({
+            "model_type": "llama", "hidden_size": 32, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 48, "num_hidden_layers": 1,
+            "vocab_size": 50, "max_position_embeddings": 64,
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": theta, "factor": factor,
+                "low_freq_factor": low, "high_freq_factor": high,
+                "original_max_position_embeddings": original},
+        }),
+    );
+    // convert_hf_to_gguf.py `LlamaModel.generate_extra_tensors`.
+    let factors: Vec<f64> = (0..d_head / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / d_head as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < original / high {
+                1.0
+            } else if wavelen > original / low {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect();
+    assert!(factors.contains(&1.0) && factors.contains(&factor), "all bands occur: {factors:?}");
+    let mut gguf_style = llama3.clone();
+    if let explain_models::Positions::Rotary { global, .. } = &mut gguf_style.positions {
+        global.scaling = RopeScaling::Factors(factors);
+    }
+    let t = ids(&(0..40).collect::<Vec<i64>>());
+    let run = |c: DecoderConfig| {
+        let m = Decoder::random(c, 8, Kind::Float, Device::Cpu).unwrap();
+        m.forward(&m.embed(&t).unwrap(), &ForwardOptions::default(), &mut Hooks::new())
+            .unwrap()
+            .logits
+    };
+    let diff = max_abs_diff(&run(llama3), &run(gguf_style));
+    // Both compute f32 frequencies; the factor route divides once more (a few ulp).
+    assert!(diff < 1e-4, "llama3 rule and llama.cpp factors differ by {diff}");
+}

@@ -16,6 +16,7 @@ use explain_models::gguf::{MetadataValue, ggml_type_name, is_supported_type};
 use explainability_core::Error;
 use gguf_writer::{GgufWriter, Value, ggml, smollm2_path, ty};
 use proptest::prelude::*;
+use tch::{Kind, Tensor};
 
 // ----- hand-built blocks with known values ------------------------------------------------
 
@@ -167,6 +168,26 @@ fn every_supported_tensor_type_dequantises_exactly() {
 }
 
 #[test]
+fn tensor_as_crosses_conversion_chunks_exactly() {
+    // 36865 rows of 256 Q4_K values: two whole 4 Mi-value conversion chunks and a partial one.
+    let rows = 36_865u64;
+    let mut data: Vec<u8> = (0..rows as usize * 144).map(|i| (i * 37 + 11) as u8).collect();
+    for block in data.chunks_mut(144) {
+        block[..4].copy_from_slice(&[0x00, 0x38, 0x00, 0x34]); // d = 0.5, dmin = 0.25
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        GgufWriter::new().tensor("w", &[256, rows], ggml::Q4_K, data).write(dir.path(), "w.gguf");
+    let file = GgufFile::open(path).unwrap();
+    let values = Tensor::from_slice(&file.tensor_f32("w").unwrap()).reshape([rows as i64, 256]);
+    for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+        let chunked = file.tensor_as("w", kind).unwrap();
+        assert_eq!(chunked.size(), [rows as i64, 256]);
+        assert!(chunked.equal(&values.to_kind(kind)), "{kind:?}");
+    }
+}
+
+#[test]
 fn shapes_are_reversed_into_torch_order() {
     let dir = tempfile::tempdir().unwrap();
     let file = GgufFile::open(all_types_writer().write(dir.path(), "all.gguf")).unwrap();
@@ -286,8 +307,8 @@ fn type_table_names_types() {
     assert_eq!(ggml_type_name(14), "Q6_K");
     assert_eq!(ggml_type_name(30), "BF16");
     assert_eq!(ggml_type_name(1000), "unknown");
-    assert!([0, 1, 2, 3, 8, 30].into_iter().all(is_supported_type));
-    assert!(![6, 7, 10, 12, 14, 24, 28].into_iter().any(is_supported_type));
+    assert!([0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 20, 30].into_iter().all(is_supported_type));
+    assert!(![9, 15, 16, 23, 24, 28, 39].into_iter().any(is_supported_type));
 }
 
 // ----- unsupported and malformed tensors ----------------------------------------------------
@@ -295,17 +316,17 @@ fn type_table_names_types() {
 #[test]
 fn unsupported_tensor_types_are_named() {
     let writer = GgufWriter::new()
-        .tensor("blk.0.ffn_up.weight", &[256], ggml::Q4_K, vec![0; 144])
+        .tensor("blk.0.ffn_up.weight", &[256], ggml::IQ4_XS, vec![0; 136])
         .tensor("mystery", &[8], 99, vec![0; 8])
         .tensor("ok", &[1], ggml::F32, f32_data(&[1.0]));
     let file = open_bytes(&writer.build()).unwrap();
     assert!(matches!(
         file.tensor("blk.0.ffn_up.weight"),
-        Err(Error::UnsupportedTensorType { name, ggml_type: 12, type_name })
-            if name == "blk.0.ffn_up.weight" && type_name == "Q4_K"
+        Err(Error::UnsupportedTensorType { name, ggml_type: 23, type_name })
+            if name == "blk.0.ffn_up.weight" && type_name == "IQ4_XS"
     ));
     // The raw bytes of a known layout are still available.
-    assert_eq!(file.tensor_bytes("blk.0.ffn_up.weight").unwrap().len(), 144);
+    assert_eq!(file.tensor_bytes("blk.0.ffn_up.weight").unwrap().len(), 136);
     // An id ggml never assigned: the data cannot even be delimited.
     assert!(matches!(
         file.tensor("mystery"),
@@ -322,6 +343,47 @@ fn rows_that_are_not_whole_blocks_are_malformed() {
     assert!(
         matches!(open_bytes(&writer.build()), Err(Error::GgufMalformed { reason }) if reason.contains("\"w\""))
     );
+}
+
+#[test]
+fn k_quant_rows_that_are_not_whole_super_blocks_are_malformed() {
+    // Gemma's hidden size 640 is not a multiple of 256: llama.cpp stores such rows as Q5_0;
+    // a file that claims Q4_K for them is rejected at open, naming the tensor.
+    for (ggml_type, block_bytes) in [(ggml::Q4_K, 144), (ggml::Q6_K, 210)] {
+        let writer = GgufWriter::new().tensor(
+            "blk.0.attn_q.weight",
+            &[640, 1],
+            ggml_type,
+            vec![0; 3 * block_bytes],
+        );
+        assert!(matches!(
+            open_bytes(&writer.build()),
+            Err(Error::GgufMalformed { reason }) if reason.contains("\"blk.0.attn_q.weight\"") && reason.contains("256")
+        ));
+    }
+    let writer = GgufWriter::new().tensor("w", &[48], ggml::Q5_0, vec![0; 44]);
+    assert!(
+        matches!(open_bytes(&writer.build()), Err(Error::GgufMalformed { reason }) if reason.contains("\"w\""))
+    );
+}
+
+#[test]
+fn new_type_data_cut_short_is_truncated() {
+    for (ggml_type, elements, block_bytes) in [
+        (ggml::Q2_K, 256, 84),
+        (ggml::Q6_K, 512, 210),
+        (ggml::Q5_1, 64, 24),
+        (ggml::IQ4_NL, 32, 18),
+    ] {
+        let data = vec![0u8; elements / if elements >= 256 { 256 } else { 32 } * block_bytes];
+        let mut bytes = GgufWriter::new().tensor("w", &[elements as u64], ggml_type, data).build();
+        bytes.truncate(bytes.len() - 1);
+        assert!(
+            matches!(open_bytes(&bytes), Err(Error::GgufTruncated { what, .. }) if what.contains("\"w\"")),
+            "{}",
+            ggml_type_name(ggml_type)
+        );
+    }
 }
 
 #[test]

@@ -267,10 +267,12 @@ fn continuation_rows_add_up_and_match_next_token_explanations() {
                 .with_strategy(strategy)
                 .explain_ids(&model, &ids, &Target::log_prob(continuation[t]))
                 .unwrap();
+            // 1e-4: the next-token explainer's v(N) comes from an unbatched forward, the
+            // continuation's from a batched row (f32 sums reassociated, values of size ~10)
             for i in 0..5 {
-                assert_abs_diff_eq!(c.token_attr[[t, i]], e.scores[i], epsilon = 1e-5);
+                assert_abs_diff_eq!(c.token_attr[[t, i]], e.scores[i], epsilon = 1e-4);
             }
-            assert_abs_diff_eq!(c.full_values[t + 1], e.target_value.unwrap(), epsilon = 1e-5);
+            assert_abs_diff_eq!(c.full_values[t + 1], e.target_value.unwrap(), epsilon = 1e-4);
         }
         // a span target is the sum of its rows; the whole continuation is seq_attr
         let span = c.span(1..3).unwrap();

@@ -306,6 +306,43 @@ pub enum Error {
         /// gradient flowing back from the output) is not finite.
         hook_point: Option<String>,
     },
+    /// A method that compares two prompts position by position (activation patching,
+    /// attribution patching) was given prompts of different lengths.
+    #[error(
+        "the clean prompt has {clean} tokens and the corrupted prompt {corrupted}; \
+         patching needs prompts of equal length"
+    )]
+    PromptLengthMismatch {
+        /// Tokens of the clean prompt.
+        clean: usize,
+        /// Tokens of the corrupted prompt.
+        corrupted: usize,
+    },
+    /// A position index at or past the end of the input.
+    #[error("position {position} does not exist (the input has {len} tokens)")]
+    PositionOutOfRange {
+        /// Requested position.
+        position: usize,
+        /// Number of tokens of the input.
+        len: usize,
+    },
+    /// A model component (hook site, head, layer output) that this model does not have or
+    /// that the method cannot use.
+    #[error("component {component} cannot be used: {reason}")]
+    UnknownComponent {
+        /// The component as asked for.
+        component: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The model does not offer an operation a method needs.
+    #[error("model {model:?} does not support {operation}")]
+    UnsupportedOperation {
+        /// The model's name.
+        model: String,
+        /// The operation (`"final_norm"`, …).
+        operation: String,
+    },
     /// An explainer was asked for by a name nobody registered.
     #[error("no explainer named {name:?}; registered: {}", known.join(", "))]
     UnknownMethod {

@@ -21,7 +21,7 @@ pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken}
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use model::{
-    Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, SpecialTokens,
+    Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, NormScale, SpecialTokens,
     TokenPrediction, check_positions,
 };
 pub use rng::SplitMix64;

@@ -156,6 +156,30 @@ impl ForwardOptions {
     }
 }
 
+/// Where [`LanguageModel::final_norm`] takes its normalisation statistics from.
+#[derive(Debug, Clone, Copy)]
+pub enum NormScale<'a> {
+    /// From each residual state itself: exactly the model's final norm (a logit lens).
+    Recompute,
+    /// The scale (RMS, or standard deviation for LayerNorm) from `reference`
+    /// (`[..., d_model]`, broadcast against the residual), so that the map is affine in the
+    /// residual: centring (LayerNorm), division by the frozen scale, the weight, then the
+    /// bias. Applied to `reference` itself it equals [`NormScale::Recompute`]; applied to a
+    /// sum of components it is the sum of their images minus (n − 1) images of zero (direct
+    /// logit attribution).
+    FrozenAt(&'a Tensor),
+}
+
+impl NormScale<'_> {
+    /// The reference of [`NormScale::FrozenAt`].
+    pub fn reference(&self) -> Option<&Tensor> {
+        match self {
+            NormScale::Recompute => None,
+            NormScale::FrozenAt(r) => Some(r),
+        }
+    }
+}
+
 /// What a forward pass returns.
 #[derive(Debug)]
 pub struct ModelOutput {
@@ -244,6 +268,24 @@ pub trait LanguageModel {
     /// # Errors
     /// Shape errors.
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor>;
+
+    /// Applies the final normalisation (the one between the last block and
+    /// [`LanguageModel::unembed`]) to residual-stream states, so that
+    /// `unembed(final_norm(resid_post of the last block, Recompute))` are the model's logits.
+    ///
+    /// # Shapes
+    /// `[..., d_model]` → `[..., d_model]`.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOperation`] for models without a final norm (the default), shape
+    /// errors.
+    fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        let _ = (residual, scale);
+        Err(Error::UnsupportedOperation {
+            model: self.info().name.clone(),
+            operation: "final_norm".into(),
+        })
+    }
 
     /// Named parameter tensors sharing storage with the model, under TransformerLens-style
     /// names (`embed.W_E`, `blocks.{l}.attn.W_Q`, `blocks.{l}.mlp.W_out`, `ln_final.w`, …;

@@ -19,7 +19,7 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, Result, SplitMix64,
+    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
     check_positions,
 };
 use tch::{Device, Kind, Tensor};
@@ -374,6 +374,55 @@ impl Decoder {
         }
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         softcap(&crate::ops::lm_head(hidden, head)?, self.config.final_softcap)
+    }
+
+    /// The final normalisation applied to residual-stream states, with statistics from each
+    /// state or a scale frozen at a reference (see [`NormScale`]).
+    ///
+    /// # Shapes
+    /// `[..., d_model]` → `[..., d_model]` in the model's kind.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the last dimension is not `d_model`.
+    pub fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        let d = self.config.d_model as i64;
+        for (what, t) in [("residual", Some(residual)), ("reference", scale.reference())] {
+            if let Some(t) = t
+                && t.size().last() != Some(&d)
+            {
+                return Err(Error::ShapeMismatch {
+                    what: what.into(),
+                    expected: format!("[..., {d}]"),
+                    actual: t.size(),
+                });
+            }
+        }
+        let x = residual.f_to_device(self.device)?.f_to_kind(self.kind)?;
+        let NormScale::FrozenAt(reference) = scale else {
+            return normalize(&x, &self.final_norm, self.config.norm, self.config.norm_eps);
+        };
+        // The scale comes from the reference; centring (a linear map) from the input itself.
+        let eps = self.config.norm_eps;
+        let x32 = x.f_to_kind(Kind::Float)?;
+        let r32 = reference.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+        let centre =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(-1, true, Kind::Float)?)?) };
+        let (x32, r32) = match self.config.norm {
+            NormKind::LayerNorm => (centre(&x32)?, centre(&r32)?),
+            NormKind::RmsNorm | NormKind::RmsNormOffset { .. } => (x32, r32),
+        };
+        let denom = r32.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, Kind::Float)?;
+        let normed = x32.f_mul(&denom.f_add_scalar(eps)?.f_rsqrt()?)?;
+        let weight = self.final_norm.w.f_to_kind(Kind::Float)?;
+        let out = match self.config.norm {
+            NormKind::RmsNormOffset { offset } => normed.f_mul(&weight.f_add_scalar(offset)?)?,
+            NormKind::RmsNorm | NormKind::LayerNorm => normed.f_mul(&weight)?,
+        };
+        let out = match &self.final_norm.b {
+            Some(b) => out.f_add(&b.f_to_kind(Kind::Float)?)?,
+            None => out,
+        };
+        Ok(out.f_to_kind(self.kind)?)
     }
 
     /// Runs the blocks from embeddings, firing every hook point.

@@ -74,8 +74,24 @@ pub(crate) const GGML_F16: u32 = 1;
 pub(crate) const GGML_Q4_0: u32 = 2;
 /// GGML type id of `Q4_1`.
 pub(crate) const GGML_Q4_1: u32 = 3;
+/// GGML type id of `Q5_0`.
+pub(crate) const GGML_Q5_0: u32 = 6;
+/// GGML type id of `Q5_1`.
+pub(crate) const GGML_Q5_1: u32 = 7;
 /// GGML type id of `Q8_0`.
 pub(crate) const GGML_Q8_0: u32 = 8;
+/// GGML type id of `Q2_K`.
+pub(crate) const GGML_Q2_K: u32 = 10;
+/// GGML type id of `Q3_K`.
+pub(crate) const GGML_Q3_K: u32 = 11;
+/// GGML type id of `Q4_K`.
+pub(crate) const GGML_Q4_K: u32 = 12;
+/// GGML type id of `Q5_K`.
+pub(crate) const GGML_Q5_K: u32 = 13;
+/// GGML type id of `Q6_K`.
+pub(crate) const GGML_Q6_K: u32 = 14;
+/// GGML type id of `IQ4_NL`.
+pub(crate) const GGML_IQ4_NL: u32 = 20;
 /// GGML type id of `BF16`.
 pub(crate) const GGML_BF16: u32 = 30;
 
@@ -100,16 +116,37 @@ pub(crate) fn block_layout(ggml_type: u32) -> Option<(u64, u64)> {
     find(ggml_type).and_then(|row| row.layout)
 }
 
-/// Whether [`super::GgufFile::tensor`] can dequantise tensors of this type.
+/// Whether [`super::GgufFile::tensor`] can dequantise tensors of this type: F32, F16, BF16,
+/// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 ///
 /// # Examples
 /// ```
 /// assert!(explain_models::gguf::is_supported_type(3)); // Q4_1
-/// assert!(!explain_models::gguf::is_supported_type(12)); // Q4_K
+/// assert!(explain_models::gguf::is_supported_type(12)); // Q4_K
+/// assert!(!explain_models::gguf::is_supported_type(23)); // IQ4_XS
 /// ```
 pub fn is_supported_type(ggml_type: u32) -> bool {
-    matches!(ggml_type, GGML_F32 | GGML_F16 | GGML_BF16 | GGML_Q8_0 | GGML_Q4_0 | GGML_Q4_1)
+    super::dequant::kernel(ggml_type).is_some()
 }
+
+/// Every supported type id, for tests of the table.
+#[cfg(test)]
+pub(crate) const SUPPORTED: [u32; 14] = [
+    GGML_F32,
+    GGML_F16,
+    GGML_BF16,
+    GGML_Q4_0,
+    GGML_Q4_1,
+    GGML_Q5_0,
+    GGML_Q5_1,
+    GGML_Q8_0,
+    GGML_IQ4_NL,
+    GGML_Q2_K,
+    GGML_Q3_K,
+    GGML_Q4_K,
+    GGML_Q5_K,
+    GGML_Q6_K,
+];
 
 #[cfg(test)]
 mod tests {
@@ -123,10 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn supported_types_have_layouts() {
-        for id in [GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1] {
-            assert!(block_layout(id).is_some(), "{}", ggml_type_name(id));
+    fn supported_types_have_layouts_equal_to_their_kernels() {
+        for id in SUPPORTED {
+            let kernel = super::super::dequant::kernel(id).unwrap();
+            let layout = (kernel.block_elements as u64, kernel.block_bytes as u64);
+            assert_eq!(block_layout(id), Some(layout), "{}", ggml_type_name(id));
         }
+        let supported = TYPES.iter().filter(|row| is_supported_type(row.id)).count();
+        assert_eq!(supported, SUPPORTED.len());
         assert_eq!(block_layout(GGML_Q4_1), Some((32, 20)));
         assert_eq!(block_layout(4), None);
         assert_eq!(ggml_type_name(12), "Q4_K");

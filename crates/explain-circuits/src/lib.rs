@@ -1,0 +1,40 @@
+//! Inside the model: where a prediction is computed.
+//!
+//! - [`LogitLens`]: every residual stream read through the final norm and the unembedding
+//!   (top tokens, a target's rank and log-probability, KL to the final distribution).
+//! - [`direct_logit_attribution`]: the final residual split into the embedding, every head,
+//!   every MLP and the biases, projected on an answer direction (" Paris" − " London") with
+//!   the final norm's scale frozen; the components sum to the logit difference.
+//! - [`ActivationPatching`]: clean/corrupted prompts of equal length, noising or denoising,
+//!   over resid_pre/mid/post, attn_out, mlp_out (layer × position) and per-head outputs and
+//!   patterns (layer × head × position), many patched runs per forward batch, scored by the
+//!   normalised logit difference.
+//! - [`attribution_patching`]: AtP, the gradient estimate of every patch of a site from two
+//!   forwards and one backward; [`attribution_patching_grad_drop`] adds AtP*'s GradDrop.
+//! - [`CausalTracing`]: Meng et al.'s noised subject with one clean hidden state (or a window
+//!   of MLP / attention outputs) restored at a time.
+//!
+//! Everything talks to the model through [`LanguageModel`](explainability_core::LanguageModel)
+//! and hook points only: activations are read and replaced by [`Hooks`](explainability_core::Hooks),
+//! the final norm is [`LanguageModel::final_norm`](explainability_core::LanguageModel::final_norm),
+//! and the output projection `blocks.{l}.attn.W_O` and unembedding (`unembed.W_U`, or
+//! `embed.W_E` when tied) come from `named_parameters`. Results are plain serde structs.
+//!
+//! Dependencies: `tch` (tensors), `ndarray` (result grids), `serde` (results).
+
+mod atp;
+mod dla;
+mod lens;
+mod metric;
+mod patching;
+mod tracing;
+
+pub use atp::{attribution_patching, attribution_patching_grad_drop};
+pub use dla::{DirectLogitAttribution, DlaComponent, DlaComponentKind, direct_logit_attribution};
+pub use lens::{
+    LensCell, LensTarget, LensToken, LogitLens, LogitLensResult, lens_logits, lens_points,
+    lens_residuals,
+};
+pub use metric::{LogitDiff, check_position, single_token};
+pub use patching::{ActivationPatching, PatchDirection, PatchSite, PatchUnit, PatchingResult};
+pub use tracing::{CausalTrace, CausalTracing, TraceKind};
