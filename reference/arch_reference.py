@@ -82,8 +82,9 @@ def tiny(kind, folder, minilm, seed):
         )
         model = transformers.Qwen3ForCausalLM(config)
     elif kind == "llama3":
-        # Llama 3.1's RoPE rule with a short original context so that all three frequency
-        # bands (kept, interpolated, divided) occur at d_head 8.
+        # Llama 3.1's RoPE rule with a short original context (64) so that all three
+        # frequency bands occur at head_dim 16: wavelength 6.3 < 64/4 kept, 33 interpolated,
+        # 172 and beyond > 64/1 divided by 8.
         config = transformers.LlamaConfig(
             vocab_size=VOCAB,
             hidden_size=32,
@@ -91,6 +92,7 @@ def tiny(kind, folder, minilm, seed):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
+            head_dim=16,
             max_position_embeddings=64,
             rope_parameters={
                 "rope_type": "llama3",
@@ -98,7 +100,7 @@ def tiny(kind, folder, minilm, seed):
                 "factor": 8.0,
                 "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 16,
+                "original_max_position_embeddings": 64,
             },
             tie_word_embeddings=False,
             **common,

@@ -101,11 +101,11 @@ fn tiny_qwen3() -> DecoderModel {
 fn tiny_llama3() -> DecoderModel {
     let json = serde_json::json!({
         "model_type": "llama", "hidden_size": 32, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 48, "num_hidden_layers": 2,
-        "vocab_size": VOCAB, "max_position_embeddings": 64,
+        "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 48,
+        "num_hidden_layers": 2, "vocab_size": VOCAB, "max_position_embeddings": 64,
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0,
             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16},
+            "original_max_position_embeddings": 64},
     });
     tiny_from_hf_config(Family::Llama, json, 16)
 }
