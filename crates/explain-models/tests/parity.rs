@@ -12,7 +12,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+#[path = "support/gguf_writer.rs"]
+mod gguf_writer;
 
 use explain_models::{AnyModel, TextTokenizer, load, smollm2_gguf_path};
 use explainability_core::{ForwardOptions, HookFilter, HookKind, HookPoint, Hooks, LanguageModel};
@@ -351,4 +354,132 @@ fn minilm_matches_transformers_hidden_states_attentions_and_embeddings() {
     let emb = model.sentence_embeddings(&sentences).unwrap();
     let diff = max_abs_diff(&emb, &reference["minilm_embeddings"]);
     assert!(diff < 1e-5, "MiniLM sentence embeddings: {diff:e}");
+}
+
+// ---- the same tiny checkpoints as llama.cpp's converter would write them -------------------
+
+/// Writes the Hugging Face checkpoint in `dir` as an f32 GGUF file the way llama.cpp's
+/// `convert_hf_to_gguf.py` does for `arch`: its tensor names and metadata keys, Q/K rows
+/// permuted for `llama`, Llama 3's RoPE rule as per-frequency divisors (`rope_freqs.weight`),
+/// and a 256-token byte-level vocabulary (the parity ids are fed directly).
+fn hf_to_gguf(dir: &Path, arch: &str, out: &Path) -> PathBuf {
+    use gguf_writer::{GgufWriter, Value, ggml};
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let n = |k: &str| config[k].as_u64().unwrap();
+    let (d, heads, kv) = (n("hidden_size"), n("num_attention_heads"), n("num_key_value_heads"));
+    let d_head = config["head_dim"].as_u64().unwrap_or(d / heads);
+    let files = explain_models::safetensors_files(dir).unwrap();
+    let tensors = explain_models::read_safetensors(&files).unwrap().into_tensors().unwrap();
+    let rename = |key: &str| -> String {
+        key.replace("model.embed_tokens.weight", "token_embd.weight")
+            .replace("model.norm.weight", "output_norm.weight")
+            .replace("lm_head.weight", "output.weight")
+            .replace("model.layers.", "blk.")
+            .replace("input_layernorm", "attn_norm")
+            .replace("self_attn.q_proj", "attn_q")
+            .replace("self_attn.k_proj", "attn_k")
+            .replace("self_attn.v_proj", "attn_v")
+            .replace("self_attn.o_proj", "attn_output")
+            .replace("self_attn.q_norm", "attn_q_norm")
+            .replace("self_attn.k_norm", "attn_k_norm")
+            .replace("post_attention_layernorm", "ffn_norm")
+            .replace("mlp.gate_proj", "ffn_gate")
+            .replace("mlp.up_proj", "ffn_up")
+            .replace("mlp.down_proj", "ffn_down")
+    };
+    // llama.cpp `LlamaModel.permute`: rows per head from (pair, half) to (half, pair).
+    let permute = |w: Tensor, n_head: i64| {
+        let shape = w.size();
+        let mut view = vec![n_head, 2, shape[0] / n_head / 2];
+        view.extend_from_slice(&shape[1..]);
+        w.reshape(view.as_slice()).transpose(1, 2).contiguous().reshape(shape.as_slice())
+    };
+    let bytes: Vec<String> = (0..=255u8).map(|b| format!("<{b:02x}>")).collect();
+    let tokens: Vec<&str> = bytes.iter().map(String::as_str).collect();
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut writer = GgufWriter::new()
+        .kv("general.architecture", Value::string(arch))
+        .kv(&key("block_count"), Value::u32(n("num_hidden_layers") as u32))
+        .kv(&key("context_length"), Value::u32(n("max_position_embeddings") as u32))
+        .kv(&key("embedding_length"), Value::u32(d as u32))
+        .kv(&key("feed_forward_length"), Value::u32(n("intermediate_size") as u32))
+        .kv(&key("attention.head_count"), Value::u32(heads as u32))
+        .kv(&key("attention.head_count_kv"), Value::u32(kv as u32))
+        .kv(&key("attention.key_length"), Value::u32(d_head as u32))
+        .kv(&key("attention.value_length"), Value::u32(d_head as u32))
+        .kv(
+            &key("attention.layer_norm_rms_epsilon"),
+            Value::f32(config["rms_norm_eps"].as_f64().unwrap() as f32),
+        )
+        .kv(&key("vocab_size"), Value::u32(n("vocab_size") as u32))
+        .kv("tokenizer.ggml.model", Value::string("gpt2"))
+        .kv("tokenizer.ggml.tokens", Value::strings(&tokens))
+        .kv("tokenizer.ggml.token_type", Value::i32s(&[1; 256]))
+        .kv("tokenizer.ggml.merges", Value::strings(&[]));
+    let rope = &config["rope_parameters"];
+    let theta = rope["rope_theta"].as_f64().or(config["rope_theta"].as_f64()).unwrap();
+    writer = writer.kv(&key("rope.freq_base"), Value::f32(theta as f32));
+    let write = |writer: GgufWriter, name: &str, t: &Tensor| {
+        let t = t.to_kind(Kind::Float).contiguous();
+        let values: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let dims: Vec<u64> = t.size().iter().rev().map(|&x| x as u64).collect();
+        writer.tensor(name, &dims, ggml::F32, data)
+    };
+    for (hf_key, t) in tensors {
+        let name = rename(&hf_key);
+        let t = if arch == "llama" && name.ends_with("attn_q.weight") {
+            permute(t, heads as i64)
+        } else if arch == "llama" && name.ends_with("attn_k.weight") {
+            permute(t, kv as i64)
+        } else {
+            t
+        };
+        writer = write(writer, &name, &t);
+    }
+    if rope["rope_type"].as_str() == Some("llama3") {
+        // convert_hf_to_gguf.py `LlamaModel.generate_extra_tensors`.
+        let f = |k: &str| rope[k].as_f64().unwrap();
+        let (factor, low, high, old) = (
+            f("factor"),
+            f("low_freq_factor"),
+            f("high_freq_factor"),
+            f("original_max_position_embeddings"),
+        );
+        let factors: Vec<f32> = (0..d_head / 2)
+            .map(|i| {
+                let freq = 1.0 / theta.powf((2 * i) as f64 / d_head as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                (if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                }) as f32
+            })
+            .collect();
+        writer = write(writer, "rope_freqs.weight", &Tensor::from_slice(&factors));
+    }
+    writer.write(out, &format!("{arch}.gguf"))
+}
+
+#[test]
+fn tiny_qwen3_and_llama3_as_gguf_match_transformers() {
+    // The HF checkpoints of the test above, converted by llama.cpp's conventions: the GGUF
+    // route (metadata config, name table, Q/K un-permutation for `llama` only, Llama 3's
+    // rope_freqs divisors) must give transformers' outputs too.
+    let reference = arch_reference();
+    let out = tempfile::tempdir().unwrap();
+    for (name, arch, expected) in [
+        ("qwen3", "qwen3", explainability_core::Architecture::Qwen3),
+        ("llama3", "llama", explainability_core::Architecture::Llama),
+    ] {
+        let path = hf_to_gguf(&parity_dir().join("arch").join(name), arch, out.path());
+        let model = load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+        assert_eq!(model.info().architecture, expected);
+        check_arch(&model, name, &reference);
+    }
 }
