@@ -68,7 +68,7 @@ impl BertConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] describing the first problem.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        crate::ops::require_positive(&[
             ("n_layers", self.n_layers),
             ("n_heads", self.n_heads),
             ("d_model", self.d_model),
@@ -76,10 +76,7 @@ impl BertConfig {
             ("vocab_size", self.vocab_size),
             ("max_positions", self.max_positions),
             ("type_vocab_size", self.type_vocab_size),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::invalid_config(format!("{name} must be positive")));
-        }
+        ])?;
         if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::invalid_config(format!(
                 "d_model ({}) must be a multiple of n_heads ({})",

@@ -66,3 +66,11 @@ pub(crate) fn min_value(kind: Kind) -> f64 {
         _ => f64::from(f32::MIN),
     }
 }
+
+/// [`Error::InvalidConfig`] naming the first of `fields` that is zero.
+pub(crate) fn require_positive(fields: &[(&str, usize)]) -> Result<()> {
+    match fields.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(Error::invalid_config(format!("{name} must be positive"))),
+        None => Ok(()),
+    }
+}

@@ -216,7 +216,7 @@ impl DecoderConfig {
     /// [`Error::InvalidConfig`] describing the first problem.
     pub fn validate(&self) -> Result<()> {
         let a = &self.attention;
-        let positive = [
+        crate::ops::require_positive(&[
             ("n_layers", self.n_layers),
             ("n_heads", a.n_heads),
             ("n_kv_heads", a.n_kv_heads),
@@ -225,10 +225,7 @@ impl DecoderConfig {
             ("d_mlp", self.d_mlp),
             ("vocab_size", self.vocab_size),
             ("max_positions", self.max_positions),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::invalid_config(format!("{name} must be positive")));
-        }
+        ])?;
         if !a.n_heads.is_multiple_of(a.n_kv_heads) {
             return Err(Error::invalid_config(format!(
                 "n_heads ({}) must be a multiple of n_kv_heads ({})",

@@ -241,10 +241,8 @@ impl Family {
     /// Adapts a GGUF checkpoint to the decoder: undoes llama.cpp's Q/K row permutation where
     /// its converter applied one (the `llama` and `mistral` architectures: the families it
     /// runs with NEOX RoPE keep Hugging Face's order), and drops the rotary factor table the
-    /// config has already read.
-    ///
-    /// # Errors
-    /// None today (the permutation's errors surface when the tensor is taken).
+    /// config has already read. The permutation runs when a tensor is taken, and its errors
+    /// surface there.
     pub(crate) fn prepare_gguf(self, ckpt: &mut Checkpoint, config: &DecoderConfig) {
         ckpt.ignore_suffix("rope_freqs.weight");
         if !matches!(self, Family::Llama | Family::Mistral) {

@@ -508,7 +508,8 @@ impl Decoder {
         let q = q.f_transpose(1, 2)?;
         let k = k.f_transpose(1, 2)?;
         let v = v.f_transpose(1, 2)?;
-        let blocked = if sliding { &inputs.blocked_sliding } else { &inputs.blocked };
+        let windowed = if sliding { inputs.blocked_sliding.as_ref() } else { None };
+        let blocked = windowed.unwrap_or(&inputs.blocked);
 
         let scores_point = HookPoint::attn_scores(layer);
         let pattern_point = HookPoint::pattern(layer);
@@ -530,7 +531,7 @@ impl Decoder {
         } else {
             // libtorch's default scale is 1/√d_head; pass ours only when it differs.
             let scale = (a.scale != (d_head as f64).powf(-0.5)).then_some(a.scale);
-            if inputs.padded || sliding {
+            if inputs.padded || windowed.is_some() {
                 let allowed = blocked.f_logical_not()?;
                 Tensor::f_scaled_dot_product_attention(
                     &q,
@@ -660,8 +661,9 @@ struct ForwardInputs {
     rope_local: Option<rope::RopeAngles>,
     /// `[batch, 1, pos, pos]` bool, true where a query may not attend to a key.
     blocked: Tensor,
-    /// As `blocked`, and keys outside the sliding window (only meaningful with one).
-    blocked_sliding: Tensor,
+    /// As `blocked`, and keys outside the sliding window; `None` when no window is shorter
+    /// than the input (sliding layers then use `blocked`).
+    blocked_sliding: Option<Tensor>,
     /// Whether an attention mask was given (otherwise the mask is purely causal).
     padded: bool,
 }
@@ -707,13 +709,15 @@ impl ForwardInputs {
             Ok(m.f_view([1, 1, seq, seq])?.f_expand([batch, 1, seq, seq], false)?)
         };
         let mut blocked = view(&future)?;
+        // Only when a window is shorter than the input does it block anything beyond the
+        // causal mask.
         let mut blocked_sliding = match model.config.attention.sliding_window {
             // Keys at distance ≥ window: key ≤ query − window.
             Some(window) if (window as i64) < seq => {
                 let far = Tensor::f_ones([seq, seq], options_bool)?.f_tril(-(window as i64))?;
-                view(&future.f_logical_or(&far)?)?
+                Some(view(&future.f_logical_or(&far)?)?)
             }
-            _ => blocked.shallow_clone(),
+            _ => None,
         };
         if let Some(mask) = &options.attention_mask {
             if mask.size() != [batch, seq] {
@@ -734,14 +738,14 @@ impl ForwardInputs {
                 Ok(m.f_logical_and(&row_blocked.f_logical_and(&eye)?.f_logical_not()?)?)
             };
             blocked = unblock_lonely(blocked)?;
-            blocked_sliding = unblock_lonely(blocked_sliding)?;
+            blocked_sliding = blocked_sliding.map(unblock_lonely).transpose()?;
         }
         Ok(Self {
             positions,
             rope_global,
             rope_local,
             blocked: blocked.f_contiguous()?,
-            blocked_sliding: blocked_sliding.f_contiguous()?,
+            blocked_sliding: blocked_sliding.map(|b| b.f_contiguous()).transpose()?,
             padded: options.attention_mask.is_some(),
         })
     }
