@@ -107,6 +107,14 @@ impl LanguageModel for AblatedModel<'_> {
         self.inner.unembed(final_hidden)
     }
 
+    fn final_norm(
+        &self,
+        residual: &Tensor,
+        scale: explainability_core::NormScale<'_>,
+    ) -> Result<Tensor> {
+        self.inner.final_norm(residual, scale)
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.named_parameters()
     }

@@ -197,4 +197,10 @@ fn ablated_model_is_the_ablation_and_still_fires_the_callers_hooks() {
     let e = AttentionExplainer::rollout().explain_ids(&ablated, &ids, &Target::argmax()).unwrap();
     assert_eq!(e.len(), ids.len());
     assert!((e.scores.sum() - 1.0).abs() < 1e-6, "a rollout row is a distribution");
+    // The final norm (logit lens, DLA) passes through the wrapper: the ablation changes the
+    // residual stream, not the norm.
+    let resid = hooked.final_hidden.shallow_clone();
+    let scale = explainability_core::NormScale::Recompute;
+    let through = ablated.final_norm(&resid, scale).unwrap();
+    assert!(through.equal(&model.final_norm(&resid, scale).unwrap()));
 }

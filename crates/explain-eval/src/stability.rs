@@ -154,6 +154,13 @@ impl LanguageModel for PerturbedEmbeddings<'_> {
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
         self.inner.unembed(final_hidden)
     }
+    fn final_norm(
+        &self,
+        residual: &Tensor,
+        scale: explainability_core::NormScale<'_>,
+    ) -> Result<Tensor> {
+        self.inner.final_norm(residual, scale)
+    }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.named_parameters()
     }
