@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from arch_reference import randomise  # noqa: E402  (the same seeded weights as there)
 from transformer_lens import patching  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 from transformer_lens.tools.analysis.logit_lens import logit_lens  # noqa: E402
@@ -42,20 +43,6 @@ VOCAB = 30522
 CLEAN = [101, 7592, 2088, 2003, 1037, 3231, 1012]
 CORRUPTED = [101, 7592, 2088, 2003, 2178, 3231, 1012]
 ANSWER, AGAINST = 2005, 2040
-
-
-def randomise(model, seed):
-    """Larger-than-default random weights so that patterns and effects are far from trivial."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise * (1.0 if "wte" in name or "embed" in name else 0.2))
-            elif "norm" in name.lower() or "ln_" in name:
-                p.copy_(1.0 + 0.1 * noise if name.endswith("weight") else 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
 
 
 def tiny(kind, seed):
