@@ -115,23 +115,15 @@ fn adaptive(model: &dyn LanguageModel) -> Result<Value> {
     )
 }
 
-/// `VmHWM` (peak resident set) and `VmRSS` of this process in MiB.
+/// `VmHWM` (peak resident set) and `VmRSS` of this process in MiB (NaN where unknown).
 fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    explainability_core::ProcessMemory::now()
+        .map_or((f64::NAN, f64::NAN), |m| (m.peak_mib(), m.resident_mib()))
 }
 
-/// Resets the peak resident set to the current one (Linux `clear_refs` value 5).
+/// Resets the peak resident set to the current one.
 fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let _ = explainability_core::ProcessMemory::reset_peak();
 }
 
 fn memory(model: &dyn LanguageModel) -> Result<Value> {

@@ -99,12 +99,7 @@ fn time_file(args: &Args) -> Result<(Timing, f64)> {
 
 /// Peak resident memory of this process so far, in bytes (`VmHWM`); 0 where unknown.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    explainability_core::ProcessMemory::now().map_or(0, |m| m.peak_bytes)
 }
 
 /// `tensor_as(name, BFloat16)` and then `Tensor::from_slice(&tensor_f32(name)).to_kind(

@@ -8,23 +8,11 @@
 use std::time::Instant;
 
 use explain_models::{LoadOptions, Precision, gemma3_gguf_path, load_with};
-use explainability_core::LanguageModel;
+use explainability_core::{LanguageModel, ProcessMemory};
 
-/// A `/proc/self/status` field in bytes (0 where /proc is unavailable).
-fn status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Peak resident set (`VmHWM`).
+/// Peak resident set (`VmHWM`) in bytes; 0 where unknown.
 fn peak_rss() -> u64 {
-    status_bytes("VmHWM:")
+    ProcessMemory::now().map_or(0, |m| m.peak_bytes)
 }
 
 fn main() -> explainability_core::Result<()> {
@@ -60,7 +48,8 @@ fn main() -> explainability_core::Result<()> {
              {:.0} MiB resident once built",
             tokenizer.vocab_size(),
             (peak_rss() - baseline) as f64 / 1048576.0,
-            (status_bytes("VmRSS:").saturating_sub(baseline)) as f64 / 1048576.0
+            ProcessMemory::now().map_or(0, |m| m.resident_bytes).saturating_sub(baseline) as f64
+                / 1048576.0
         );
         return Ok(());
     }

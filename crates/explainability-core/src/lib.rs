@@ -13,6 +13,7 @@ mod error;
 mod explanation;
 mod hook_point;
 mod hooks;
+pub mod memory;
 mod model;
 mod rng;
 
@@ -20,6 +21,7 @@ pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
+pub use memory::ProcessMemory;
 pub use model::{
     Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, NormScale, SpecialTokens,
     TokenPrediction, check_positions,
