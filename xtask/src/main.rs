@@ -6,6 +6,7 @@ mod bench_dequant;
 mod browser;
 mod ci;
 mod downstream;
+mod faithfulness;
 mod parity;
 // The pins live with the crate whose model paths derive from them; xtask shares the file.
 #[path = "../../crates/explain-models/src/pins.rs"]
@@ -44,6 +45,11 @@ commands:
                         dequantise every tensor of the Gemma 3 270M GGUF file with our
                         kernels (1 and N threads, default 2) and with gguf-py's numpy
                         reference in one run; writes target/bench-dequant.json
+  faithfulness [--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]
+                        the faithfulness-versus-cost benchmark: the anchors' attributions
+                        (Captum) and ours on the same prompts (default
+                        data/factual_prompts.jsonl), one evaluator, one thread each; writes
+                        target/faithfulness/ (docs/faithfulness.md)
 
 environment:
   EXPLAINABILITY_MODEL_DIR  model cache (default .cache/models), passed on to every command
@@ -135,6 +141,11 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench_dequant::bench_dequant(&project, threads)
+        }
+        "faithfulness" => {
+            let options = faithfulness::Options::parse(rest)?;
+            setup::setup(&project)?;
+            faithfulness::faithfulness(&project, &options)
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

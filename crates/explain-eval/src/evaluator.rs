@@ -435,6 +435,40 @@ impl EvaluationSummary {
     }
 }
 
+/// `method` against `other` on one metric, paired by example: `method_values` and
+/// `other_values` are `(example index, value)` pairs; the difference `method − other` is
+/// summarised over the examples both have (bootstrap with `resamples` resamples from `seed`)
+/// and the verdict says on which side of 0 its 95 % interval lies, given the metric's
+/// direction. `None` when the two share no example. The evaluator's control checks are this
+/// with the control as `other`; the faithfulness benchmark compares methods with each other.
+pub fn compare_paired(
+    method: &str,
+    method_values: &[(usize, f64)],
+    other_values: &[(usize, f64)],
+    higher_is_better: bool,
+    resamples: usize,
+    seed: u64,
+) -> Option<ControlComparison> {
+    let by_index: BTreeMap<usize, f64> = other_values.iter().copied().collect();
+    let paired: Vec<(f64, f64)> =
+        method_values.iter().filter_map(|&(i, v)| by_index.get(&i).map(|&o| (v, o))).collect();
+    if paired.is_empty() {
+        return None;
+    }
+    let differences: Vec<f64> = paired.iter().map(|(v, o)| v - o).collect();
+    let difference = summarize(&differences, resamples, seed);
+    let sign = if higher_is_better { 1.0 } else { -1.0 };
+    let verdict = if sign * difference.ci_low > 0.0 && sign * difference.ci_high > 0.0 {
+        ControlVerdict::Better
+    } else if sign * difference.ci_low < 0.0 && sign * difference.ci_high < 0.0 {
+        ControlVerdict::Worse
+    } else {
+        ControlVerdict::Indistinguishable
+    };
+    let method_mean = paired.iter().map(|p| p.0).sum::<f64>() / paired.len() as f64;
+    Some(ControlComparison { method: method.to_owned(), method_mean, difference, verdict })
+}
+
 /// The control checks of one run: `values[(m, k)]` holds `(example index, value)` pairs.
 fn control_checks(
     methods: &[String],
@@ -449,39 +483,22 @@ fn control_checks(
         let Some(control_values) = values.get(&(control, k)) else { continue };
         let control_mean =
             control_values.iter().map(|p| p.1).sum::<f64>() / control_values.len() as f64;
-        let by_index: BTreeMap<usize, f64> = control_values.iter().copied().collect();
         let mut comparisons = Vec::new();
         for (m, method) in methods.iter().enumerate() {
             if m == control {
                 continue;
             }
-            let paired: Vec<(f64, f64)> = values
-                .get(&(m, k))
-                .into_iter()
-                .flatten()
-                .filter_map(|&(i, v)| by_index.get(&i).map(|&c| (v, c)))
-                .collect();
-            if paired.is_empty() {
+            let Some(comparison) = compare_paired(
+                method,
+                values.get(&(m, k)).map_or(&[][..], Vec::as_slice),
+                control_values,
+                higher_is_better,
+                resamples,
+                seed ^ ((m as u64) << 40 | k as u64),
+            ) else {
                 continue;
-            }
-            let differences: Vec<f64> = paired.iter().map(|(v, c)| v - c).collect();
-            let difference =
-                summarize(&differences, resamples, seed ^ ((m as u64) << 40 | k as u64));
-            let sign = if higher_is_better { 1.0 } else { -1.0 };
-            let verdict = if sign * difference.ci_low > 0.0 && sign * difference.ci_high > 0.0 {
-                ControlVerdict::Better
-            } else if sign * difference.ci_low < 0.0 && sign * difference.ci_high < 0.0 {
-                ControlVerdict::Worse
-            } else {
-                ControlVerdict::Indistinguishable
             };
-            let method_mean = paired.iter().map(|p| p.0).sum::<f64>() / paired.len() as f64;
-            comparisons.push(ControlComparison {
-                method: method.clone(),
-                method_mean,
-                difference,
-                verdict,
-            });
+            comparisons.push(comparison);
         }
         // Worst: every method's paired mean is strictly better than the control's on the
         // same examples (a mean difference on the better side of 0).

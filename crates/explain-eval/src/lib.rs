@@ -16,12 +16,15 @@
 //! * [`compute_all_metrics`] and [`Evaluator`]: every family for one explainer and text, or
 //!   many explainers over a dataset streamed to JSONL with a bootstrap summary table.
 //! * [`RandomExplainer`]: the control every real method should beat.
+//! * [`PrecomputedExplainer`]: explanations made elsewhere (another tool, a timed pass), scored
+//!   by the same metrics.
 //! * [`prompts::FACTUAL`]: the 20 factual prompts of the SmolLM2 sanity checks.
 
 mod completeness;
 mod comprehensibility;
 mod evaluator;
 mod fidelity;
+mod precomputed;
 pub mod prompts;
 mod random;
 mod sanity;
@@ -35,10 +38,11 @@ pub use comprehensibility::{
 pub use evaluator::{
     CONTROL_METRICS, ControlCheck, ControlComparison, ControlVerdict, EvaluationRecord,
     EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig, RandomControl,
-    SMALL_SAMPLE, Scalars, SummaryRow, compute_all_metrics, metrics_of_explanation,
+    SMALL_SAMPLE, Scalars, SummaryRow, compare_paired, compute_all_metrics, metrics_of_explanation,
     random_control_fidelity,
 };
 pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};
+pub use precomputed::PrecomputedExplainer;
 pub use random::RandomExplainer;
 pub use sanity::{
     RandomisationConfig, RandomisationReport, RandomisationStep, parameter_randomisation,

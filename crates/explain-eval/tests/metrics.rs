@@ -632,3 +632,22 @@ fn protected_positions_are_never_removed() {
     .unwrap();
     assert_abs_diff_eq!(r.comprehensiveness[0], 0.5, epsilon = 1e-5);
 }
+
+/// `compare_paired` pairs by example index, ignores unpaired examples, and reads the direction
+/// of the metric: a constant difference of +1 has a zero-width interval at +1.
+#[test]
+fn paired_comparison_pairs_by_example_and_reads_the_direction() {
+    use explain_eval::{ControlVerdict, compare_paired};
+    let method = [(0, 1.0), (1, 2.0), (2, 3.0)];
+    let other = [(2, 2.0), (0, 0.0), (1, 1.0), (3, 9.0)];
+    let up = compare_paired("m", &method, &other, true, 200, 7).unwrap();
+    assert_eq!(up.difference.n, 3);
+    assert_eq!((up.difference.mean, up.difference.ci_low, up.difference.ci_high), (1.0, 1.0, 1.0));
+    assert_eq!(up.method_mean, 2.0);
+    assert_eq!(up.verdict, ControlVerdict::Better);
+    let down = compare_paired("m", &method, &other, false, 200, 7).unwrap();
+    assert_eq!(down.verdict, ControlVerdict::Worse);
+    let mixed = compare_paired("m", &[(0, 1.0), (1, -1.0)], &[(0, 0.0), (1, 0.0)], true, 200, 7);
+    assert_eq!(mixed.unwrap().verdict, ControlVerdict::Indistinguishable);
+    assert!(compare_paired("m", &method, &[(5, 1.0)], true, 200, 7).is_none());
+}

@@ -9,9 +9,9 @@ use std::cell::Cell;
 
 use approx::assert_abs_diff_eq;
 use explain_eval::{
-    ControlVerdict, EvaluationRecord, Evaluator, FidelityConfig, MetricsConfig, RandomControl,
-    RandomisationConfig, RemovalStrategy, StabilityConfig, evaluate_removals,
-    parameter_randomisation, stability,
+    ControlVerdict, EvaluationRecord, Evaluator, FidelityConfig, MetricsConfig,
+    PrecomputedExplainer, RandomControl, RandomisationConfig, RemovalStrategy, StabilityConfig,
+    compute_all_metrics, evaluate_removals, parameter_randomisation, stability,
 };
 use explain_gradients::{GradientXInput, Saliency};
 use explain_models::{AnyModel, load, smollm2_gguf_path};
@@ -206,4 +206,33 @@ fn stability_is_seeded_on_smollm2() {
     assert!(a.max_sensitivity.unwrap().is_finite() && a.local_lipschitz > 0.0);
     assert!(a.perturbation_spearman > 0.0, "{a:?}");
     assert_eq!(e.scores.len(), e.token_ids.len());
+}
+
+/// The faithfulness benchmark scores explanations made elsewhere (a timed pass, Captum) through
+/// [`PrecomputedExplainer`]: the metrics of a stored saliency explanation equal those of saliency
+/// itself; an input it has no explanation for, and a target other than the stored one, are
+/// errors, never a silent score.
+#[test]
+fn precomputed_explanations_score_like_their_method() {
+    let model = model();
+    let config = MetricsConfig { stability: None, ..MetricsConfig::default() };
+    let texts = ["The capital of France is", "The chemical symbol for gold is"];
+    let stored: Vec<Explanation> = texts
+        .iter()
+        .map(|t| Saliency::default().explain(&model, t, &config.target).unwrap())
+        .collect();
+    let precomputed = PrecomputedExplainer::new("stored_saliency", stored);
+    assert_eq!(precomputed.len(), 2);
+    for text in texts {
+        let direct = compute_all_metrics(&model, &Saliency::default(), text, &config).unwrap();
+        let served = compute_all_metrics(&model, &precomputed, text, &config).unwrap();
+        assert_eq!(served.method, "stored_saliency");
+        assert_eq!(served.fidelity, direct.fidelity, "{text}");
+        assert_eq!(served.completeness, direct.completeness, "{text}");
+    }
+    let missing = precomputed.explain(&model, "The capital of Italy is", &config.target);
+    assert!(matches!(missing, Err(Error::InvalidArgument { .. })), "{missing:?}");
+    let other = Target::log_prob(12);
+    let wrong = precomputed.explain(&model, texts[0], &other);
+    assert!(matches!(wrong, Err(Error::InvalidArgument { .. })), "{wrong:?}");
 }

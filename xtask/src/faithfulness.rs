@@ -1,0 +1,110 @@
+//! `cargo xtask faithfulness`: the faithfulness-versus-cost benchmark (docs/faithfulness.md).
+//! The anchors' own attributions (Captum, `reference/faithfulness_anchors.py`) and ours
+//! (`faithfulness` example of the `explainability` crate) on the same prompts, one thread each,
+//! scored by one evaluator; the example writes `target/faithfulness/` (records, summary JSON,
+//! markdown tables, the chart).
+
+use std::time::Instant;
+
+use crate::pins::SMOLLM2;
+use crate::project::{Project, Result, THREADS_ENV, run, seconds};
+
+/// What `cargo xtask faithfulness` takes.
+pub struct Options {
+    /// The prompt file (JSONL with a "text" field per line).
+    pub prompts: String,
+    /// Only the first N prompts.
+    pub limit: Option<usize>,
+    /// Skip the anchors (ours only).
+    pub no_anchors: bool,
+    /// Reuse `target/faithfulness/anchors.jsonl` from an earlier run.
+    pub reuse_anchors: bool,
+}
+
+impl Options {
+    /// Parses `[--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]`.
+    ///
+    /// # Errors
+    /// On an unknown flag or a flag without its value.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            prompts: "data/factual_prompts.jsonl".to_owned(),
+            limit: None,
+            no_anchors: false,
+            reuse_anchors: false,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            match flag.as_str() {
+                "--prompts" => {
+                    options.prompts = it.next().ok_or("--prompts needs a file")?.clone();
+                }
+                "--limit" => {
+                    let n = it.next().ok_or("--limit needs a number")?;
+                    options.limit = Some(
+                        n.parse().map_err(|_| format!("--limit expects a number, got {n:?}"))?,
+                    );
+                }
+                "--no-anchors" => options.no_anchors = true,
+                "--reuse-anchors" => options.reuse_anchors = true,
+                other => return Err(format!("faithfulness: unexpected argument {other:?}").into()),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Runs the anchors, then ours and the evaluation; see the module documentation.
+///
+/// # Errors
+/// When either side fails.
+pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
+    let start = Instant::now();
+    let out = project.target_dir()?.join("faithfulness");
+    std::fs::create_dir_all(&out)?;
+    let anchors = out.join("anchors.jsonl");
+    let limit = options.limit.map(|n| n.to_string());
+    let reuse = options.reuse_anchors && anchors.exists();
+    if !options.no_anchors && !reuse {
+        println!("faithfulness: the anchors (Captum), one thread");
+        let mut python = project.python();
+        python
+            .arg("reference/faithfulness_anchors.py")
+            .arg("--gguf")
+            .arg(project.model_path(&SMOLLM2))
+            .arg("--prompts")
+            .arg(&options.prompts)
+            .arg("--out")
+            .arg(&anchors)
+            .env("OMP_NUM_THREADS", "1")
+            .env(THREADS_ENV, "1")
+            .env("TQDM_DISABLE", "1");
+        if let Some(n) = &limit {
+            python.arg("--limit").arg(n);
+        }
+        run("the anchors' attributions", &mut python)?;
+    }
+    println!("faithfulness: ours and the evaluation, one thread");
+    let mut ours = project.cargo();
+    ours.args(["run", "--release", "-p", "explainability", "--example", "faithfulness", "--"])
+        .arg("--prompts")
+        .arg(&options.prompts)
+        .arg("--out")
+        .arg(&out)
+        .env("OMP_NUM_THREADS", "1")
+        .env(THREADS_ENV, "1");
+    if !options.no_anchors {
+        ours.arg("--anchors").arg(&anchors);
+    }
+    if let Some(n) = &limit {
+        ours.arg("--limit").arg(n);
+    }
+    run("the faithfulness example", &mut ours)?;
+    println!(
+        "faithfulness: done in {}; tables in {}, chart in {}",
+        seconds(start),
+        out.join("faithfulness.md").display(),
+        out.join("faithfulness.svg").display()
+    );
+    Ok(())
+}
