@@ -2,7 +2,7 @@
 faithfulness`, docs/faithfulness.md).
 
 SmolLM2 from the same GGUF with transformers (float32, eager attention), every prompt of a JSONL
-file (objects with a "text" field), the target log p(argmax next token | prompt) — the target
+file (objects with a "text" or "prompt" field; --limit N takes N evenly spaced ones), the target log p(argmax next token | prompt) — the target
 our evaluator scores — explained by Captum 0.9 as its documentation shows users to:
 
 - `captum_ig`: IntegratedGradients on `inputs_embeds`, Captum's defaults (zero baseline,
@@ -122,9 +122,11 @@ def main():
     texts = []
     for line in args.prompts.read_text().splitlines():
         if line.strip():
-            texts.append(json.loads(line)["text"])
-    if args.limit is not None:
-        texts = texts[: args.limit]
+            record = json.loads(line)
+            texts.append(record["text"] if "text" in record else record["prompt"])
+    if args.limit is not None and args.limit < len(texts):
+        # Evenly spaced over the file (every category of a sorted file), as the Rust side picks.
+        texts = [texts[i * len(texts) // args.limit] for i in range(args.limit)]
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:

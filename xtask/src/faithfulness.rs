@@ -11,7 +11,7 @@ use crate::project::{Project, Result, THREADS_ENV, run, seconds};
 
 /// What `cargo xtask faithfulness` takes.
 pub struct Options {
-    /// The prompt file (JSONL with a "text" field per line).
+    /// The prompt file (JSONL with a "text" or "prompt" field per line).
     pub prompts: String,
     /// Only the first N prompts.
     pub limit: Option<usize>,
@@ -28,7 +28,7 @@ impl Options {
     /// On an unknown flag or a flag without its value.
     pub fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
-            prompts: "data/factual_prompts.jsonl".to_owned(),
+            prompts: "crates/explain-eval/data/factual_prompts.jsonl".to_owned(),
             limit: None,
             no_anchors: false,
             reuse_anchors: false,

@@ -47,8 +47,8 @@ commands:
                         reference in one run; writes target/bench-dequant.json
   faithfulness [--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]
                         the faithfulness-versus-cost benchmark: the anchors' attributions
-                        (Captum) and ours on the same prompts (default
-                        data/factual_prompts.jsonl), one evaluator, one thread each; writes
+                        (Captum) and ours on the same prompts (default: the factual set of
+                        explain-eval, N evenly spaced), one evaluator, one thread each; writes
                         target/faithfulness/ (docs/faithfulness.md)
 
 environment:

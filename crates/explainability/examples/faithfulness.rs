@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo run --release -p explainability --example faithfulness -- \
-//!     --prompts data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
+//!     --prompts crates/explain-eval/data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
 //!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness]
 //! ```
 //!
@@ -69,7 +69,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        prompts: PathBuf::from("data/factual_prompts.jsonl"),
+        prompts: PathBuf::from("crates/explain-eval/data/factual_prompts.jsonl"),
         anchors: None,
         out: PathBuf::from("target/faithfulness"),
         limit: None,
@@ -99,23 +99,27 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-/// The `"text"` of every line of a JSONL file.
+/// The `"text"` (or `"prompt"`) of every line of a JSONL file; with `limit`, that many evenly
+/// spaced ones (every category of a file sorted by category), as the anchors' script picks.
 fn read_texts(path: &Path, limit: Option<usize>) -> Result<Vec<String>> {
     let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut texts = Vec::new();
     for line in content.lines().filter(|l| !l.trim().is_empty()) {
         let value: Value = serde_json::from_str(line)
             .map_err(|e| Error::Json { path: path.to_path_buf(), source: e })?;
-        let Some(text) = value.get("text").and_then(Value::as_str) else {
+        let Some(text) = value.get("text").or_else(|| value.get("prompt")).and_then(Value::as_str)
+        else {
             return Err(Error::invalid_argument(format!(
-                "{}: a line has no \"text\" string",
+                "{}: a line has no \"text\" or \"prompt\" string",
                 path.display()
             )));
         };
         texts.push(text.to_owned());
     }
-    texts.truncate(limit.unwrap_or(usize::MAX));
-    Ok(texts)
+    Ok(match limit {
+        Some(n) if n < texts.len() => (0..n).map(|i| texts[i * texts.len() / n].clone()).collect(),
+        _ => texts,
+    })
 }
 
 /// Median wall time of one no-grad forward of `ids` over 5 runs (after one warm-up).
