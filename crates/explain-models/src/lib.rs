@@ -28,6 +28,7 @@ mod any_model;
 mod bert;
 mod decoder;
 mod decoder_model;
+pub mod device_map;
 pub mod gguf;
 mod hf;
 mod loader;
@@ -46,6 +47,7 @@ pub use decoder::{
     families::SUPPORTED_FAMILIES,
 };
 pub use decoder_model::DecoderModel;
+pub use device_map::{DeviceBudget, DeviceMap, ModelFootprint, Placement};
 pub use gguf::GgufFile;
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
 pub use loader::{LoadOptions, OLLAMA_MODELS_ENV, Precision, load, load_with};

@@ -285,6 +285,12 @@ pub enum Error {
         /// The requested device.
         requested: String,
     },
+    /// A model cannot be placed on the devices as asked (see explain-models' device maps).
+    #[error("cannot place the model on the devices: {reason}")]
+    DeviceMap {
+        /// What did not fit or was malformed, with the sizes involved.
+        reason: String,
+    },
     /// Any other invalid argument.
     #[error("invalid argument: {reason}")]
     InvalidArgument {
