@@ -11,16 +11,18 @@
 //!   prefix (KV) reuse — the saving of reusing the keys and values of the positions before
 //!   each perturbed input's first change. Their forward-equivalents are printed.
 //!
-//! When `EXPLAINABILITY_BENCH_OUT` names a file, the attributions of the Captum cases (and the
-//! ids and costs) are written there once before timing, so that the comparison checks equal
-//! attributions in the same run.
+//! Each case first runs once untimed by criterion (its wall time, forward passes and
+//! forward-equivalents printed); when `EXPLAINABILITY_BENCH_OUT` names a file, the
+//! attributions (and the ids, costs and one-run times) are written there, so that the
+//! comparison checks equal attributions in the same run. A criterion filter that matches no
+//! case (`-- --exact none`) keeps only those single runs.
 //!
 //! Threads: `EXPLAINABILITY_THREADS` (default 2). Sample size: criterion's minimum (10).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use explain_models::{AnyModel, load, smollm2_gguf_path};
@@ -61,11 +63,13 @@ fn long_prompt(model: &AnyModel, n: usize) -> Vec<i64> {
     }
 }
 
-fn feature_scores(e: &Explanation) -> serde_json::Value {
+fn feature_scores(e: &Explanation, seconds: f64) -> serde_json::Value {
     json!({
         "scores": e.metadata["feature_scores"],
         "forward_passes": e.metadata["forward_passes"],
         "forward_equivalents": e.metadata["forward_equivalents"],
+        "positions_reused": e.metadata["positions_reused"],
+        "seconds_one_run": seconds,
     })
 }
 
@@ -97,15 +101,18 @@ fn perturbation(c: &mut Criterion) {
     // One untimed run of each: the attributions for the comparison and the costs.
     let mut report = serde_json::Map::new();
     for (name, explainer) in &cases {
+        let started = Instant::now();
         let e = match explainer.explain_ids(m, &ids, &target) {
             Ok(e) => e,
             Err(err) => panic!("{name}: {err}"),
         };
+        let seconds = started.elapsed().as_secs_f64();
         println!(
-            "perturbation/{name}/{n}: {} forward passes, {:.1} forward-equivalents",
+            "perturbation/{name}/{n}: {} forward passes, {:.1} forward-equivalents, {seconds:.2} s \
+             (one run)",
             e.metadata["forward_passes"], e.metadata["forward_equivalents"]
         );
-        report.insert((*name).to_string(), feature_scores(&e));
+        report.insert((*name).to_string(), feature_scores(&e, seconds));
         if *name == "loo_replace0" {
             report.insert("target".into(), json!(e.target.token_id()));
         }

@@ -31,12 +31,12 @@
 //! curve starts at one token. Delete needs a last-position target (`position: None`), since
 //! deleting tokens moves explicit positions.
 
-use explainability_core::{RemovalStrategy, evaluate_removals};
 use explainability_core::{
     Error, Explanation, ForwardOptions, Hooks, LanguageModel, Result, SplitMix64, Target,
     TargetOutput,
     tch::{self, Tensor},
 };
+use explainability_core::{RemovalStrategy, evaluate_removals};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{kendall_tau, pearson, trapezoid_auc};

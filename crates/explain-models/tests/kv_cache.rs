@@ -181,13 +181,16 @@ fn malformed_caches_and_encoders_are_typed_errors() {
     let opts = ForwardOptions { return_key_values: true, ..Default::default() };
     let cache = model.forward(&e, &opts, &mut Hooks::new()).unwrap().key_values.unwrap();
     // Too few layers.
-    let short = KeyValueCache { layers: cache.shallow_clone().layers.into_iter().take(1).collect() };
+    let short =
+        KeyValueCache { layers: cache.shallow_clone().layers.into_iter().take(1).collect() };
     let options = ForwardOptions { past_key_values: Some(short), ..Default::default() };
     let err = model.forward(&e, &options, &mut Hooks::new()).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     // A cache of another batch size.
-    let options =
-        ForwardOptions { past_key_values: Some(cache.repeat_row(0, 2).unwrap()), ..Default::default() };
+    let options = ForwardOptions {
+        past_key_values: Some(cache.repeat_row(0, 2).unwrap()),
+        ..Default::default()
+    };
     let err = model.forward(&e, &options, &mut Hooks::new()).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     // An attention mask that covers only the new positions.
@@ -200,7 +203,8 @@ fn malformed_caches_and_encoders_are_typed_errors() {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     // Past plus new beyond the context window (64).
     let long = model.embed(&Tensor::zeros([1, 60], (Kind::Int64, Device::Cpu))).unwrap();
-    let options = ForwardOptions { past_key_values: Some(cache.shallow_clone()), ..Default::default() };
+    let options =
+        ForwardOptions { past_key_values: Some(cache.shallow_clone()), ..Default::default() };
     let err = model.forward(&long, &options, &mut Hooks::new()).unwrap_err();
     assert!(matches!(err, Error::SequenceTooLong { len: 70, max: 64 }), "{err}");
     // Prefix and repeat arguments.
@@ -208,8 +212,8 @@ fn malformed_caches_and_encoders_are_typed_errors() {
     assert!(matches!(cache.repeat_row(1, 2), Err(Error::InvalidArgument { .. })));
     assert_eq!(cache.prefix(4).unwrap().len(), 4);
     // A bidirectional encoder refuses (its earlier positions depend on later ones).
-    let bert = explain_models::load_with(explain_models::minilm_dir(), LoadOptions::default())
-        .unwrap();
+    let bert =
+        explain_models::load_with(explain_models::minilm_dir(), LoadOptions::default()).unwrap();
     assert!(!bert.supports_key_value_cache());
     let ids = bert.ids_tensor("hello world").unwrap();
     let err = bert.forward_ids(&ids, &opts, &mut Hooks::new()).unwrap_err();
@@ -231,8 +235,10 @@ fn smollm2_continuation_equals_full_recomputation() {
     let split = n / 2;
     let opts = ForwardOptions { return_key_values: true, ..Default::default() };
     let prefix = model.forward_embeddings(&all.narrow(1, 0, split), &opts, &mut Hooks::new());
-    let options = ForwardOptions { past_key_values: prefix.unwrap().key_values, ..Default::default() };
-    let rest = model.forward_embeddings(&all.narrow(1, split, n - split), &options, &mut Hooks::new());
+    let options =
+        ForwardOptions { past_key_values: prefix.unwrap().key_values, ..Default::default() };
+    let rest =
+        model.forward_embeddings(&all.narrow(1, split, n - split), &options, &mut Hooks::new());
     let diff = max_abs_diff(&rest.unwrap().logits, &full.narrow(1, split, n - split));
     assert!(diff < 2e-4, "SmolLM2 continuation differs by {diff}");
 }

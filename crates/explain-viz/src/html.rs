@@ -235,7 +235,11 @@ impl HtmlReport {
         let mut end = 0;
         for s in spans {
             if s.start >= s.end || s.end > tokens.len() {
-                return Err(Error::SpanOutOfRange { start: s.start, end: s.end, len: tokens.len() });
+                return Err(Error::SpanOutOfRange {
+                    start: s.start,
+                    end: s.end,
+                    len: tokens.len(),
+                });
             }
             if s.start < end {
                 return Err(Error::invalid_argument(format!(
@@ -303,11 +307,8 @@ impl HtmlReport {
         if at < tokens.len() {
             let _ = write!(self.body, "{}", escape_xml(&text_of(&(at..tokens.len()))));
         }
-        let _ = writeln!(
-            self.body,
-            "</div><figcaption>{}</figcaption></figure>",
-            escape_xml(caption)
-        );
+        let _ =
+            writeln!(self.body, "</div><figcaption>{}</figcaption></figure>", escape_xml(caption));
         let rows: Vec<Vec<String>> = order
             .iter()
             .map(|&i| {

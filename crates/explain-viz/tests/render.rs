@@ -369,7 +369,18 @@ fn charts_render_to_png_with_the_expected_size_and_ink() {
 
 #[test]
 fn span_highlight_boxes_each_span_with_its_rank_and_score() {
-    let t = tokens(&["<s>", "The", "▁museum", "▁opened", ".", "▁Maria", "▁directs", PAYLOAD, ".", "▁Q"]);
+    let t = tokens(&[
+        "<s>",
+        "The",
+        "▁museum",
+        "▁opened",
+        ".",
+        "▁Maria",
+        "▁directs",
+        PAYLOAD,
+        ".",
+        "▁Q",
+    ]);
     let spans = [1..5, 5..9];
     let mut report = HtmlReport::new("context");
     report.span_highlight(&t, &spans, &[0.25, 2.0], "context_cite <b>").unwrap();

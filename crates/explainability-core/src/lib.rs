@@ -28,8 +28,8 @@ pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken}
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use model::{
-    Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo, ModelOutput, NormScale, SpecialTokens,
-    TokenPrediction, check_positions,
+    Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,
+    ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions,
 };
 pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,

@@ -218,7 +218,9 @@ pub fn evaluate_removals_with(
             }
         };
         // Latest first change first, so that a batch's rows share most of their prefix.
-        rows.sort_by(|a, b| b.start.cmp(&a.start).then(b.len.cmp(&a.len)).then(a.mask.cmp(&b.mask)));
+        rows.sort_by(|a, b| {
+            b.start.cmp(&a.start).then(b.len.cmp(&a.len)).then(a.mask.cmp(&b.mask))
+        });
         for chunk in rows.chunks(batch_size) {
             let shared = chunk.iter().map(|r| r.start).min().unwrap_or(0);
             let past = if shared > 0 {
