@@ -388,7 +388,7 @@ fn span_highlight_boxes_each_span_with_its_rank_and_score() {
     assert_only_own_elements(&html);
     // Two span boxes, the second (higher score) ranked first; the text outside spans is plain.
     assert_eq!(count(&html, "<span class=\"tok span"), 2);
-    assert!(html.contains("title=\"span 1 (tokens 5..9), rank 1: 2.0000\""), "{html}");
+    assert!(html.contains("title=\"span 1 (tokens 5..9), rank 1: 2.000\""), "{html}");
     assert!(html.contains("title=\"span 0 (tokens 1..5), rank 2: 0.2500\""));
     assert!(html.contains(" Maria directs&lt;img src=x onerror=alert(1)&gt;.<sup>1</sup>"));
     assert!(html.contains("&lt;s&gt;<span"), "the token before the first span is plain text");
@@ -397,7 +397,8 @@ fn span_highlight_boxes_each_span_with_its_rank_and_score() {
     let table = &html[html.find("<table>").unwrap()..];
     assert!(table.find("Maria").unwrap() < table.find("museum").unwrap());
     // The strongest span gets the full positive colour, the slider sees relative scores.
-    assert!(html.contains(&format!("background:{POSITIVE}")));
+    let full = explain_viz::ColorScale::Diverging { max_abs: 2.0 }.color(2.0);
+    assert!(html.contains(&format!("background:{full};color:#fff\" data-r=\"1.0000\"")));
     assert!(html.contains("data-r=\"0.1250\""));
 
     // Typed errors, and nothing written on an error.
