@@ -2,8 +2,10 @@
 //! transformers' eager forward (`reference/bench_reference.py`) on the same GGUF weights,
 //! token counts and thread count, in one run; then our criterion `gradients` group beside
 //! Captum (`reference/bench_captum.py`), and the `ig_efficiency` example of explain-gradients
-//! (adaptive versus uniform IG evaluations, peak memory as `n_steps` grows); prints the
-//! ratios and writes `target/bench-reference.json`.
+//! (adaptive versus uniform IG evaluations, peak memory as `n_steps` grows); then our
+//! criterion `perturbation` group beside Captum's `FeatureAblation`
+//! (`reference/bench_captum_perturbation.py`, also `cargo xtask bench-perturbation` alone);
+//! prints the ratios and writes `target/bench-reference.json`.
 //!
 //! Threads: both sides get `OMP_NUM_THREADS=N` (libtorch sizes its default intra-op pool from
 //! it, in tch as in PyTorch) and `EXPLAINABILITY_THREADS=N` (our benches call
@@ -157,6 +159,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
     }
     let gradients = gradients_beside_captum(project, &target, threads)?;
     let efficiency = ig_efficiency(project, threads)?;
+    let perturbation = bench_perturbation(project, threads)?;
     let report = json!({
         "command": format!("cargo xtask bench-reference --threads {threads}"),
         "threads": threads,
@@ -173,6 +176,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         "capture_overhead": overhead,
         "gradients": gradients,
         "ig_efficiency": efficiency,
+        "perturbation": perturbation,
     });
     let out = target.join("bench-reference.json");
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -265,4 +269,137 @@ fn ig_efficiency(project: &Project, threads: usize) -> Result<Value> {
         reports.insert(mode.to_string(), value["report"].clone());
     }
     Ok(Value::Object(reports))
+}
+
+/// Perturbation cases timed beside Captum: (function, description).
+const PERTURBATION_CASES: [(&str, &str); 2] = [
+    ("loo_replace0", "leave-one-out, Replace(0)"),
+    ("windows4_replace0", "feature ablation, 4-token spans, Replace(0)"),
+];
+
+/// Largest difference between our attributions and Captum's allowed for a speed ratio to
+/// count: both are differences of float32 log-probabilities of one prompt under the same
+/// weights, computed by two implementations (batched matmuls reassociate sums).
+const PERTURBATION_TOLERANCE: f64 = 1e-3;
+
+/// Our criterion `perturbation` group and `reference/bench_captum_perturbation.py` in one run
+/// (on the ids and target our bench wrote); the rows with both medians, the ratio, and the
+/// largest attribution difference; the prefix-reuse saving. Writes
+/// `target/bench-perturbation.json`.
+///
+/// # Errors
+/// When either side fails, reports no result, or the attributions differ beyond
+/// [`PERTURBATION_TOLERANCE`].
+pub fn bench_perturbation(project: &Project, threads: usize) -> Result<Value> {
+    let start = Instant::now();
+    let target = project.target_dir()?;
+    let since = SystemTime::now();
+    let threads_text = threads.to_string();
+    let ours_path = target.join("bench-perturbation-ours.json");
+    println!("bench-perturbation: ours (criterion `perturbation`, {threads} threads)");
+    let mut ours = project.cargo();
+    ours.args(["bench", "-p", "benches", "--bench", "perturbation"])
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text)
+        .env("EXPLAINABILITY_BENCH_OUT", &ours_path);
+    run("criterion perturbation bench", &mut ours)?;
+    let ours_json: Value = serde_json::from_str(&fs::read_to_string(&ours_path)?)?;
+    let tokens = ours_json["ids"].as_array().map(Vec::len).unwrap_or(0) as u64;
+
+    println!("bench-perturbation: Captum FeatureAblation on transformers, {threads} threads");
+    let captum_path = target.join("bench-perturbation-captum.json");
+    let mut captum = project.python();
+    captum
+        .arg("reference/bench_captum_perturbation.py")
+        .arg("--gguf")
+        .arg(project.model_path(&SMOLLM2))
+        .arg("--ours")
+        .arg(&ours_path)
+        .arg("--threads")
+        .arg(&threads_text)
+        .arg("--out")
+        .arg(&captum_path)
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("captum perturbation bench", &mut captum)?;
+    let reference: Value = serde_json::from_str(&fs::read_to_string(&captum_path)?)?;
+
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<46} {:>10} {:>12} {:>12} {:>10}",
+        "benchmark (Captum FeatureAblation)", "ours ms", "Captum ms", "Captum/ours", "max diff"
+    );
+    for (function, description) in PERTURBATION_CASES {
+        let ours_ms = criterion_median_ms(&target, "perturbation", function, tokens, since)?;
+        for per_eval in [1, 32] {
+            let id = format!("perturbation/{function}/{tokens}/captum_per_eval_{per_eval}");
+            let case = reference["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["id"].as_str() == Some(id.as_str()))
+                .ok_or_else(|| format!("bench_captum_perturbation.py reported no {id}"))?;
+            let captum_ms = case["median_ms"].as_f64().unwrap_or(f64::NAN);
+            let diff = case["max_abs_diff_vs_ours"].as_f64().unwrap_or(f64::NAN);
+            let label = format!("{description} (Captum per_eval {per_eval})");
+            println!(
+                "{label:<46} {ours_ms:>10.0} {captum_ms:>12.0} {:>12.2} {diff:>10.1e}",
+                captum_ms / ours_ms
+            );
+            // NaN fails the comparison too
+            if diff.is_nan() || diff > PERTURBATION_TOLERANCE {
+                return Err(format!(
+                    "{id}: attributions differ from ours by {diff} (tolerance \
+                     {PERTURBATION_TOLERANCE}); the speed ratio would compare different work"
+                )
+                .into());
+            }
+            rows.push(json!({
+                "id": id,
+                "case": description,
+                "captum_perturbations_per_eval": per_eval,
+                "ours_ms": ours_ms,
+                "captum_ms": captum_ms,
+                "captum_over_ours": captum_ms / ours_ms,
+                "max_abs_diff": diff,
+                "ours_forward_equivalents": ours_json[function]["forward_equivalents"],
+            }));
+        }
+    }
+    let reuse_ms = criterion_median_ms(&target, "perturbation", "loo_delete", tokens, since)?;
+    let full_ms =
+        criterion_median_ms(&target, "perturbation", "loo_delete_no_reuse", tokens, since)?;
+    let fe = |k: &str| ours_json[k]["forward_equivalents"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nprefix reuse, leave-one-out by deletion, {tokens} tokens: {reuse_ms:.0} ms vs \
+         {full_ms:.0} ms without ({:.2}x), {:.1} vs {:.1} forward-equivalents",
+        full_ms / reuse_ms,
+        fe("loo_delete"),
+        fe("loo_delete_no_reuse")
+    );
+    let report = json!({
+        "command": format!("cargo xtask bench-perturbation --threads {threads}"),
+        "threads": threads,
+        "tokens": tokens,
+        "model": SMOLLM2.model_path,
+        "statistic": "median",
+        "reference": {
+            "torch": reference["torch"],
+            "transformers": reference["transformers"],
+            "captum": reference["captum"],
+        },
+        "rows": rows,
+        "prefix_reuse": {
+            "case": "leave-one-out, Delete",
+            "reuse_ms": reuse_ms,
+            "no_reuse_ms": full_ms,
+            "speedup": full_ms / reuse_ms,
+            "reuse_forward_equivalents": fe("loo_delete"),
+            "no_reuse_forward_equivalents": fe("loo_delete_no_reuse"),
+        },
+    });
+    let out = target.join("bench-perturbation.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("bench-perturbation: wrote {} in {}", out.display(), seconds(start));
+    Ok(report)
 }

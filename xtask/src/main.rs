@@ -41,6 +41,12 @@ commands:
                         criterion `forward` bench and the Hugging Face eager forward in one
                         run, with N intra-op threads (default 2); writes
                         target/bench-reference.json
+  bench-perturbation [--threads N]
+                        criterion `perturbation` bench (leave-one-out and feature ablation on
+                        a 200-token SmolLM2 prompt, with and without prefix reuse) beside
+                        Captum's FeatureAblation on the same ids, attributions compared in
+                        the same run; writes target/bench-perturbation.json (bench-reference
+                        runs it too)
   bench-dequant [--threads N]
                         dequantise every tensor of the Gemma 3 270M GGUF file with our
                         kernels (1 and N threads, default 2) and with gguf-py's numpy
@@ -130,6 +136,19 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench::bench_reference(&project, threads)
+        }
+        "bench-perturbation" => {
+            let threads = match rest {
+                [] => 2,
+                [flag, n] if flag == "--threads" => {
+                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
+                }
+                _ => {
+                    return Err(format!("bench-perturbation: unexpected arguments {rest:?}").into());
+                }
+            };
+            setup::setup(&project)?;
+            bench::bench_perturbation(&project, threads).map(|_| ())
         }
         "bench-dequant" => {
             let threads = match rest {

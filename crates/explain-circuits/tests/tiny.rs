@@ -486,7 +486,7 @@ impl LanguageModel for LinearModel {
         let post = hooks.fire(HookPoint::resid_post(0), &mid + mlp)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), post)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
-        Ok(ModelOutput { logits, final_hidden })
+        Ok(ModelOutput { logits, final_hidden, key_values: None })
     }
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
         Ok(final_hidden.f_matmul(&self.table.tr())?)

@@ -20,13 +20,11 @@
 //! [`FidelityConfig::output`] for token targets — probability by default, as ERASER uses;
 //! contrastive targets keep their logit difference.
 //!
-//! **Batching.** Edited inputs run in chunks of [`FidelityConfig::batch_size`]. Replace and
-//! zero-embedding edits keep the length; Delete edits on a causal model share batches across
-//! lengths, right-padded with zero embeddings to the longest row and read at each row's own
-//! last position (a causal model's real positions never see later padding, so no attention
-//! mask is needed); on a non-causal model Delete rows are grouped by length instead. A
-//! batched row equals the unbatched run up to float reassociation (tested at 1e-4 in f32 on
-//! SmolLM2 with rows of every length).
+//! **Batching.** Edited inputs run in chunks of [`FidelityConfig::batch_size`] through
+//! [`evaluate_removals`] (explainability-core): Delete rows of a causal model share batches
+//! across lengths, and the unedited prefix of each row is reused from one key/value cache
+//! where the model has one. A batched row equals the unbatched run up to float
+//! reassociation (tested at 1e-4 in f32 on SmolLM2 with rows of every length).
 //!
 //! **Delete.** An input with every token deleted cannot be run: under
 //! [`RemovalStrategy::Delete`] the deletion curve stops at `n − 1` removals and the insertion
@@ -36,22 +34,12 @@
 use explainability_core::{
     Error, Explanation, ForwardOptions, Hooks, LanguageModel, Result, SplitMix64, Target,
     TargetOutput,
-    tch::{self, Kind, Tensor},
+    tch::{self, Tensor},
 };
+use explainability_core::{RemovalStrategy, evaluate_removals};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{kendall_tau, pearson, trapezoid_auc};
-
-/// How a token is removed from the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RemovalStrategy {
-    /// Drop the token: the sequence gets shorter.
-    Delete,
-    /// Replace the token id by this id (e.g. a pad or unk token).
-    Replace(i64),
-    /// Keep the position but zero its input embedding.
-    ZeroEmbedding,
-}
 
 /// Settings of [`fidelity`]. `Default` is the architecture-agnostic setting (zero embedding,
 /// probability: works with explicit target positions and encoders); next-token targets of
@@ -174,133 +162,6 @@ fn with_output(target: &Target, output: TargetOutput) -> Target {
         }
         Target::Contrastive { .. } => target.clone(),
     }
-}
-
-/// Evaluates the (resolved) `target` on `ids` with each mask's `true` positions removed, in
-/// batches of `batch_size` rows: under [`RemovalStrategy::Delete`] on a causal model rows of
-/// every length share batches (right-padded, longest first; padding after a row's last real
-/// token cannot reach it), otherwise rows are grouped by length.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] for a mask of the wrong length, a Delete mask removing every
-/// token, an explicit target position under Delete, or `batch_size == 0`; model errors.
-pub fn evaluate_removals(
-    model: &dyn LanguageModel,
-    ids: &[i64],
-    target: &Target,
-    strategy: RemovalStrategy,
-    masks: &[Vec<bool>],
-    batch_size: usize,
-) -> Result<Vec<f64>> {
-    if batch_size == 0 {
-        return Err(Error::invalid_argument("batch_size must be at least 1"));
-    }
-    if ids.is_empty() {
-        return Err(Error::EmptyText);
-    }
-    let explicit = match target {
-        Target::Token { position, .. } | Target::Contrastive { position, .. } => *position,
-    };
-    if strategy == RemovalStrategy::Delete && explicit.is_some() {
-        return Err(Error::invalid_argument(
-            "RemovalStrategy::Delete needs a last-position target (position: None)",
-        ));
-    }
-    let n = ids.len();
-    let device = model.device();
-    let _guard = tch::no_grad_guard();
-    let base = Tensor::from_slice(ids).unsqueeze(0).to_device(device);
-    let embedded = model.embed(&base)?;
-    // (mask index, length, [1, len, d] embeddings)
-    let mut rows: Vec<(usize, usize, Tensor)> = Vec::with_capacity(masks.len());
-    for (m, mask) in masks.iter().enumerate() {
-        if mask.len() != n {
-            return Err(Error::invalid_argument(format!(
-                "mask {m} has {} entries for {n} tokens",
-                mask.len()
-            )));
-        }
-        let row = match strategy {
-            RemovalStrategy::Delete => {
-                let kept: Vec<i64> = (0..n).filter(|&i| !mask[i]).map(|i| i as i64).collect();
-                if kept.is_empty() {
-                    return Err(Error::invalid_argument(
-                        "Delete cannot remove every token of the input",
-                    ));
-                }
-                let index = Tensor::from_slice(&kept).to_device(device);
-                embedded.f_index_select(1, &index)?
-            }
-            RemovalStrategy::Replace(id) => {
-                let edited: Vec<i64> =
-                    ids.iter().zip(mask).map(|(&t, &r)| if r { id } else { t }).collect();
-                model.embed(&Tensor::from_slice(&edited).unsqueeze(0).to_device(device))?
-            }
-            RemovalStrategy::ZeroEmbedding => {
-                let keep: Vec<f32> = mask.iter().map(|&r| if r { 0.0 } else { 1.0 }).collect();
-                let keep = Tensor::from_slice(&keep)
-                    .to_device(device)
-                    .f_to_kind(embedded.kind())?
-                    .f_view([1, n as i64, 1])?;
-                embedded.f_mul(&keep)?
-            }
-        };
-        let len = row.size()[1] as usize;
-        rows.push((m, len, row));
-    }
-    // Longest first. Delete rows of a causal model share batches across lengths, right-padded
-    // with zero embeddings to the batch's longest row: no real position attends to a later
-    // one, so padding never reaches the logits read at a row's last real position (no
-    // attention mask needed). Otherwise a batch holds rows of one length.
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let batches: Vec<&[(usize, usize, Tensor)]> =
-        if strategy == RemovalStrategy::Delete && model.info().causal {
-            rows.chunks(batch_size).collect()
-        } else {
-            rows.chunk_by(|a, b| a.1 == b.1).flat_map(|same| same.chunks(batch_size)).collect()
-        };
-    // the position read in a row of `len` positions
-    let read = |len: usize| explicit.unwrap_or(len - 1);
-    let mut values = vec![0.0; masks.len()];
-    for chunk in batches {
-        let longest = chunk[0].1;
-        // every row's read position is at or after the shortest row's
-        let from = read(chunk[chunk.len() - 1].1);
-        let mut batch = Vec::with_capacity(chunk.len());
-        for (_, len, row) in chunk {
-            batch.push(if *len == longest {
-                row.shallow_clone()
-            } else {
-                let d = row.size()[2];
-                let pad =
-                    Tensor::f_zeros([1, (longest - len) as i64, d], (row.kind(), row.device()))?;
-                Tensor::f_cat(&[row, &pad], 1)?
-            });
-        }
-        let batch = Tensor::f_cat(&batch, 0)?;
-        let options = ForwardOptions { logits_from: Some(from), ..ForwardOptions::default() };
-        let out = model.forward_embeddings(&batch, &options, &mut Hooks::new())?;
-        // each row's read position, as the only position of a [rows, 1, vocab] tensor
-        let mut at = Vec::with_capacity(chunk.len());
-        for (i, (_, len, _)) in chunk.iter().enumerate() {
-            at.push(out.logits.f_select(0, i as i64)?.f_narrow(
-                0,
-                (read(*len) - from) as i64,
-                1,
-            )?);
-        }
-        let at = Tensor::f_stack(&at, 0)?;
-        let v = target
-            .from_position(from)?
-            .evaluate(&at)?
-            .f_to_kind(Kind::Double)?
-            .f_to_device(tch::Device::Cpu)?;
-        let v: Vec<f64> = Vec::<f64>::try_from(&v)?;
-        for ((m, _, _), value) in chunk.iter().zip(v) {
-            values[*m] = value;
-        }
-    }
-    Ok(values)
 }
 
 /// Mask removing the tokens of `order[..j]`.

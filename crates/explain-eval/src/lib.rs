@@ -41,7 +41,12 @@ pub use evaluator::{
     SMALL_SAMPLE, Scalars, SummaryRow, compare_paired, compute_all_metrics, metrics_of_explanation,
     random_control_fidelity,
 };
-pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};
+/// Re-exported from explainability-core, where the edited re-runs live (so that sibling crates
+/// need not depend on this one); paths through `explain_eval` keep working.
+pub use explainability_core::{
+    RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
+};
+pub use fidelity::{FidelityConfig, FidelityReport, fidelity};
 pub use precomputed::PrecomputedExplainer;
 pub use random::RandomExplainer;
 pub use sanity::{

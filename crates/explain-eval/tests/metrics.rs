@@ -81,7 +81,7 @@ impl LanguageModel for BagOfTokens {
     ) -> Result<ModelOutput> {
         let hidden = embeddings.f_cumsum(1, Kind::Float)?;
         let hidden = options.logit_hidden(&hidden)?;
-        Ok(ModelOutput { logits: self.unembed(&hidden)?, final_hidden: hidden })
+        Ok(ModelOutput { logits: self.unembed(&hidden)?, final_hidden: hidden, key_values: None })
     }
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
         Ok(Tensor::f_cat(&[final_hidden.shallow_clone(), final_hidden.zeros_like()], -1)?)

@@ -79,6 +79,9 @@ impl LanguageModel for AnyModel {
     fn unembed(&self, final_hidden: &Tensor) -> Result<Tensor> {
         self.inner().unembed(final_hidden)
     }
+    fn supports_key_value_cache(&self) -> bool {
+        self.inner().supports_key_value_cache()
+    }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner().named_parameters()
     }

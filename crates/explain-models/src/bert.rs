@@ -37,6 +37,10 @@ use crate::model::{Network, TokenizedModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
+/// The operation a BERT encoder refuses when asked for a key/value cache.
+pub(crate) const KV_CACHE_OPERATION: &str =
+    "key/value cache (each position of a bidirectional encoder depends on later ones)";
+
 /// Hyper-parameters of a BERT encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
@@ -402,7 +406,9 @@ impl Bert {
         Err(Error::NoHead { model: "bert".into(), head: "language-model".into() })
     }
 
-    /// Runs the encoder from word embeddings, firing every hook point.
+    /// Runs the encoder from word embeddings, firing every hook point. A key/value cache
+    /// ([`ForwardOptions::past_key_values`], [`ForwardOptions::return_key_values`]) is
+    /// refused: every position of a bidirectional encoder depends on every other.
     ///
     /// # Shapes
     /// `embeddings`: `[batch, pos, d_model]`; `final_hidden` the same; logits
@@ -424,6 +430,12 @@ impl Bert {
                 what: "embeddings".into(),
                 expected: format!("[batch, pos, {d}]"),
                 actual: size,
+            });
+        }
+        if options.past_key_values.is_some() || options.return_key_values {
+            return Err(Error::UnsupportedOperation {
+                model: "BERT encoder".into(),
+                operation: KV_CACHE_OPERATION.into(),
             });
         }
         let (batch, seq) = (size[0], size[1]);
@@ -488,7 +500,7 @@ impl Bert {
                 Tensor::f_zeros([batch, rows, 0], (Kind::Float, self.device))?
             }
         };
-        Ok(ModelOutput { logits, final_hidden })
+        Ok(ModelOutput { logits, final_hidden, key_values: None })
     }
 
     fn block_forward(

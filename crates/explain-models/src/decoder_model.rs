@@ -150,4 +150,7 @@ impl Network for Decoder {
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         Some(Decoder::final_norm(self, residual, scale))
     }
+    fn supports_key_value_cache(&self) -> bool {
+        true
+    }
 }

@@ -47,6 +47,11 @@ pub trait Network: std::fmt::Debug {
         let _ = (residual, scale);
         None
     }
+    /// Whether [`Network::forward`] takes and returns keys and values
+    /// (see [`LanguageModel::supports_key_value_cache`]).
+    fn supports_key_value_cache(&self) -> bool {
+        false
+    }
 }
 
 /// A network with its tokenizer and facts.
@@ -118,6 +123,14 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        if (options.past_key_values.is_some() || options.return_key_values)
+            && !self.network.supports_key_value_cache()
+        {
+            return Err(Error::UnsupportedOperation {
+                model: self.info.name.clone(),
+                operation: crate::bert::KV_CACHE_OPERATION.into(),
+            });
+        }
         self.network.forward(embeddings, options, hooks)
     }
 
@@ -131,6 +144,10 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.network.named_parameters()
+    }
+
+    fn supports_key_value_cache(&self) -> bool {
+        self.network.supports_key_value_cache()
     }
 
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {

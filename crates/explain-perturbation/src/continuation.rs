@@ -11,8 +11,8 @@
 
 use std::ops::Range;
 
-use explain_eval::{RemovalStrategy, evaluate_removals};
 use explainability_core::{Error, LanguageModel, Result, Target};
+use explainability_core::{RemovalStrategy, evaluate_removals};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 

@@ -4,9 +4,9 @@
 
 use std::ops::Range;
 
-use explain_eval::{RemovalStrategy, evaluate_removals};
 use explainability_core::{
-    Error, Explainer, Explanation, ForwardOptions, Hooks, LanguageModel, Result, Target,
+    Error, Explainer, Explanation, ForwardOptions, Hooks, KeyValueCache, LanguageModel,
+    RemovalOptions, RemovalStrategy, Result, Target, evaluate_removals, evaluate_removals_with,
     ndarray::Array1,
     tch::{self, Tensor},
 };
@@ -25,9 +25,11 @@ use crate::methods::{
 ///
 /// `v(S)` is the (resolved) target on `ids` with the tokens of every feature outside `S`
 /// removed by the [`RemovalStrategy`]; edited inputs run through
-/// [`explain_eval::evaluate_removals`] in batches (Delete rows of every length share a batch
-/// on causal models). `v(N)` comes from the forward pass that resolved the target, so it
-/// costs nothing more. Under Delete, a coalition that removes every token is evaluated on the
+/// [`evaluate_removals_with`] in batches (Delete rows of every length share a batch on causal
+/// models). `v(N)` comes from the forward pass that resolved the target, so it costs nothing
+/// more; on causal models with a key/value cache that pass also keeps the input's keys and
+/// values, and every edited input runs only from its first changed position on
+/// ([`ModelGame::with_prefix_reuse`]). Under Delete, a coalition that removes every token is evaluated on the
 /// model's BOS token alone (its EOS token when it has no BOS): the model's prediction from an
 /// empty context.
 pub struct ModelGame<'a> {
@@ -39,6 +41,11 @@ pub struct ModelGame<'a> {
     batch_size: usize,
     full_value: f64,
     forward_rows: usize,
+    /// The unedited input's keys and values, when prefixes are reused.
+    input_cache: Option<KeyValueCache>,
+    reuse_prefix: bool,
+    positions_run: usize,
+    positions_reused: usize,
 }
 
 impl std::fmt::Debug for ModelGame<'_> {
@@ -89,7 +96,9 @@ impl<'a> ModelGame<'a> {
         }
         let _guard = tch::no_grad_guard();
         let input = Tensor::from_slice(ids).unsqueeze(0).to_device(model.device());
-        let out = model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
+        let cache = model.info().causal && model.supports_key_value_cache();
+        let options = ForwardOptions { return_key_values: cache, ..ForwardOptions::default() };
+        let out = model.forward_ids(&input, &options, &mut Hooks::new())?;
         let target = target.resolve(&out.logits)?;
         let full_value = target.evaluate(&out.logits)?.f_double_value(&[0])?;
         Ok(Self {
@@ -101,7 +110,39 @@ impl<'a> ModelGame<'a> {
             batch_size,
             full_value,
             forward_rows: 1,
+            input_cache: out.key_values,
+            reuse_prefix: true,
+            positions_run: ids.len(),
+            positions_reused: 0,
         })
+    }
+
+    /// Whether edited inputs reuse the unedited prefix's keys and values (default true; only
+    /// causal models with a key/value cache can). Off, every edited input runs in full: the
+    /// path the reuse is tested against.
+    pub fn with_prefix_reuse(mut self, reuse: bool) -> Self {
+        self.reuse_prefix = reuse;
+        if !reuse {
+            self.input_cache = None;
+        }
+        self
+    }
+
+    /// Token positions run through the model so far (padding and the unedited input
+    /// included); divided by the input's length, the cost in forward-equivalents.
+    pub fn positions_run(&self) -> usize {
+        self.positions_run
+    }
+
+    /// Positions of edited inputs taken from the prefix cache instead of being recomputed.
+    pub fn positions_reused(&self) -> usize {
+        self.positions_reused
+    }
+
+    /// The cost so far in forward passes of the unedited input
+    /// ([`ModelGame::positions_run`] over the input's length).
+    pub fn forward_equivalents(&self) -> f64 {
+        self.positions_run as f64 / self.ids.len() as f64
     }
 
     /// The resolved target.
@@ -166,16 +207,23 @@ impl Game for ModelGame<'_> {
             }
         }
         if !masks.is_empty() {
-            let v = evaluate_removals(
+            let options = RemovalOptions {
+                batch_size: self.batch_size,
+                reuse_prefix: self.reuse_prefix,
+                input_cache: self.input_cache.as_ref(),
+            };
+            let run = evaluate_removals_with(
                 self.model,
                 &self.ids,
                 &self.target,
                 self.strategy,
                 &masks,
-                self.batch_size,
+                &options,
             )?;
             self.forward_rows += masks.len();
-            for (r, value) in at.into_iter().zip(v) {
+            self.positions_run += run.positions_run;
+            self.positions_reused += run.positions_reused;
+            for (r, value) in at.into_iter().zip(run.values) {
                 out[[r, 0]] = value;
             }
         }
@@ -190,6 +238,7 @@ impl Game for ModelGame<'_> {
                 1,
             )?;
             self.forward_rows += 1;
+            self.positions_run += 1;
             for r in empty {
                 out[[r, 0]] = v[0];
             }
@@ -251,7 +300,8 @@ pub enum PerturbationMethod {
 /// Each token's score is its feature's attribution (the mean over the features covering it
 /// for overlapping windows; 0 for tokens in no feature). Metadata: `features` (token spans),
 /// `feature_scores`, `strategy`, `forward_passes` (sequences run, the unperturbed input
-/// included), `coalitions`, the method's settings and, for surrogates, their fit
+/// included), `forward_equivalents` (token positions run over the input's length: the cost
+/// after prefix reuse), `positions_reused`, `coalitions`, the method's settings and, for surrogates, their fit
 /// (`surrogate_train_r2`, `surrogate_heldout_r2`, `surrogate_heldout_spearman`).
 ///
 /// Delete (the default) needs a last-position target; use Replace or ZeroEmbedding for an
@@ -278,6 +328,15 @@ pub struct PerturbationExplainer {
     pub batch_size: usize,
     /// Never perturb the first token (the attention sink of a decoder without BOS).
     pub keep_first_token: bool,
+    /// Reuse the keys and values of the positions before each edited input's first change
+    /// (causal models with a key/value cache; default true). The attributions equal those
+    /// without reuse up to float reassociation; the cost drops (leave-one-out: about half).
+    #[serde(default = "reuse_by_default")]
+    pub reuse_prefix: bool,
+}
+
+fn reuse_by_default() -> bool {
+    true
 }
 
 impl PerturbationExplainer {
@@ -291,6 +350,7 @@ impl PerturbationExplainer {
             strategy: RemovalStrategy::Delete,
             batch_size: 32,
             keep_first_token: false,
+            reuse_prefix: true,
         }
     }
 
@@ -358,6 +418,12 @@ impl PerturbationExplainer {
     /// The same explainer with other features.
     pub fn with_features(mut self, features: FeatureKind) -> Self {
         self.features = features;
+        self
+    }
+
+    /// The same explainer with prefix reuse on or off ([`PerturbationExplainer::reuse_prefix`]).
+    pub fn with_prefix_reuse(mut self, reuse: bool) -> Self {
+        self.reuse_prefix = reuse;
         self
     }
 
@@ -438,7 +504,8 @@ impl Explainer for PerturbationExplainer {
             return Err(Error::invalid_argument("no token is left to perturb"));
         }
         let mut game =
-            ModelGame::new(model, ids, spans.clone(), self.strategy, target, self.batch_size)?;
+            ModelGame::new(model, ids, spans.clone(), self.strategy, target, self.batch_size)?
+                .with_prefix_reuse(self.reuse_prefix);
         let attribution = self.attribute(&mut game)?;
         let feature_scores: Vec<f64> = attribution.scores.row(0).to_vec();
         let scores = token_scores(&spans, &feature_scores, ids.len());
@@ -463,6 +530,8 @@ impl Explainer for PerturbationExplainer {
         m.insert("strategy".into(), json!(self.strategy));
         m.insert("batch_size".into(), json!(self.batch_size));
         m.insert("forward_passes".into(), json!(game.forward_rows()));
+        m.insert("forward_equivalents".into(), json!(game.forward_equivalents()));
+        m.insert("positions_reused".into(), json!(game.positions_reused()));
         m.insert("coalitions".into(), json!(attribution.coalitions));
         if let Some(fit) = &attribution.surrogate {
             m.insert("surrogate_intercept".into(), json!(fit.intercept[0]));

@@ -19,14 +19,18 @@
 //! [`PerturbationExplainer`] implements [`Explainer`](explainability_core::Explainer) for
 //! next-token and contrastive targets: features from [`FeatureKind`], tokens removed by
 //! Delete, Replace(id) or a zero embedding ([`RemovalStrategy`]) and the edited inputs run in
-//! batches by [`explain_eval::evaluate_removals`] — the same code the fidelity metrics use, so
-//! an explanation and its evaluation perturb the input the same way. The explanation's
-//! metadata reports the cost (`forward_passes`).
+//! batches by [`evaluate_removals`] (explainability-core) — the same code the fidelity
+//! metrics use, so an explanation and its evaluation perturb the input the same way. On
+//! causal models with a key/value cache every edited input reuses the keys and values of
+//! the positions before its first change, computed once with the unedited input
+//! ([`PerturbationExplainer::reuse_prefix`]; attributions equal the full recomputation up to
+//! float reassociation). The explanation's metadata reports the cost (`forward_passes`,
+//! `forward_equivalents`, `positions_reused`).
 //! [`PerturbationExplainer::explain_continuation`] attributes every token of a given
 //! continuation (Captum's `seq_attr` / `token_attr`) through a [`ContinuationGame`].
 //!
-//! Dependencies: `explain-eval` for that removal and batching code and its Spearman
-//! correlation; ndarray for the small regressions, solved by the hand-written, tested
+//! Dependencies: explainability-core only among the workspace's crates (removal, batching and
+//! the Spearman correlation live there); ndarray for the small regressions, solved by the hand-written, tested
 //! solvers of [`solve`] (weighted least squares by Cholesky, LASSO by coordinate descent).
 
 mod continuation;
@@ -37,7 +41,7 @@ mod methods;
 pub mod solve;
 
 pub use continuation::{ContinuationAttribution, ContinuationGame};
-pub use explain_eval::RemovalStrategy;
+pub use explainability_core::{RemovalStrategy, evaluate_removals};
 pub use explainer::{ModelGame, PerturbationExplainer, PerturbationMethod};
 pub use features::{FeatureKind, token_scores};
 pub use game::{Attribution, FnGame, Game, SurrogateFit};

@@ -473,7 +473,7 @@ pub fn context_cite(game: &mut dyn Game, options: &ContextCiteOptions) -> Result
         let predicted = test_x.dot(&c) + b;
         let actual = v.slice(ndarray::s![..held, 0]);
         heldout_r2 = r_squared(actual, predicted.view(), Array1::ones(held).view());
-        heldout_spearman = explain_eval::spearman(&actual.to_vec(), &predicted.to_vec());
+        heldout_spearman = explainability_core::spearman(&actual.to_vec(), &predicted.to_vec());
     }
     let mut scores = Array2::zeros((v.ncols(), n));
     let mut intercept = Vec::new();

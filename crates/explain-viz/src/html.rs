@@ -4,6 +4,7 @@
 //! forbids any external load.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::Path;
 
 use explainability_core::{Error, Explanation, Result};
@@ -27,7 +28,9 @@ table{border-collapse:collapse;margin:10px 0;font-size:.92em;background:#fff}\
 th,td{border:1px solid #ddd;padding:4px 10px;text-align:left}th{background:#f0f0f0}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}\
 pre{background:#f4f4f4;padding:10px;overflow-x:auto}\
-.legend span{display:inline-block;padding:0 6px;margin-right:4px;border-radius:3px}";
+.legend span{display:inline-block;padding:0 6px;margin-right:4px;border-radius:3px}\
+.tok.span{padding:2px 1px;border:1px solid #bbb}.tok.span sup{font-size:.7em;font-weight:600;\
+margin-left:2px;opacity:.85}";
 
 const ERROR_HOOK: &str = "window.addEventListener('error',function(){var r=document.documentElement;\
 r.setAttribute('data-js-errors',String(Number(r.getAttribute('data-js-errors')||0)+1));});";
@@ -61,6 +64,23 @@ pub struct HtmlReport {
     body: String,
     section_open: bool,
     blocks: usize,
+}
+
+/// The multi-token feature spans of an explanation and their scores, when its metadata has
+/// them (`features`: `[[start, end], …]`, `feature_scores`) and some span is longer than one
+/// token.
+fn feature_spans(e: &Explanation) -> Option<(Vec<Range<usize>>, Vec<f64>)> {
+    let features = e.metadata.get("features")?.as_array()?;
+    let scores = e.metadata.get("feature_scores")?.as_array()?;
+    let spans: Vec<Range<usize>> = features
+        .iter()
+        .map(|f| {
+            let pair = f.as_array()?;
+            Some(pair.first()?.as_u64()? as usize..pair.get(1)?.as_u64()? as usize)
+        })
+        .collect::<Option<_>>()?;
+    let scores: Vec<f64> = scores.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect();
+    (spans.iter().any(|s| s.len() > 1) && spans.len() == scores.len()).then_some((spans, scores))
 }
 
 /// How a token reads inside running text: SentencePiece / byte-level word markers become
@@ -188,13 +208,137 @@ impl HtmlReport {
         Ok(self)
     }
 
-    /// [`HtmlReport::token_highlight`] of an explanation, captioned with its method and target.
+    /// The text with whole spans highlighted (context attribution: which sentences or
+    /// passages support the output): each span is one box coloured by its score on the
+    /// diverging scale, with its rank as a superscript and its score on hover; tokens outside
+    /// every span stay plain. The threshold slider dims spans below a fraction of the largest
+    /// |score|. A table of the spans, highest score first, follows.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `scores` does not have one value per span;
+    /// [`Error::SpanOutOfRange`] for an empty span or one past the tokens;
+    /// [`Error::InvalidArgument`] for overlapping or unordered spans.
+    pub fn span_highlight(
+        &mut self,
+        tokens: &[String],
+        spans: &[Range<usize>],
+        scores: &[f64],
+        caption: &str,
+    ) -> Result<&mut Self> {
+        if spans.len() != scores.len() {
+            return Err(Error::ShapeMismatch {
+                what: "span scores".into(),
+                expected: format!("{} values (one per span)", spans.len()),
+                actual: vec![scores.len() as i64],
+            });
+        }
+        let mut end = 0;
+        for s in spans {
+            if s.start >= s.end || s.end > tokens.len() {
+                return Err(Error::SpanOutOfRange {
+                    start: s.start,
+                    end: s.end,
+                    len: tokens.len(),
+                });
+            }
+            if s.start < end {
+                return Err(Error::invalid_argument(format!(
+                    "span {}..{} overlaps or precedes the span before it; spans must be ordered \
+                     and disjoint",
+                    s.start, s.end
+                )));
+            }
+            end = s.end;
+        }
+        self.blocks += 1;
+        let id = format!("tokens-{}", self.blocks);
+        let scale = ColorScale::diverging(scores.iter().copied());
+        let max_abs = match scale {
+            ColorScale::Diverging { max_abs } => max_abs,
+            ColorScale::Sequential { .. } => 0.0,
+        };
+        let mut order: Vec<usize> = (0..spans.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let mut rank = vec![0; spans.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r + 1;
+        }
+        let text_of = |r: &Range<usize>| -> String {
+            tokens[r.clone()].iter().map(|t| token_text(t)).collect()
+        };
+        let _ = write!(
+            self.body,
+            "<figure><div class=\"controls\"><label>hide spans below |score| / max \
+             <input type=\"range\" class=\"threshold\" data-target=\"{id}\" min=\"0\" \
+             max=\"1\" step=\"0.01\" value=\"0\"><output>0.00</output></label> \
+             <span class=\"legend\">superscript: rank; max |score| {}</span></div>\
+             <div class=\"tokens\" id=\"{id}\">",
+            escape_xml(&format_score(max_abs))
+        );
+        let mut at = 0;
+        for (i, (span, &score)) in spans.iter().zip(scores).enumerate() {
+            if at < span.start {
+                let _ = write!(self.body, "{}", escape_xml(&text_of(&(at..span.start))));
+            }
+            let relative = if score.is_nan() {
+                String::new()
+            } else if max_abs > 0.0 {
+                format!("{:.4}", (score.abs() / max_abs).min(1.0))
+            } else {
+                "0".to_owned()
+            };
+            let light = if scale.needs_light_text(score) { ";color:#fff" } else { "" };
+            let _ = write!(
+                self.body,
+                "<span class=\"tok span{}\" style=\"background:{}{light}\" data-r=\"{relative}\" \
+                 data-span=\"{i}\" title=\"span {i} (tokens {}..{}), rank {}: {}\">{}<sup>{}</sup>\
+                 </span>",
+                if score.is_nan() { " missing" } else { "" },
+                scale.color(score),
+                span.start,
+                span.end,
+                rank[i],
+                escape_xml(&format_score(score)),
+                escape_xml(&text_of(span)),
+                rank[i]
+            );
+            at = span.end;
+        }
+        if at < tokens.len() {
+            let _ = write!(self.body, "{}", escape_xml(&text_of(&(at..tokens.len()))));
+        }
+        let _ =
+            writeln!(self.body, "</div><figcaption>{}</figcaption></figure>", escape_xml(caption));
+        let rows: Vec<Vec<String>> = order
+            .iter()
+            .map(|&i| {
+                vec![
+                    rank[i].to_string(),
+                    format_score(scores[i]),
+                    text_of(&spans[i]).trim().to_owned(),
+                ]
+            })
+            .collect();
+        self.table(&["rank", "score", "span"], &rows)
+    }
+
+    /// [`HtmlReport::token_highlight`] of an explanation, captioned with its method and target;
+    /// an explanation over multi-token spans (metadata `features` and `feature_scores`, as the
+    /// perturbation explainers write them: ContextCite, feature ablation over sentences) is
+    /// shown with [`HtmlReport::span_highlight`] instead when its spans are disjoint.
     pub fn explanation(&mut self, explanation: &Explanation) -> &mut Self {
         let scores = explanation.scores.to_vec();
         let caption = match &explanation.target_token {
             Some(target) => format!("{} — target {target:?}", explanation.method),
             None => explanation.method.clone(),
         };
+        if let Some((spans, span_scores)) = feature_spans(explanation) {
+            // span_highlight checks everything before it writes: on an error nothing is
+            // written and the tokens are shown instead.
+            if self.span_highlight(&explanation.tokens, &spans, &span_scores, &caption).is_ok() {
+                return self;
+            }
+        }
         // Tokens and scores of an `Explanation` have equal lengths by construction; a
         // malformed one is shown as a paragraph instead of failing the report.
         if let Err(e) = self.token_highlight(&explanation.tokens, &scores, &caption) {

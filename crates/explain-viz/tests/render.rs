@@ -366,3 +366,78 @@ fn charts_render_to_png_with_the_expected_size_and_ink() {
         assert!(matches!(svg.to_png(scale), Err(Error::InvalidArgument { .. })), "scale {scale}");
     }
 }
+
+#[test]
+fn span_highlight_boxes_each_span_with_its_rank_and_score() {
+    let t = tokens(&[
+        "<s>",
+        "The",
+        "▁museum",
+        "▁opened",
+        ".",
+        "▁Maria",
+        "▁directs",
+        PAYLOAD,
+        ".",
+        "▁Q",
+    ]);
+    let spans = [1..5, 5..9];
+    let mut report = HtmlReport::new("context");
+    report.span_highlight(&t, &spans, &[0.25, 2.0], "context_cite <b>").unwrap();
+    let html = report.render();
+    assert_only_own_elements(&html);
+    // Two span boxes, the second (higher score) ranked first; the text outside spans is plain.
+    assert_eq!(count(&html, "<span class=\"tok span"), 2);
+    assert!(html.contains("title=\"span 1 (tokens 5..9), rank 1: 2.000\""), "{html}");
+    assert!(html.contains("title=\"span 0 (tokens 1..5), rank 2: 0.2500\""));
+    assert!(html.contains(" Maria directs&lt;img src=x onerror=alert(1)&gt;.<sup>1</sup>"));
+    assert!(html.contains("&lt;s&gt;<span"), "the token before the first span is plain text");
+    assert!(html.contains("</span> Q</div>"), "and the one after the last");
+    // The ranked table follows: rank 1 first.
+    let table = &html[html.find("<table>").unwrap()..];
+    assert!(table.find("Maria").unwrap() < table.find("museum").unwrap());
+    // The strongest span gets the full positive colour, the slider sees relative scores.
+    let full = explain_viz::ColorScale::Diverging { max_abs: 2.0 }.color(2.0);
+    assert!(html.contains(&format!("background:{full};color:#fff\" data-r=\"1.0000\"")));
+    assert!(html.contains("data-r=\"0.1250\""));
+
+    // Typed errors, and nothing written on an error.
+    let before = report.render();
+    let e = report.span_highlight(&t, &spans, &[1.0], "x").unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+    let e = report.span_highlight(&t, &[8..11], &[1.0], "x").unwrap_err();
+    assert!(matches!(e, Error::SpanOutOfRange { start: 8, end: 11, len: 10 }), "{e}");
+    let e = report.span_highlight(&t, &[3..3], &[1.0], "x").unwrap_err();
+    assert!(matches!(e, Error::SpanOutOfRange { .. }), "{e}");
+    let e = report.span_highlight(&t, &[1..5, 4..6], &[1.0, 2.0], "x").unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert_eq!(report.render(), before);
+}
+
+#[test]
+fn explanations_over_sentences_are_shown_as_spans() {
+    let t = tokens(&["<s>", "▁A", ".", "▁B", "▁b", ".", "▁Q"]);
+    let mut e = Explanation::new(
+        "context_cite",
+        vec![0; 7],
+        t.clone(),
+        Array1::from(vec![0.0, 0.5, 0.5, 1.5, 1.5, 1.5, 0.0]),
+        Target::argmax(),
+    )
+    .unwrap();
+    e.metadata.insert("features".into(), serde_json::json!([[1, 3], [3, 6]]));
+    e.metadata.insert("feature_scores".into(), serde_json::json!([0.5, 1.5]));
+    let mut report = HtmlReport::new("spans");
+    report.explanation(&e);
+    let html = report.render();
+    assert_eq!(count(&html, "<span class=\"tok span"), 2);
+    assert!(html.contains("<table>"));
+    // Single-token features (leave-one-out) stay a token highlight.
+    e.metadata.insert("features".into(), serde_json::json!([[0, 1], [1, 2]]));
+    e.metadata.insert("feature_scores".into(), serde_json::json!([0.5, 1.5]));
+    let mut report = HtmlReport::new("tokens");
+    report.explanation(&e);
+    let html = report.render();
+    assert_eq!(count(&html, "<span class=\"tok span"), 0);
+    assert_eq!(count(&html, "<span class=\"tok\""), 7);
+}

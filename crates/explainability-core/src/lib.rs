@@ -8,23 +8,33 @@
 //!   embeddings with hooks, logits, facts in [`ModelInfo`]).
 //! - [`Explanation`], [`Target`], [`Explainer`]: what explainers produce, what they explain,
 //!   and the trait every method implements.
+//! - [`KeyValueCache`]: a prefix's keys and values, to continue a causal model's forward.
+//! - [`evaluate_removals`] / [`RemovalStrategy`]: the one implementation of re-running a
+//!   model on inputs with tokens removed (batched, with prefix reuse), used by the fidelity
+//!   metrics and the perturbation explainers alike; [`pearson`] / [`spearman`] correlations.
 
+mod correlation;
 mod error;
 mod explanation;
 mod hook_point;
 mod hooks;
 pub mod memory;
 mod model;
+mod removal;
 mod rng;
 
+pub use correlation::{pearson, spearman};
 pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use memory::ProcessMemory;
 pub use model::{
-    Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, NormScale, SpecialTokens,
-    TokenPrediction, check_positions,
+    Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,
+    ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions,
+};
+pub use removal::{
+    RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
 pub use rng::SplitMix64;
 

@@ -135,6 +135,17 @@ pub struct ForwardOptions {
     /// `pos − logits_from` positions and a [`Target`](crate::Target) reads it through
     /// [`Target::from_position`](crate::Target::from_position).
     pub logits_from: Option<usize>,
+    /// Keys and values of earlier positions to continue from (a KV cache): the embeddings
+    /// are then the positions after them, positions continue from the cache's length (unless
+    /// `position_ids` says otherwise), `attention_mask` covers past and new positions
+    /// (`[batch, past + pos]`), and every new query attends to the past keys under the
+    /// model's own causal and sliding-window masks. Only models whose
+    /// [`LanguageModel::supports_key_value_cache`] is true accept it; others return
+    /// [`Error::UnsupportedOperation`].
+    pub past_key_values: Option<KeyValueCache>,
+    /// Return the keys and values of every layer ([`ModelOutput::key_values`]: the past ones
+    /// followed by this forward's), so that a later forward can continue from them.
+    pub return_key_values: bool,
 }
 
 impl ForwardOptions {
@@ -188,6 +199,103 @@ pub struct ModelOutput {
     pub logits: Tensor,
     /// `[batch, pos, d_model]` output of the final normalisation.
     pub final_hidden: Tensor,
+    /// Keys and values of every layer, past and new positions, when
+    /// [`ForwardOptions::return_key_values`] asked for them.
+    pub key_values: Option<KeyValueCache>,
+}
+
+/// Keys and values of one layer, as attention reads them: after the key projection, key
+/// norm and rotary embedding, before grouped-query heads are repeated.
+///
+/// # Shapes
+/// `keys`, `values`: `[batch, n_kv_heads, pos, d_head]`.
+#[derive(Debug)]
+pub struct LayerKeyValues {
+    /// Keys.
+    pub keys: Tensor,
+    /// Values.
+    pub values: Tensor,
+}
+
+/// Per-layer keys and values of a prefix (a KV cache), so that inputs sharing the prefix
+/// run only their own positions ([`ForwardOptions::past_key_values`]).
+#[derive(Debug)]
+pub struct KeyValueCache {
+    /// One entry per block, first block first.
+    pub layers: Vec<LayerKeyValues>,
+}
+
+impl KeyValueCache {
+    /// Cached positions (0 for a cache without layers).
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.keys.size().get(2).copied()).unwrap_or(0) as usize
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows of the batch.
+    pub fn batch(&self) -> usize {
+        self.layers.first().and_then(|l| l.keys.size().first().copied()).unwrap_or(0) as usize
+    }
+
+    /// A cache sharing storage with this one.
+    pub fn shallow_clone(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerKeyValues {
+                keys: l.keys.shallow_clone(),
+                values: l.values.shallow_clone(),
+            })
+            .collect();
+        Self { layers }
+    }
+
+    /// The first `len` positions (a view, no copy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `len` exceeds the cached positions.
+    pub fn prefix(&self, len: usize) -> Result<Self> {
+        if len > self.len() {
+            return Err(Error::invalid_argument(format!(
+                "a prefix of {len} positions was asked of a cache of {}",
+                self.len()
+            )));
+        }
+        self.map(|t| Ok(t.f_narrow(2, 0, len as i64)?))
+    }
+
+    /// Row `row` repeated `times` times (a broadcast view, no copy): one prefix shared by a
+    /// batch of continuations.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `row` outside the batch or `times == 0`.
+    pub fn repeat_row(&self, row: usize, times: usize) -> Result<Self> {
+        if row >= self.batch() || times == 0 {
+            return Err(Error::invalid_argument(format!(
+                "cannot repeat row {row} of a cache of {} rows {times} times",
+                self.batch()
+            )));
+        }
+        self.map(|t| {
+            let r = t.f_narrow(0, row as i64, 1)?;
+            let mut size = r.size();
+            size[0] = times as i64;
+            Ok(r.f_expand(&size, false)?)
+        })
+    }
+
+    fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Ok(LayerKeyValues { keys: f(&l.keys)?, values: f(&l.values)? }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
 }
 
 /// One candidate next token.
@@ -292,6 +400,14 @@ pub trait LanguageModel {
     /// the `blocks.{l}.` prefix identifies the layer). Writing into them in place (under
     /// `no_grad`) changes the model, which is how parameter-randomisation checks work.
     fn named_parameters(&self) -> Vec<(String, Tensor)>;
+
+    /// Whether the forward pass accepts [`ForwardOptions::past_key_values`] and
+    /// [`ForwardOptions::return_key_values`] (causal decoders; not bidirectional encoders,
+    /// whose earlier positions depend on later ones). Callers that reuse a prefix fall back
+    /// to full recomputation when this is false.
+    fn supports_key_value_cache(&self) -> bool {
+        false
+    }
 
     /// Runs the model on ids.
     ///

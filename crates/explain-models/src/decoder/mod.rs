@@ -19,8 +19,8 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
-    check_positions,
+    Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache, LayerKeyValues, ModelOutput,
+    NormScale, Result, SplitMix64, check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -448,8 +448,14 @@ impl Decoder {
         }
         let (batch, seq) = (size[0], size[1]);
         check_positions(seq, self.config.max_positions)?;
+        let past = options.past_key_values.as_ref();
+        let past_len = match past {
+            Some(cache) => self.check_past(cache, batch)?,
+            None => 0,
+        };
+        check_positions(past_len + seq, self.config.max_positions)?;
         let embeddings = embeddings.f_to_device(self.device)?.f_to_kind(self.kind)?;
-        let inputs = ForwardInputs::new(self, options, batch, seq)?;
+        let inputs = ForwardInputs::new(self, options, batch, seq, past_len)?;
         let embeddings = match &self.pos_embed {
             Some(table) => {
                 let positions = inputs.positions.f_to_kind(Kind::Int64)?;
@@ -458,14 +464,43 @@ impl Decoder {
             None => embeddings,
         };
         let mut residual = hooks.fire(HookPoint::embed(), embeddings)?;
+        let mut present = options.return_key_values.then(Vec::new);
         for (layer, block) in self.blocks.iter().enumerate() {
-            residual = self.block_forward(layer, block, residual, &inputs, hooks)?;
+            let kv = KvStep { past: past.and_then(|c| c.layers.get(layer)), present: &mut present };
+            residual = self.block_forward(layer, block, residual, &inputs, kv, hooks)?;
         }
         let normalized =
             normalize(&residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
-        Ok(ModelOutput { logits, final_hidden })
+        let key_values = present.map(|layers| KeyValueCache { layers });
+        Ok(ModelOutput { logits, final_hidden, key_values })
+    }
+
+    /// Checks a cache against the configuration and the batch; returns its length.
+    fn check_past(&self, cache: &KeyValueCache, batch: i64) -> Result<i64> {
+        let a = &self.config.attention;
+        let past = cache.len() as i64;
+        let expected = [batch, a.n_kv_heads as i64, past, a.d_head as i64];
+        if cache.layers.len() != self.blocks.len() {
+            return Err(Error::invalid_argument(format!(
+                "past_key_values has {} layers for a model of {}",
+                cache.layers.len(),
+                self.blocks.len()
+            )));
+        }
+        for (l, kv) in cache.layers.iter().enumerate() {
+            for (what, t) in [("keys", &kv.keys), ("values", &kv.values)] {
+                if t.size() != expected {
+                    return Err(Error::ShapeMismatch {
+                        what: format!("past_key_values layer {l} {what}"),
+                        expected: format!("{expected:?} ([batch, kv_heads, past, d_head])"),
+                        actual: t.size(),
+                    });
+                }
+            }
+        }
+        Ok(past)
     }
 
     fn norm(&self, x: &Tensor, norm: &Norm) -> Result<Tensor> {
@@ -478,6 +513,7 @@ impl Decoder {
         block: &Block,
         residual: Tensor,
         inputs: &ForwardInputs,
+        kv: KvStep<'_>,
         hooks: &mut Hooks<'_>,
     ) -> Result<Tensor> {
         let a = &self.config.attention;
@@ -508,6 +544,17 @@ impl Decoder {
         let q = q.f_transpose(1, 2)?;
         let k = k.f_transpose(1, 2)?;
         let v = v.f_transpose(1, 2)?;
+        // Past keys and values (already rotated) go before this forward's positions.
+        let (k, v) = match kv.past {
+            Some(past) => (
+                Tensor::f_cat(&[&past.keys.f_to_kind(k.kind())?, &k], 2)?,
+                Tensor::f_cat(&[&past.values.f_to_kind(v.kind())?, &v], 2)?,
+            ),
+            None => (k, v),
+        };
+        if let Some(present) = kv.present.as_mut() {
+            present.push(LayerKeyValues { keys: k.shallow_clone(), values: v.shallow_clone() });
+        }
         let windowed = if sliding { inputs.blocked_sliding.as_ref() } else { None };
         let blocked = windowed.unwrap_or(&inputs.blocked);
 
@@ -531,7 +578,7 @@ impl Decoder {
         } else {
             // libtorch's default scale is 1/√d_head; pass ours only when it differs.
             let scale = (a.scale != (d_head as f64).powf(-0.5)).then_some(a.scale);
-            if inputs.padded || windowed.is_some() {
+            if inputs.padded || windowed.is_some() || inputs.past > 0 {
                 let allowed = blocked.f_logical_not()?;
                 Tensor::f_scaled_dot_product_attention(
                     &q,
@@ -652,6 +699,13 @@ impl Decoder {
     }
 }
 
+/// One block's share of a KV-cache forward: its past keys and values, and where to put the
+/// keys and values it computes when they are to be returned.
+struct KvStep<'a> {
+    past: Option<&'a LayerKeyValues>,
+    present: &'a mut Option<Vec<LayerKeyValues>>,
+}
+
 /// Per-forward inputs shared by all blocks: positions, rotary tables, blocked-key masks.
 struct ForwardInputs {
     /// `[batch, pos]` f32 positions.
@@ -666,10 +720,21 @@ struct ForwardInputs {
     blocked_sliding: Option<Tensor>,
     /// Whether an attention mask was given (otherwise the mask is purely causal).
     padded: bool,
+    /// Positions in the past keys and values (0 without a cache).
+    past: i64,
 }
 
 impl ForwardInputs {
-    fn new(model: &Decoder, options: &ForwardOptions, batch: i64, seq: i64) -> Result<Self> {
+    /// Inputs of `seq` new positions after `past` cached ones: queries are the new
+    /// positions, keys are past and new ones (`total = past + seq`).
+    fn new(
+        model: &Decoder,
+        options: &ForwardOptions,
+        batch: i64,
+        seq: i64,
+        past: i64,
+    ) -> Result<Self> {
+        let total = past + seq;
         let device = model.device;
         let max = model.config.max_positions as i64;
         let positions = match &options.position_ids {
@@ -690,7 +755,7 @@ impl ForwardInputs {
                 }
                 p.f_to_device(device)?.f_to_kind(Kind::Float)?
             }
-            None => Tensor::f_arange(seq, (Kind::Float, device))?
+            None => Tensor::f_arange_start(past, total, (Kind::Float, device))?
                 .f_unsqueeze(0)?
                 .f_expand([batch, seq], false)?,
         };
@@ -704,34 +769,39 @@ impl ForwardInputs {
         let rope_local = angles(&model.rope_local)?;
 
         let options_bool = (Kind::Bool, device);
-        let future = Tensor::f_ones([seq, seq], options_bool)?.f_triu(1)?;
+        // Query i sits at position past + i: keys after it are in the future.
+        let future = Tensor::f_ones([seq, total], options_bool)?.f_triu(past + 1)?;
         let view = |m: &Tensor| -> Result<Tensor> {
-            Ok(m.f_view([1, 1, seq, seq])?.f_expand([batch, 1, seq, seq], false)?)
+            Ok(m.f_view([1, 1, seq, total])?.f_expand([batch, 1, seq, total], false)?)
         };
         let mut blocked = view(&future)?;
         // Only when a window is shorter than the input does it block anything beyond the
         // causal mask.
         let mut blocked_sliding = match model.config.attention.sliding_window {
             // Keys at distance ≥ window: key ≤ query − window.
-            Some(window) if (window as i64) < seq => {
-                let far = Tensor::f_ones([seq, seq], options_bool)?.f_tril(-(window as i64))?;
+            Some(window) if (window as i64) < total => {
+                let far =
+                    Tensor::f_ones([seq, total], options_bool)?.f_tril(past - window as i64)?;
                 Some(view(&future.f_logical_or(&far)?)?)
             }
             _ => None,
         };
         if let Some(mask) = &options.attention_mask {
-            if mask.size() != [batch, seq] {
+            if mask.size() != [batch, total] {
                 return Err(Error::ShapeMismatch {
                     what: "attention_mask".into(),
-                    expected: format!("[{batch}, {seq}]"),
+                    expected: format!("[{batch}, {total}] (past and new positions)"),
                     actual: mask.size(),
                 });
             }
-            let padded_key = mask.f_to_device(device)?.f_eq(0)?.f_view([batch, 1, 1, seq])?;
+            let padded_key = mask.f_to_device(device)?.f_eq(0)?.f_view([batch, 1, 1, total])?;
             // A query row with every key blocked (a padding query under left padding) would
             // otherwise attend uniformly to padding; let it attend to itself instead so that
             // no real position ever receives attention from or through padding.
-            let eye = Tensor::f_eye(seq, options_bool)?.f_view([1, 1, seq, seq])?;
+            let eye = Tensor::f_ones([seq, total], options_bool)?
+                .f_triu(past)?
+                .f_tril(past)?
+                .f_view([1, 1, seq, total])?;
             let unblock_lonely = |m: Tensor| -> Result<Tensor> {
                 let m = m.f_logical_or(&padded_key)?;
                 let row_blocked = m.f_all_dim(-1, true)?;
@@ -747,6 +817,7 @@ impl ForwardInputs {
             blocked: blocked.f_contiguous()?,
             blocked_sliding: blocked_sliding.map(|b| b.f_contiguous()).transpose()?,
             padded: options.attention_mask.is_some(),
+            past,
         })
     }
 
