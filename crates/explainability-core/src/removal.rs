@@ -221,7 +221,7 @@ pub fn evaluate_removals_with(
         rows.sort_by(|a, b| {
             b.start.cmp(&a.start).then(b.len.cmp(&a.len)).then(a.mask.cmp(&b.mask))
         });
-        for chunk in rows.chunks(batch_size) {
+        for chunk in bounded_batches(&rows, batch_size, &read) {
             let shared = chunk.iter().map(|r| r.start).min().unwrap_or(0);
             let past = if shared > 0 {
                 Some(cache.prefix(shared)?.repeat_row(0, chunk.len())?)
@@ -235,7 +235,7 @@ pub fn evaluate_removals_with(
         // otherwise a batch holds rows of one length.
         rows.sort_by(|a, b| b.len.cmp(&a.len).then(a.mask.cmp(&b.mask)));
         let batches: Vec<&[Row]> = if strategy == RemovalStrategy::Delete && model.info().causal {
-            rows.chunks(batch_size).collect()
+            bounded_batches(&rows, batch_size, &read)
         } else {
             rows.chunk_by(|a, b| a.len == b.len).flat_map(|same| same.chunks(batch_size)).collect()
         };
@@ -249,6 +249,39 @@ pub fn evaluate_removals_with(
         positions_reused: cost.reused,
         reused_prefix: reuse,
     })
+}
+
+/// The most positions a batch computes logits for: a batch's logits run from its earliest read
+/// position to the end of its longest row, `[rows, span, vocab]` floats. Rows of a Delete batch
+/// differ in length (a Shapley permutation deletes 0 … n tokens), and unbounded this reached
+/// `[32, 600, 49152]` (3.8 GB, 11.5 GB for the process) on a 600-token context.
+const MAX_LOGIT_SPAN: usize = 32;
+
+/// Consecutive runs of `rows` (in their order) of at most `batch_size` rows whose logit span
+/// (longest row's end minus earliest read position) is at most [`MAX_LOGIT_SPAN`]; a row whose
+/// own span is longer (an explicit read position far before its end) gets a batch of its own.
+fn bounded_batches<'r>(
+    rows: &'r [Row],
+    batch_size: usize,
+    read: &dyn Fn(usize) -> usize,
+) -> Vec<&'r [Row]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let (mut earliest, mut end) = (usize::MAX, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let (e, n) = (earliest.min(read(row.len)), end.max(row.len));
+        if i > start && (i - start == batch_size || n - e > MAX_LOGIT_SPAN) {
+            out.push(&rows[start..i]);
+            start = i;
+            (earliest, end) = (read(row.len), row.len);
+        } else {
+            (earliest, end) = (e, n);
+        }
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
 }
 
 #[derive(Default)]
@@ -315,4 +348,52 @@ fn run_batch(
         values[row.mask] = value;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(lens: &[usize]) -> Vec<Row> {
+        lens.iter()
+            .enumerate()
+            .map(|(mask, &len)| Row {
+                mask,
+                len,
+                start: 0,
+                embeddings: Tensor::zeros([1], tch::kind::FLOAT_CPU),
+            })
+            .collect()
+    }
+
+    fn lens(batches: &[&[Row]]) -> Vec<Vec<usize>> {
+        batches.iter().map(|b| b.iter().map(|r| r.len).collect()).collect()
+    }
+
+    #[test]
+    fn batches_bound_their_logit_span_and_size() {
+        let last = |len: usize| len - 1;
+        // A Shapley-like spread of lengths, longest first: the span (end − earliest read)
+        // stays within MAX_LOGIT_SPAN, and no batch exceeds its size.
+        let spread: Vec<usize> = (0..100).map(|i| 600 - 6 * i).collect();
+        let r = rows(&spread);
+        let batches = bounded_batches(&r, 32, &last);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 100);
+        for b in &batches {
+            let end = b.iter().map(|r| r.len).max().unwrap();
+            let earliest = b.iter().map(|r| last(r.len)).min().unwrap();
+            assert!(end - earliest <= MAX_LOGIT_SPAN, "{:?}", lens(&batches));
+        }
+        // Rows of one length fill batches up to their size.
+        let r = rows(&[9; 70]);
+        assert_eq!(
+            bounded_batches(&r, 32, &last).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [32, 32, 6]
+        );
+        // A row whose own span is too long (an explicit early read position) stands alone.
+        let r = rows(&[100, 100, 100]);
+        let early = |_: usize| 10;
+        assert_eq!(lens(&bounded_batches(&r, 32, &early)), [[100], [100], [100]]);
+        assert!(bounded_batches(&rows(&[]), 32, &last).is_empty());
+    }
 }
