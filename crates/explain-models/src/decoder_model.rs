@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
+    Architecture, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
     SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
@@ -149,5 +149,12 @@ impl Network for Decoder {
     }
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         Some(Decoder::final_norm(self, residual, scale))
+    }
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        Ok(Some(Box::new(Decoder::blockwise(self, embeddings, options)?)))
     }
 }

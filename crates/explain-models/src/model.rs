@@ -3,7 +3,7 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+    BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -46,6 +46,19 @@ pub trait Network: std::fmt::Debug {
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         let _ = (residual, scale);
         None
+    }
+    /// The forward pass as separate stages (see [`LanguageModel::blockwise`]); `None` for a
+    /// network that cannot run its blocks separately.
+    ///
+    /// # Errors
+    /// Shape and length errors.
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        let _ = (embeddings, options);
+        Ok(None)
     }
 }
 
@@ -131,6 +144,14 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.network.named_parameters()
+    }
+
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        self.network.blockwise(embeddings, options)
     }
 
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {

@@ -8,7 +8,10 @@
 //!   embeddings with hooks, logits, facts in [`ModelInfo`]).
 //! - [`Explanation`], [`Target`], [`Explainer`]: what explainers produce, what they explain,
 //!   and the trait every method implements.
+//! - [`BlockwiseForward`], [`BackwardMemory`], [`gradients`]: a forward pass run block by
+//!   block, and gradients that recompute each block instead of holding its activations.
 
+mod blockwise;
 mod error;
 mod explanation;
 mod hook_point;
@@ -16,6 +19,9 @@ mod hooks;
 mod model;
 mod rng;
 
+pub use blockwise::{
+    BackwardMemory, BlockwiseForward, Gradients, Objective, RecomputedBackward, gradients,
+};
 pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};

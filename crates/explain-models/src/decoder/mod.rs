@@ -19,7 +19,7 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
+    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
     check_positions,
 };
 use tch::{Device, Kind, Tensor};
@@ -438,6 +438,29 @@ impl Decoder {
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        let inputs = self.forward_inputs(embeddings, options)?;
+        let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            residual = self.block_forward(layer, block, residual, &inputs, hooks)?;
+        }
+        self.output_stage(&residual, options, hooks)
+    }
+
+    /// The forward pass split into stages for inputs shaped like `embeddings` (see
+    /// [`BlockwiseForward`]); running them in order equals [`Decoder::forward`].
+    ///
+    /// # Errors
+    /// Shape and length errors of [`Decoder::forward`].
+    pub fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<DecoderStages<'a>> {
+        Ok(DecoderStages { model: self, inputs: self.forward_inputs(embeddings, options)?, options })
+    }
+
+    /// Checks the embeddings' shape and length and prepares positions, rotary tables and masks.
+    fn forward_inputs(&self, embeddings: &Tensor, options: &ForwardOptions) -> Result<ForwardInputs> {
         let size = embeddings.size();
         if size.len() != 3 || size[2] != self.config.d_model as i64 {
             return Err(Error::ShapeMismatch {
@@ -448,8 +471,17 @@ impl Decoder {
         }
         let (batch, seq) = (size[0], size[1]);
         check_positions(seq, self.config.max_positions)?;
+        ForwardInputs::new(self, options, batch, seq)
+    }
+
+    /// Embeddings → the residual stream entering block 0 (learned positions, `hook_embed`).
+    fn input_stage(
+        &self,
+        embeddings: &Tensor,
+        inputs: &ForwardInputs,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor> {
         let embeddings = embeddings.f_to_device(self.device)?.f_to_kind(self.kind)?;
-        let inputs = ForwardInputs::new(self, options, batch, seq)?;
         let embeddings = match &self.pos_embed {
             Some(table) => {
                 let positions = inputs.positions.f_to_kind(Kind::Int64)?;
@@ -457,12 +489,18 @@ impl Decoder {
             }
             None => embeddings,
         };
-        let mut residual = hooks.fire(HookPoint::embed(), embeddings)?;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            residual = self.block_forward(layer, block, residual, &inputs, hooks)?;
-        }
+        hooks.fire(HookPoint::embed(), embeddings)
+    }
+
+    /// The residual stream after the last block → final norm (`hook_ln_final`) and logits.
+    fn output_stage(
+        &self,
+        residual: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput> {
         let normalized =
-            normalize(&residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
+            normalize(residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
         Ok(ModelOutput { logits, final_hidden })
@@ -649,6 +687,40 @@ impl Decoder {
             params.push(("unembed.W_U".to_owned(), head.shallow_clone()));
         }
         params
+    }
+}
+
+/// [`Decoder::forward`] as separate stages, for inputs of one shape and one set of options.
+pub struct DecoderStages<'a> {
+    model: &'a Decoder,
+    inputs: ForwardInputs,
+    options: &'a ForwardOptions,
+}
+
+impl std::fmt::Debug for DecoderStages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoderStages").field("n_blocks", &self.model.blocks.len()).finish()
+    }
+}
+
+impl BlockwiseForward for DecoderStages<'_> {
+    fn n_blocks(&self) -> usize {
+        self.model.blocks.len()
+    }
+
+    fn input(&self, embeddings: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        self.model.input_stage(embeddings, &self.inputs, hooks)
+    }
+
+    fn block(&self, layer: usize, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        let n_layers = self.model.blocks.len();
+        let block =
+            self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
+        self.model.block_forward(layer, block, residual.shallow_clone(), &self.inputs, hooks)
+    }
+
+    fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {
+        self.model.output_stage(residual, self.options, hooks)
     }
 }
 
