@@ -17,9 +17,7 @@ use std::time::Instant;
 use explain_gradients::{Baseline, GradientXInput, IntegratedGradients, PathOptions, Quadrature};
 use explain_gradients::{Saliency, SaliencyNorm};
 use explain_models::{load, smollm2_gguf_path};
-use explainability_core::{
-    Error, Explainer, LanguageModel, RecomputedBackward, Result, Target,
-};
+use explainability_core::{Error, Explainer, LanguageModel, RecomputedBackward, Result, Target};
 use serde_json::json;
 
 const PARAGRAPH: &str = "The river left its banks in the spring, and the village moved to the \
@@ -50,7 +48,11 @@ fn ids_of_length(model: &dyn LanguageModel, n: usize) -> Result<Vec<i64>> {
 fn main() -> Result<()> {
     tch::set_num_threads(1);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = || Error::invalid_argument("usage: long_context saliency|gxi|ig stored|recompute TOKENS [IG_STEPS]");
+    let usage = || {
+        Error::invalid_argument(
+            "usage: long_context saliency|gxi|ig stored|recompute TOKENS [IG_STEPS]",
+        )
+    };
     let method = args.first().ok_or_else(usage)?.clone();
     let memory = args.get(1).ok_or_else(usage)?.clone();
     let tokens: usize = args.get(2).and_then(|s| s.parse().ok()).ok_or_else(usage)?;
@@ -80,7 +82,12 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let e = explainer.explain_ids(subject, &ids, &Target::argmax())?;
     let seconds = start.elapsed().as_secs_f64();
-    let top = e.scores.iter().enumerate().fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+    let top = e
+        .scores
+        .iter()
+        .enumerate()
+        .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .0;
     println!(
         "{}",
         json!({

@@ -191,9 +191,8 @@ impl GenerationAttribution {
         let f = |emb: &Tensor| -> Result<Tensor> {
             log_probs_of(&model.forward_embeddings(emb, &options, &mut Hooks::new())?)
         };
-        let rows_of = |points: &Tensor| {
-            row_gradients(model, &options, &log_probs_of, points, t_out)
-        };
+        let rows_of =
+            |points: &Tensor| row_gradients(model, &options, &log_probs_of, points, t_out);
         let mut metadata = std::collections::BTreeMap::new();
         let (rows, log_probs, deltas): (Vec<Vec<f64>>, Vec<f64>, Option<Vec<f64>>) = match &self
             .method

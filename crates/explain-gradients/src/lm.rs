@@ -76,7 +76,8 @@ fn prepare_inner(
             &tail.options,
             &mut Hooks::new(),
             &mut |output: &ModelOutput| {
-                let shifted = tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
+                let shifted =
+                    tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
                 let y = shifted.evaluate(&output.logits)?;
                 resolved = Some(shifted);
                 Ok(y)
@@ -197,7 +198,8 @@ impl Objective for ModelTarget<'_> {
         let tail = self.tail(points)?;
         let leaf = points.f_detach()?.f_set_requires_grad(true)?;
         let mut objective = |output: &ModelOutput| tail.evaluate(&output.logits);
-        let g = gradients(model, &leaf, &[&leaf], &tail.options, &mut Hooks::new(), &mut objective)?;
+        let g =
+            gradients(model, &leaf, &[&leaf], &tail.options, &mut Hooks::new(), &mut objective)?;
         let grad = g
             .gradients
             .into_iter()

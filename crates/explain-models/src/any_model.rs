@@ -2,7 +2,8 @@
 //! [`LanguageModel`] by delegation.
 
 use explainability_core::{
-    BlockwiseForward, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+    BlockwiseForward, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale,
+    Result,
 };
 use tch::{Device, Kind, Tensor};
 

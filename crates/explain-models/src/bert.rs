@@ -26,8 +26,7 @@ use std::path::Path;
 
 use explainability_core::{
     Architecture, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
-    LanguageModel, ModelInfo,
-    ModelOutput, Result, SplitMix64, check_positions,
+    LanguageModel, ModelInfo, ModelOutput, Result, SplitMix64, check_positions,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -421,7 +420,8 @@ impl Bert {
         let inputs = self.forward_inputs(embeddings, options)?;
         let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
         for (layer, block) in self.blocks.iter().enumerate() {
-            residual = self.block_forward(layer, block, residual, inputs.blocked.as_ref(), hooks)?;
+            residual =
+                self.block_forward(layer, block, residual, inputs.blocked.as_ref(), hooks)?;
         }
         self.output_stage(&residual, options, hooks)
     }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
-    SpecialTokens,
+    Architecture, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput,
+    NormScale, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 

@@ -3,7 +3,8 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+    BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput,
+    NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 

@@ -19,8 +19,8 @@ use explainability::core::{
 use explainability::eval::{FidelityConfig, completeness, comprehensibility, fidelity};
 use explainability::gradients::{
     AdaptiveOptions, Baseline, GenerationAttribution, GenerationMethod, GradientXInput,
-    IntegratedGradients, LayerIntegratedGradients, PathOptions, Quadrature, Saliency,
-    SaliencyNorm, SentenceSimilarity, SmoothGrad,
+    IntegratedGradients, LayerIntegratedGradients, PathOptions, Quadrature, Saliency, SaliencyNorm,
+    SentenceSimilarity, SmoothGrad,
 };
 use explainability::models::{
     Bert, BertConfig, BertModel, Decoder, DecoderConfig, DecoderModel, Family, Gpt2Config,
@@ -265,7 +265,11 @@ fn gradient_methods(n_layers: usize) -> Vec<Box<dyn Explainer>> {
     vec![
         Box::new(Saliency { norm: SaliencyNorm::L2 }),
         Box::new(GradientXInput),
-        Box::new(SmoothGrad { n_samples: 3, internal_batch_size: Some(2), ..SmoothGrad::default() }),
+        Box::new(SmoothGrad {
+            n_samples: 3,
+            internal_batch_size: Some(2),
+            ..SmoothGrad::default()
+        }),
         Box::new(IntegratedGradients::new(Baseline::Zero, 8)),
         Box::new(IntegratedGradients {
             quadrature: Quadrature::Adaptive(adaptive),
@@ -313,6 +317,13 @@ fn assert_recompute_equals_stored(model: &dyn LanguageModel, target: &Target) {
     })
     .unwrap();
     assert_eq!(g.memory, BackwardMemory::Recompute, "{name}");
+    // A leaf that does not require grad is a typed error, not an empty gradient.
+    let detached = emb.detach();
+    let err = gradients(&bounded, &detached, &[&detached], &options, &mut Hooks::new(), &mut |o| {
+        Ok(o.logits.select(1, -1).select(1, 0))
+    })
+    .unwrap_err();
+    assert!(matches!(err, explainability::core::Error::InvalidArgument { .. }), "{err}");
 }
 
 #[test]

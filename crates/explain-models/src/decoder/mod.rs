@@ -19,8 +19,8 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale, Result, SplitMix64,
-    check_positions,
+    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, ModelOutput, NormScale,
+    Result, SplitMix64, check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -456,11 +456,19 @@ impl Decoder {
         embeddings: &Tensor,
         options: &'a ForwardOptions,
     ) -> Result<DecoderStages<'a>> {
-        Ok(DecoderStages { model: self, inputs: self.forward_inputs(embeddings, options)?, options })
+        Ok(DecoderStages {
+            model: self,
+            inputs: self.forward_inputs(embeddings, options)?,
+            options,
+        })
     }
 
     /// Checks the embeddings' shape and length and prepares positions, rotary tables and masks.
-    fn forward_inputs(&self, embeddings: &Tensor, options: &ForwardOptions) -> Result<ForwardInputs> {
+    fn forward_inputs(
+        &self,
+        embeddings: &Tensor,
+        options: &ForwardOptions,
+    ) -> Result<ForwardInputs> {
         let size = embeddings.size();
         if size.len() != 3 || size[2] != self.config.d_model as i64 {
             return Err(Error::ShapeMismatch {
