@@ -14,7 +14,8 @@ use tch::{Kind, Tensor};
 use explainability_core::{Error, Result};
 
 use crate::path::{
-    check_pair, chunk_size, difference, endpoint_values, path_values, weighted_gradient_sums,
+    Autograd, Objective, check_pair, chunk_size, difference, endpoint_values, path_values,
+    weighted_gradient_sums,
 };
 use crate::quadrature::QuadratureRule;
 
@@ -96,7 +97,7 @@ struct Interval {
 /// batch size of 0; [`Error::NonFinite`] with the path point α of a non-finite gradient or
 /// value; [`Error::ShapeMismatch`]; whatever `f` returns.
 pub fn adaptive_integrated_gradients<F>(
-    mut f: F,
+    f: F,
     input: &Tensor,
     baseline: &Tensor,
     options: &AdaptiveOptions,
@@ -104,6 +105,16 @@ pub fn adaptive_integrated_gradients<F>(
 where
     F: FnMut(&Tensor) -> Result<Tensor>,
 {
+    adaptive_path(&mut Autograd(f), input, baseline, options)
+}
+
+/// [`adaptive_integrated_gradients`] of any [`Objective`].
+pub(crate) fn adaptive_path<O: Objective>(
+    f: &mut O,
+    input: &Tensor,
+    baseline: &Tensor,
+    options: &AdaptiveOptions,
+) -> Result<AdaptiveAttribution> {
     check_pair(input, baseline)?;
     let chunk = chunk_size(options.internal_batch_size)?;
     if !(options.tolerance.is_finite() && options.tolerance > 0.0) {
@@ -127,13 +138,13 @@ where
     let (nodes, weights) =
         QuadratureRule::GaussLegendre.nodes_and_weights(options.nodes_per_interval)?;
     let diff = difference(input, baseline)?;
-    let (f_input, f_baseline) = endpoint_values(&mut f, input, baseline)?;
+    let (f_input, f_baseline) = endpoint_values(f, input, baseline)?;
     let total_change = f_input - f_baseline;
     let goal = options.tolerance * total_change.abs();
     let mut forward_evaluations = 2;
 
     // Builds intervals from (a, b, F(a), F(b)) by evaluating their gradients together.
-    let build = |spans: &[(f64, f64, f64, f64)], f: &mut F| -> Result<Vec<Interval>> {
+    let build = |spans: &[(f64, f64, f64, f64)], f: &mut O| -> Result<Vec<Interval>> {
         let groups: Vec<Vec<(f64, f64)>> = spans
             .iter()
             .map(|&(a, b, _, _)| {
@@ -154,13 +165,13 @@ where
 
     let k = options.initial_intervals;
     let inner: Vec<f64> = (1..k).map(|i| i as f64 / k as f64).collect();
-    let inner_values = path_values(&mut f, input, baseline, &inner, chunk)?;
+    let inner_values = path_values(f, input, baseline, &inner, chunk)?;
     forward_evaluations += inner.len();
     let mut points = vec![(0.0, f_baseline)];
     points.extend(inner.iter().copied().zip(inner_values));
     points.push((1.0, f_input));
     let spans: Vec<_> = points.windows(2).map(|w| (w[0].0, w[1].0, w[0].1, w[1].1)).collect();
-    let mut intervals = build(&spans, &mut f)?;
+    let mut intervals = build(&spans, f)?;
     let mut gradient_evaluations = initial;
     let per_split = 2 * options.nodes_per_interval;
 
@@ -183,7 +194,7 @@ where
         chosen.sort_unstable();
         let mids: Vec<f64> =
             chosen.iter().map(|&i| 0.5 * (intervals[i].a + intervals[i].b)).collect();
-        let mid_values = path_values(&mut f, input, baseline, &mids, chunk)?;
+        let mid_values = path_values(f, input, baseline, &mids, chunk)?;
         forward_evaluations += mids.len();
         let mut spans = Vec::with_capacity(2 * count);
         for ((&i, &m), &fm) in chosen.iter().zip(&mids).zip(&mid_values) {
@@ -191,7 +202,7 @@ where
             spans.push((iv.a, m, iv.fa, fm));
             spans.push((m, iv.b, fm, iv.fb));
         }
-        let mut halves = build(&spans, &mut f)?.into_iter();
+        let mut halves = build(&spans, f)?.into_iter();
         gradient_evaluations += count * per_split;
         let mut next = Vec::with_capacity(intervals.len() + count);
         for (i, iv) in intervals.into_iter().enumerate() {

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tch::{Kind, Tensor};
 
-use explainability_core::{Error, ForwardOptions, Hooks, LanguageModel, Result, check_positions};
+use explainability_core::{
+    Error, ForwardOptions, Hooks, LanguageModel, ModelOutput, Result, check_positions, gradients,
+};
 
 use crate::gradient::SaliencyNorm;
 use crate::integrated::Baseline;
@@ -176,9 +178,9 @@ impl GenerationAttribution {
         // Logits only from the last prompt position on: the LM head runs for the T positions
         // whose predictions are attributed (plus the last, unused), not for the prompt.
         let options = ForwardOptions { logits_from: Some(p - 1), ..ForwardOptions::default() };
-        let mut f = |emb: &Tensor| -> Result<Tensor> {
-            let n = emb.size()[0];
-            let logits = model.forward_embeddings(emb, &options, &mut Hooks::new())?.logits;
+        let log_probs_of = |output: &ModelOutput| -> Result<Tensor> {
+            let logits = &output.logits;
+            let n = logits.size()[0];
             // A model that ignores `logits_from` returns every position.
             let start = if logits.size()[1] == len as i64 { p as i64 - 1 } else { 0 };
             let lp = logits.f_narrow(1, start, t_out as i64)?.f_log_softmax(-1, Kind::Float)?;
@@ -186,12 +188,17 @@ impl GenerationAttribution {
                 targets.f_view([1, t_out as i64, 1])?.f_expand([n, t_out as i64, 1], false)?;
             Ok(lp.f_gather(-1, &index, false)?.f_squeeze_dim(-1)?)
         };
+        let f = |emb: &Tensor| -> Result<Tensor> {
+            log_probs_of(&model.forward_embeddings(emb, &options, &mut Hooks::new())?)
+        };
+        let rows_of =
+            |points: &Tensor| row_gradients(model, &options, &log_probs_of, points, t_out);
         let mut metadata = std::collections::BTreeMap::new();
         let (rows, log_probs, deltas): (Vec<Vec<f64>>, Vec<f64>, Option<Vec<f64>>) = match &self
             .method
         {
             GenerationMethod::GradientXInput | GenerationMethod::Saliency(_) => {
-                let (grads, values) = row_gradients(&mut f, &embeddings.f_unsqueeze(0)?, t_out)?;
+                let (grads, values) = rows_of(&embeddings.f_unsqueeze(0)?)?;
                 let mut rows = Vec::with_capacity(t_out);
                 for g in grads {
                     let g = g.f_select(0, 0)?;
@@ -230,7 +237,7 @@ impl GenerationAttribution {
                     alphas.chunks(chunk.max(1)).zip(weights.chunks(chunk.max(1)))
                 {
                     let points = path_points(&embeddings, &base, a_part)?;
-                    let (grads, _) = row_gradients(&mut f, &points, t_out)?;
+                    let (grads, _) = rows_of(&points)?;
                     let w =
                         Tensor::f_from_slice(w_part)?.f_to_device(device)?.f_view([-1, 1, 1])?;
                     for (sum, g) in sums.iter_mut().zip(grads) {
@@ -299,26 +306,28 @@ impl GenerationAttribution {
     }
 }
 
-/// One forward pass over `points` (`[n, L, d]`) and one backward pass per output row, all from
-/// the same graph: the gradient of `Σ_n F(points_n)_t` for every `t`, plus the values `[n, T]`.
-fn row_gradients<F>(f: &mut F, points: &Tensor, t_out: usize) -> Result<(Vec<Tensor>, Tensor)>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
-    tch::with_grad(|| {
-        let leaf = points.f_detach()?.f_set_requires_grad(true)?;
-        let y = f(&leaf)?; // [n, T]
-        let mut grads = Vec::with_capacity(t_out);
-        for t in 0..t_out {
-            let row = y.f_select(1, t as i64)?.f_sum(Kind::Float)?;
-            let keep = t + 1 < t_out;
-            let g = Tensor::f_run_backward(&[&row], &[&leaf], keep, false)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
-            check_finite(&g, &format!("gradient of generated token {t}"))?;
-            grads.push(g);
-        }
-        Ok((grads, y.f_detach()?))
-    })
+/// One forward pass over `points` (`[n, L, d]`) and one backward pass per output row
+/// ([`gradients`] with a `[n, T]` objective, so that the model's
+/// [`LanguageModel::backward_memory`] applies): the gradient of `Σ_n F(points_n)_t` for every
+/// `t`, plus the values `[n, T]`.
+fn row_gradients(
+    model: &dyn LanguageModel,
+    options: &ForwardOptions,
+    log_probs_of: &dyn Fn(&ModelOutput) -> Result<Tensor>,
+    points: &Tensor,
+    t_out: usize,
+) -> Result<(Vec<Tensor>, Tensor)> {
+    let leaf = points.f_detach()?.f_set_requires_grad(true)?;
+    let mut objective = |output: &ModelOutput| log_probs_of(output);
+    let g = gradients(model, &leaf, &[&leaf], options, &mut Hooks::new(), &mut objective)?;
+    let mut grads = Vec::with_capacity(t_out);
+    for (t, per_leaf) in g.gradients.into_iter().enumerate() {
+        let grad = per_leaf
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+        check_finite(&grad, &format!("gradient of generated token {t}"))?;
+        grads.push(grad);
+    }
+    Ok((grads, g.value))
 }

@@ -8,15 +8,15 @@ use tch::{Kind, Tensor};
 
 use explainability_core::{
     Error, Explainer, Explanation, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
-    LanguageModel, Result, Target,
+    LanguageModel, ModelOutput, Result, Target, gradients,
 };
 
-use crate::adaptive::{AdaptiveOptions, adaptive_integrated_gradients};
+use crate::adaptive::{AdaptiveOptions, adaptive_path};
 use crate::lm::{
-    Prepared, TargetTail, explanation, locate_non_finite, prepare, sum_over_features,
+    ModelTarget, Prepared, TargetTail, explanation, locate_non_finite, prepare, sum_over_features,
     target_function, with_location,
 };
-use crate::path::{PathOptions, path_integrated_gradients, path_points, path_values};
+use crate::path::{Objective, PathOptions, fixed_path, path_points, path_values};
 
 /// The reference input integrated gradients starts from.
 ///
@@ -151,20 +151,17 @@ struct Integrated {
 
 /// Runs the path integral of `f` and collects metadata (steps, evaluations, convergence,
 /// the path profile and its warning).
-fn integrate<F>(
-    mut f: F,
+fn integrate<O: Objective>(
+    mut f: O,
     input: &Tensor,
     baseline: &Tensor,
     quadrature: &Quadrature,
     check_path: bool,
-) -> Result<Integrated>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
+) -> Result<Integrated> {
     let mut metadata: Vec<(&'static str, Value)> = Vec::new();
     let (attributions, f_input, f_baseline, delta) = match quadrature {
         Quadrature::Fixed(o) => {
-            let r = path_integrated_gradients(&mut f, input, baseline, o)?;
+            let r = fixed_path(&mut f, input, baseline, o)?;
             metadata.push(("quadrature", json!(o.rule.name())));
             metadata.push(("n_steps", json!(o.n_steps)));
             metadata.push(("internal_batch_size", json!(o.internal_batch_size)));
@@ -172,7 +169,7 @@ where
             (r.attributions, r.f_input, r.f_baseline, r.convergence_delta)
         }
         Quadrature::Adaptive(o) => {
-            let r = adaptive_integrated_gradients(&mut f, input, baseline, o)?;
+            let r = adaptive_path(&mut f, input, baseline, o)?;
             metadata.push(("quadrature", json!("adaptive_gauss_legendre")));
             metadata.push(("tolerance", json!(o.tolerance)));
             metadata.push(("gradient_evaluations", json!(r.gradient_evaluations)));
@@ -296,10 +293,7 @@ impl IntegratedGradients {
 
 /// `F` of a `[n, pos, d]` batch of path points (points arrive without a batch axis of their
 /// own: the path core stacks `[pos, d]` points on a new leading axis).
-fn batched_over_path<'a>(
-    model: &'a dyn LanguageModel,
-    target: &'a Target,
-) -> impl FnMut(&Tensor) -> Result<Tensor> + 'a {
+fn batched_over_path<'a>(model: &'a dyn LanguageModel, target: &'a Target) -> ModelTarget<'a> {
     target_function(model, target)
 }
 
@@ -380,6 +374,52 @@ fn capture(model: &dyn LanguageModel, embeddings: &Tensor, point: HookPoint) -> 
     Ok(hooks.cached().require(&point)?.f_detach()?.f_select(0, 0)?)
 }
 
+/// The target as a function of the activation at a residual hook point (`[n, pos, d]` →
+/// `[n]`), the embeddings fixed.
+struct LayerTarget<'a> {
+    model: &'a dyn LanguageModel,
+    point: HookPoint,
+    /// `[pos, d]`.
+    embeddings: &'a Tensor,
+    tail: &'a TargetTail,
+}
+
+impl LayerTarget<'_> {
+    /// The embeddings repeated for `acts.size()[0]` rows, and hooks replacing the activation.
+    fn setup(&self, acts: &Tensor) -> Result<(Tensor, Hooks<'static>)> {
+        let n = acts.size()[0];
+        let size = self.embeddings.size();
+        let batch = self.embeddings.f_unsqueeze(0)?.f_expand([n, size[0], size[1]], false)?;
+        let replacement = acts.shallow_clone();
+        let mut hooks = Hooks::new();
+        hooks.replace(HookFilter::point(self.point), move |_, _| Ok(replacement.shallow_clone()));
+        Ok((batch, hooks))
+    }
+}
+
+impl Objective for LayerTarget<'_> {
+    fn values(&mut self, acts: &Tensor) -> Result<Tensor> {
+        let (batch, mut hooks) = self.setup(acts)?;
+        let output = self.model.forward_embeddings(&batch, &self.tail.options, &mut hooks)?;
+        self.tail.evaluate(&output.logits)
+    }
+
+    fn values_and_gradient(&mut self, acts: &Tensor) -> Result<(Tensor, Tensor)> {
+        let leaf = acts.f_detach()?.f_set_requires_grad(true)?;
+        let (batch, mut hooks) = self.setup(&leaf)?;
+        let tail = self.tail;
+        let mut objective = |output: &ModelOutput| tail.evaluate(&output.logits);
+        let g = gradients(self.model, &batch, &[&leaf], &tail.options, &mut hooks, &mut objective)?;
+        let grad = g
+            .gradients
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+        Ok((g.value, grad))
+    }
+}
+
 impl Explainer for LayerIntegratedGradients {
     fn name(&self) -> &str {
         "layer_integrated_gradients"
@@ -399,16 +439,7 @@ impl Explainer for LayerIntegratedGradients {
         let point = self.point;
         let embeddings = &prepared.embeddings;
         let tail = TargetTail::new(&prepared.target, embeddings.size()[0])?;
-        let f = |acts: &Tensor| -> Result<Tensor> {
-            let n = acts.size()[0];
-            let size = embeddings.size();
-            let batch = embeddings.f_unsqueeze(0)?.f_expand([n, size[0], size[1]], false)?;
-            let replacement = acts.shallow_clone();
-            let mut hooks = Hooks::new();
-            hooks.replace(HookFilter::point(point), move |_, _| Ok(replacement.shallow_clone()));
-            let output = model.forward_embeddings(&batch, &tail.options, &mut hooks)?;
-            tail.evaluate(&output.logits)
-        };
+        let f = LayerTarget { model, point, embeddings, tail: &tail };
         let mut r = integrate(f, &act_input, &act_base, &self.quadrature, false).map_err(|e| {
             with_location(e, |a| {
                 let acts = path_points(&act_input, &act_base, &[a])?;

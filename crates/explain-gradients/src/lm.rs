@@ -9,9 +9,11 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, Result,
-    Target, check_positions,
+    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelOutput,
+    Result, Target, check_positions, gradients,
 };
+
+use crate::path::Objective;
 
 /// An input ready to be explained.
 pub(crate) struct Prepared {
@@ -63,15 +65,33 @@ fn prepare_inner(
         let _guard = tch::no_grad_guard();
         model.embed(&ids_tensor)?.f_detach()?
     };
-    let input = if with_gradient {
-        embeddings.f_detach()?.f_set_requires_grad(true)?
-    } else {
-        embeddings.shallow_clone()
-    };
     let tail = TargetTail::new(target, ids.len() as i64)?;
-    let output = model.forward_embeddings(&input, &tail.options, &mut Hooks::new())?;
-    let shifted = tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
-    let y = shifted.evaluate(&output.logits)?;
+    let (shifted, y, gradient) = if with_gradient {
+        let input = embeddings.f_detach()?.f_set_requires_grad(true)?;
+        let mut resolved = None;
+        let g = gradients(
+            model,
+            &input,
+            &[&input],
+            &tail.options,
+            &mut Hooks::new(),
+            &mut |output: &ModelOutput| {
+                let shifted =
+                    tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
+                let y = shifted.evaluate(&output.logits)?;
+                resolved = Some(shifted);
+                Ok(y)
+            },
+        )?;
+        let shifted = resolved.ok_or_else(|| Error::invalid_argument("no target resolved"))?;
+        let grad = g.gradients.into_iter().flatten().next();
+        (shifted, g.value, grad)
+    } else {
+        let output = model.forward_embeddings(&embeddings, &tail.options, &mut Hooks::new())?;
+        let shifted = tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
+        let y = shifted.evaluate(&output.logits)?;
+        (shifted, y, None)
+    };
     let value = y.f_double_value(&[0])?;
     // The resolved target keeps the caller's position (resolution only fixes an argmax id).
     let mut target = shifted;
@@ -86,12 +106,7 @@ fn prepare_inner(
             hook_point: first_non_finite_activation(model, &embeddings)?,
         });
     }
-    let gradient = if with_gradient {
-        let total = y.f_sum(Kind::Float)?;
-        let grad = Tensor::f_run_backward(&[&total], &[&input], false, false)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+    let gradient = if let Some(grad) = gradient {
         if let Err(e) = check_finite(&grad, "gradient with respect to the embeddings") {
             return Err(with_location(e, |_| locate_non_finite(model, &embeddings, &target, None)));
         }
@@ -152,42 +167,65 @@ impl TargetTail {
 }
 
 /// The target as a function of a batch of embeddings `[n, pos, d]` → `[n]`; logits are
-/// computed only for the position the target reads.
+/// computed only for the position the target reads, and gradients are taken the way the
+/// model's [`LanguageModel::backward_memory`] says.
+pub(crate) struct ModelTarget<'a> {
+    model: &'a dyn LanguageModel,
+    target: &'a Target,
+    tail: Option<TargetTail>,
+}
+
+impl ModelTarget<'_> {
+    fn tail(&mut self, points: &Tensor) -> Result<&TargetTail> {
+        let seq = points.size().get(1).copied().unwrap_or(0);
+        if self.tail.as_ref().is_none_or(|t| t.seq != seq) {
+            self.tail = Some(TargetTail::new(self.target, seq)?);
+        }
+        self.tail.as_ref().ok_or_else(|| Error::invalid_argument("no target tail"))
+    }
+}
+
+impl Objective for ModelTarget<'_> {
+    fn values(&mut self, points: &Tensor) -> Result<Tensor> {
+        let model = self.model;
+        let tail = self.tail(points)?;
+        let output = model.forward_embeddings(points, &tail.options, &mut Hooks::new())?;
+        tail.evaluate(&output.logits)
+    }
+
+    fn values_and_gradient(&mut self, points: &Tensor) -> Result<(Tensor, Tensor)> {
+        let model = self.model;
+        let tail = self.tail(points)?;
+        let leaf = points.f_detach()?.f_set_requires_grad(true)?;
+        let mut objective = |output: &ModelOutput| tail.evaluate(&output.logits);
+        let g =
+            gradients(model, &leaf, &[&leaf], &tail.options, &mut Hooks::new(), &mut objective)?;
+        let grad = g
+            .gradients
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+        Ok((g.value, grad))
+    }
+}
+
+/// The [`ModelTarget`] of `target` on `model`.
 pub(crate) fn target_function<'a>(
     model: &'a dyn LanguageModel,
     target: &'a Target,
-) -> impl FnMut(&Tensor) -> Result<Tensor> + 'a {
-    let mut tail: Option<TargetTail> = None;
-    move |embeddings: &Tensor| {
-        let seq = embeddings.size().get(1).copied().unwrap_or(0);
-        if tail.as_ref().is_none_or(|t| t.seq != seq) {
-            tail = Some(TargetTail::new(target, seq)?);
-        }
-        let tail = tail.as_ref().ok_or_else(|| Error::invalid_argument("no target tail"))?;
-        let output = model.forward_embeddings(embeddings, &tail.options, &mut Hooks::new())?;
-        tail.evaluate(&output.logits)
-    }
+) -> ModelTarget<'a> {
+    ModelTarget { model, target, tail: None }
 }
 
 /// Gradients of `Σ_n F(points_n)` with respect to `points` (`[n, ...]`), detached.
 ///
 /// # Errors
 /// As `f`; [`Error::NonFinite`] when the gradient is not finite.
-pub(crate) fn batch_gradient<F>(f: &mut F, points: &Tensor) -> Result<(Tensor, Tensor)>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
-    tch::with_grad(|| {
-        let leaf = points.f_detach()?.f_set_requires_grad(true)?;
-        let y = f(&leaf)?;
-        let total = y.f_sum(Kind::Float)?;
-        let grad = Tensor::f_run_backward(&[&total], &[&leaf], false, false)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
-        check_finite(&grad, "gradient with respect to the embeddings")?;
-        Ok((grad, y.f_detach()?))
-    })
+pub(crate) fn batch_gradient<O: Objective>(f: &mut O, points: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (y, grad) = f.values_and_gradient(points)?;
+    check_finite(&grad, "gradient with respect to the embeddings")?;
+    Ok((grad.f_detach()?, y))
 }
 
 /// [`Error::NonFinite`] when `t` holds NaN or infinity.

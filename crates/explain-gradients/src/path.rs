@@ -67,7 +67,7 @@ pub struct PathAttribution {
 /// assert!(r.convergence_delta.abs() < 1e-12);
 /// ```
 pub fn path_integrated_gradients<F>(
-    mut f: F,
+    f: F,
     input: &Tensor,
     baseline: &Tensor,
     options: &PathOptions,
@@ -75,14 +75,24 @@ pub fn path_integrated_gradients<F>(
 where
     F: FnMut(&Tensor) -> Result<Tensor>,
 {
+    fixed_path(&mut Autograd(f), input, baseline, options)
+}
+
+/// [`path_integrated_gradients`] of any [`Objective`].
+pub(crate) fn fixed_path<O: Objective>(
+    f: &mut O,
+    input: &Tensor,
+    baseline: &Tensor,
+    options: &PathOptions,
+) -> Result<PathAttribution> {
     check_pair(input, baseline)?;
     let chunk = chunk_size(options.internal_batch_size)?;
     let (alphas, weights) = options.rule.nodes_and_weights(options.n_steps)?;
     let group: Vec<(f64, f64)> = alphas.into_iter().zip(weights).collect();
-    let mut sums = weighted_gradient_sums(&mut f, input, baseline, &[group], chunk)?;
+    let mut sums = weighted_gradient_sums(f, input, baseline, &[group], chunk)?;
     let sum = sums.pop().ok_or_else(|| Error::invalid_argument("no quadrature group"))?;
     let attributions = difference(input, baseline)?.f_mul(&sum)?;
-    let ends = endpoint_values(&mut f, input, baseline)?;
+    let ends = endpoint_values(f, input, baseline)?;
     let total = attributions.f_sum(Kind::Double)?.f_double_value(&[])?;
     Ok(PathAttribution {
         attributions,
@@ -91,6 +101,58 @@ where
         convergence_delta: total - (ends.0 - ends.1),
         gradient_evaluations: options.n_steps,
     })
+}
+
+/// A differentiable function of a batch of points, `[n, ...] → [n]`: its values, and its values
+/// with the gradient of their sum. Model targets implement it so that the way gradients are
+/// taken ([`explainability_core::BackwardMemory`]) is decided in one place.
+pub(crate) trait Objective {
+    /// `F` of each point (under the caller's gradient mode).
+    ///
+    /// # Errors
+    /// Whatever the function returns.
+    fn values(&mut self, points: &Tensor) -> Result<Tensor>;
+
+    /// `(F(points)` detached, `∇ Σ_n F(points_n))`.
+    ///
+    /// # Errors
+    /// Whatever the function returns; autograd errors.
+    fn values_and_gradient(&mut self, points: &Tensor) -> Result<(Tensor, Tensor)>;
+}
+
+/// A closure differentiated by plain autograd.
+pub(crate) struct Autograd<F>(pub F);
+
+impl<F: FnMut(&Tensor) -> Result<Tensor>> Objective for Autograd<F> {
+    fn values(&mut self, points: &Tensor) -> Result<Tensor> {
+        (self.0)(points)
+    }
+
+    fn values_and_gradient(&mut self, points: &Tensor) -> Result<(Tensor, Tensor)> {
+        tch::with_grad(|| {
+            let leaf = points.f_detach()?.f_set_requires_grad(true)?;
+            let y = (self.0)(&leaf)?;
+            check_values(&y, points.size()[0])?;
+            let total = y.f_sum(Kind::Float)?;
+            let grad = Tensor::f_run_backward(&[&total], &[&leaf], false, false)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+            Ok((y.f_detach()?, grad))
+        })
+    }
+}
+
+/// Checks that a path function returned one scalar per point.
+pub(crate) fn check_values(y: &Tensor, n: i64) -> Result<()> {
+    if y.size() != [n] {
+        return Err(Error::ShapeMismatch {
+            what: "path function output".into(),
+            expected: format!("[{n}] (one scalar per path point)"),
+            actual: y.size(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that input and baseline have the same shape.
@@ -138,19 +200,9 @@ pub(crate) fn path_points(input: &Tensor, baseline: &Tensor, alphas: &[f64]) -> 
 }
 
 /// Runs `f` on `points` (`[n, ...]`) and checks it returns `[n]`.
-pub(crate) fn evaluate<F>(f: &mut F, points: &Tensor) -> Result<Tensor>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
-    let n = points.size()[0];
-    let y = f(points)?;
-    if y.size() != [n] {
-        return Err(Error::ShapeMismatch {
-            what: "path function output".into(),
-            expected: format!("[{n}] (one scalar per path point)"),
-            actual: y.size(),
-        });
-    }
+pub(crate) fn evaluate<O: Objective>(f: &mut O, points: &Tensor) -> Result<Tensor> {
+    let y = f.values(points)?;
+    check_values(&y, points.size()[0])?;
     Ok(y)
 }
 
@@ -158,16 +210,13 @@ where
 ///
 /// # Errors
 /// As `f`, shape errors, and [`Error::NonFinite`] with the α of a non-finite value.
-pub(crate) fn path_values<F>(
-    f: &mut F,
+pub(crate) fn path_values<O: Objective>(
+    f: &mut O,
     input: &Tensor,
     baseline: &Tensor,
     alphas: &[f64],
     chunk: usize,
-) -> Result<Vec<f64>>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
+) -> Result<Vec<f64>> {
     let _guard = tch::no_grad_guard();
     let mut values = Vec::with_capacity(alphas.len());
     for part in alphas.chunks(chunk.max(1)) {
@@ -187,10 +236,11 @@ where
 }
 
 /// `(F(x), F(x'))` in one call.
-pub(crate) fn endpoint_values<F>(f: &mut F, input: &Tensor, baseline: &Tensor) -> Result<(f64, f64)>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
+pub(crate) fn endpoint_values<O: Objective>(
+    f: &mut O,
+    input: &Tensor,
+    baseline: &Tensor,
+) -> Result<(f64, f64)> {
     let v = path_values(f, input, baseline, &[1.0, 0.0], 2)?;
     Ok((v[0], v[1]))
 }
@@ -201,16 +251,13 @@ where
 ///
 /// # Errors
 /// As `f`; [`Error::NonFinite`] with the α when a gradient is not finite.
-pub(crate) fn weighted_gradient_sums<F>(
-    f: &mut F,
+pub(crate) fn weighted_gradient_sums<O: Objective>(
+    f: &mut O,
     input: &Tensor,
     baseline: &Tensor,
     groups: &[Vec<(f64, f64)>],
     chunk: usize,
-) -> Result<Vec<Tensor>>
-where
-    F: FnMut(&Tensor) -> Result<Tensor>,
-{
+) -> Result<Vec<Tensor>> {
     let nodes: Vec<(usize, f64, f64)> = groups
         .iter()
         .enumerate()
@@ -221,16 +268,10 @@ where
     tch::with_grad(|| -> Result<()> {
         for part in nodes.chunks(chunk.max(1)) {
             let alphas: Vec<f64> = part.iter().map(|n| n.1).collect();
-            let points = path_points(input, baseline, &alphas)?.f_set_requires_grad(true)?;
-            let y = evaluate(f, &points)?;
-            let total = y.f_sum(Kind::Float)?;
-            let grads = Tensor::f_run_backward(&[&total], &[&points], false, false)?;
-            let grad = grads
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?
-                .f_detach()?
-                .f_to_kind(Kind::Double)?;
+            let points = path_points(input, baseline, &alphas)?;
+            let (y, grad) = f.values_and_gradient(&points)?;
+            check_values(&y, points.size()[0])?;
+            let grad = grad.f_detach()?.f_to_kind(Kind::Double)?;
             for (i, &(g, a, w)) in part.iter().enumerate() {
                 let row = grad.f_select(0, i as i64)?;
                 if row.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {

@@ -2,7 +2,8 @@
 //! [`LanguageModel`] by delegation.
 
 use explainability_core::{
-    ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+    BlockwiseForward, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale,
+    Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -87,5 +88,12 @@ impl LanguageModel for AnyModel {
     }
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
         self.inner().final_norm(residual, scale)
+    }
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        self.inner().blockwise(embeddings, options)
     }
 }

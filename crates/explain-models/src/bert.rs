@@ -25,8 +25,8 @@
 use std::path::Path;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, HookKind, HookPoint, Hooks, LanguageModel, ModelInfo,
-    ModelOutput, Result, SplitMix64, check_positions,
+    Architecture, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
+    LanguageModel, ModelInfo, ModelOutput, Result, SplitMix64, check_positions,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -423,6 +423,30 @@ impl Bert {
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        let inputs = self.forward_inputs(embeddings, options)?;
+        let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            residual =
+                self.block_forward(layer, block, residual, inputs.blocked.as_ref(), hooks)?;
+        }
+        self.output_stage(&residual, options, hooks)
+    }
+
+    /// The forward pass split into stages for inputs shaped like `embeddings` (see
+    /// [`BlockwiseForward`]); running them in order equals [`Bert::forward`].
+    ///
+    /// # Errors
+    /// Shape and length errors of [`Bert::forward`].
+    pub fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<BertStages<'a>> {
+        Ok(BertStages { model: self, inputs: self.forward_inputs(embeddings, options)?, options })
+    }
+
+    /// Checks the embeddings and prepares positions and the padding mask.
+    fn forward_inputs(&self, embeddings: &Tensor, options: &ForwardOptions) -> Result<BertInputs> {
         let size = embeddings.size();
         let d = self.config.d_model as i64;
         if size.len() != 3 || size[2] != d {
@@ -440,7 +464,6 @@ impl Bert {
         }
         let (batch, seq) = (size[0], size[1]);
         check_positions(seq, self.config.max_positions)?;
-        let embeddings = embeddings.f_to_device(self.device)?.f_to_kind(self.kind)?;
         let positions = match &options.position_ids {
             Some(p) => {
                 if p.size() != [batch, seq] {
@@ -463,11 +486,6 @@ impl Bert {
                 .f_unsqueeze(0)?
                 .f_expand([batch, seq], false)?,
         };
-        let pos_emb = Tensor::f_embedding(&self.position, &positions, -1, false, false)?;
-        let type_emb = self.token_type.f_select(0, 0)?;
-        let summed = embeddings.f_add(&pos_emb)?.f_add(&type_emb)?;
-        let normed = self.embed_norm.forward(&summed, self.config.norm_eps)?;
-
         // [batch, 1, 1, pos] true where the key is padding.
         let blocked = match &options.attention_mask {
             Some(mask) => {
@@ -482,12 +500,35 @@ impl Bert {
             }
             None => None,
         };
+        Ok(BertInputs { positions, blocked })
+    }
 
-        let mut residual = hooks.fire(HookPoint::embed(), normed)?;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            residual = self.block_forward(layer, block, residual, blocked.as_ref(), hooks)?;
-        }
-        let final_hidden = hooks.fire(HookPoint::ln_final(), residual)?;
+    /// Word embeddings → the residual stream entering block 0 (positions, token type,
+    /// embedding norm, `hook_embed`).
+    fn input_stage(
+        &self,
+        embeddings: &Tensor,
+        inputs: &BertInputs,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor> {
+        let embeddings = embeddings.f_to_device(self.device)?.f_to_kind(self.kind)?;
+        let positions = &inputs.positions;
+        let pos_emb = Tensor::f_embedding(&self.position, positions, -1, false, false)?;
+        let type_emb = self.token_type.f_select(0, 0)?;
+        let summed = embeddings.f_add(&pos_emb)?.f_add(&type_emb)?;
+        let normed = self.embed_norm.forward(&summed, self.config.norm_eps)?;
+        hooks.fire(HookPoint::embed(), normed)
+    }
+
+    /// The last block's output → `hook_ln_final` and the classifier's logits.
+    fn output_stage(
+        &self,
+        residual: &Tensor,
+        options: &ForwardOptions,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput> {
+        let batch = residual.size()[0];
+        let final_hidden = hooks.fire(HookPoint::ln_final(), residual.shallow_clone())?;
         let logits = match (&self.classifier, &self.pooler) {
             (Some(classifier), Some(pooler)) => {
                 let cls = final_hidden.f_select(1, 0)?;
@@ -584,6 +625,49 @@ impl Bert {
             params.push(("classifier.b".to_owned(), c.b.shallow_clone()));
         }
         params
+    }
+}
+
+/// Per-forward inputs shared by all blocks of an encoder.
+struct BertInputs {
+    /// `[batch, pos]` int64 positions.
+    positions: Tensor,
+    /// `[batch, 1, 1, pos]`, true where the key is padding; `None` without a mask.
+    blocked: Option<Tensor>,
+}
+
+/// [`Bert::forward`] as separate stages, for inputs of one shape and one set of options.
+pub struct BertStages<'a> {
+    model: &'a Bert,
+    inputs: BertInputs,
+    options: &'a ForwardOptions,
+}
+
+impl std::fmt::Debug for BertStages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertStages").field("n_blocks", &self.model.blocks.len()).finish()
+    }
+}
+
+impl BlockwiseForward for BertStages<'_> {
+    fn n_blocks(&self) -> usize {
+        self.model.blocks.len()
+    }
+
+    fn input(&self, embeddings: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        self.model.input_stage(embeddings, &self.inputs, hooks)
+    }
+
+    fn block(&self, layer: usize, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        let n_layers = self.model.blocks.len();
+        let block =
+            self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
+        let blocked = self.inputs.blocked.as_ref();
+        self.model.block_forward(layer, block, residual.shallow_clone(), blocked, hooks)
+    }
+
+    fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {
+        self.model.output_stage(residual, self.options, hooks)
     }
 }
 
@@ -734,6 +818,13 @@ impl Network for Bert {
     }
     fn unembed(&self, hidden: &Tensor) -> Result<Tensor> {
         Bert::unembed(self, hidden)
+    }
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        Ok(Some(Box::new(Bert::blockwise(self, embeddings, options)?)))
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Bert::named_parameters(self)

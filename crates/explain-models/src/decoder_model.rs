@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput, NormScale, Result,
-    SpecialTokens,
+    Architecture, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput,
+    NormScale, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -152,5 +152,13 @@ impl Network for Decoder {
     }
     fn supports_key_value_cache(&self) -> bool {
         true
+    }
+
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        Ok(Some(Box::new(Decoder::blockwise(self, embeddings, options)?)))
     }
 }

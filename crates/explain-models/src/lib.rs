@@ -40,11 +40,11 @@ pub mod tokenizer;
 mod weights;
 
 pub use any_model::AnyModel;
-pub use bert::{Bert, BertConfig, BertModel, mean_pool};
+pub use bert::{Bert, BertConfig, BertModel, BertStages, mean_pool};
 pub use decoder::{
-    Activation, AttentionConfig, Decoder, DecoderConfig, Family, Gpt2Config, LayerAttention,
-    LlamaConfig, MlpKind, NormKind, Positions, Rope, RopePairing, RopeScaling, WeightNames,
-    families::SUPPORTED_FAMILIES,
+    Activation, AttentionConfig, Decoder, DecoderConfig, DecoderStages, Family, Gpt2Config,
+    LayerAttention, LlamaConfig, MlpKind, NormKind, Positions, Rope, RopePairing, RopeScaling,
+    WeightNames, families::SUPPORTED_FAMILIES,
 };
 pub use decoder_model::DecoderModel;
 pub use device_map::{DeviceBudget, DeviceMap, ModelFootprint, Placement};

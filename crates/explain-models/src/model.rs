@@ -3,7 +3,8 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
+    BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput,
+    NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -51,6 +52,20 @@ pub trait Network: std::fmt::Debug {
     /// (see [`LanguageModel::supports_key_value_cache`]).
     fn supports_key_value_cache(&self) -> bool {
         false
+    }
+
+    /// The forward pass as separate stages (see [`LanguageModel::blockwise`]); `None` for a
+    /// network that cannot run its blocks separately.
+    ///
+    /// # Errors
+    /// Shape and length errors.
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        let _ = (embeddings, options);
+        Ok(None)
     }
 }
 
@@ -148,6 +163,14 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
 
     fn supports_key_value_cache(&self) -> bool {
         self.network.supports_key_value_cache()
+    }
+
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        self.network.blockwise(embeddings, options)
     }
 
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {

@@ -12,7 +12,11 @@
 //! - [`evaluate_removals`] / [`RemovalStrategy`]: the one implementation of re-running a
 //!   model on inputs with tokens removed (batched, with prefix reuse), used by the fidelity
 //!   metrics and the perturbation explainers alike; [`pearson`] / [`spearman`] correlations.
+//! - [`BlockwiseForward`], [`BackwardMemory`], [`gradients`]: a forward pass run block by
+//!   block, and gradients that recompute each block instead of holding its activations.
+//! - [`ProcessMemory`]: resident and peak memory of the process, for measurements.
 
+mod blockwise;
 mod correlation;
 mod error;
 mod explanation;
@@ -24,6 +28,9 @@ mod removal;
 mod rng;
 
 pub use correlation::{pearson, spearman};
+pub use blockwise::{
+    BackwardMemory, BlockwiseForward, Gradients, Objective, RecomputedBackward, gradients,
+};
 pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::blockwise::{BackwardMemory, BlockwiseForward};
 use crate::error::{Error, Result};
 use crate::hooks::{ActivationCache, HookFilter, Hooks};
 
@@ -393,6 +394,28 @@ pub trait LanguageModel {
             model: self.info().name.clone(),
             operation: "final_norm".into(),
         })
+    }
+
+    /// The forward pass from embeddings split into stages (input, each block, output), for
+    /// inputs shaped like `embeddings` and these options; `None` (the default) for a model
+    /// that cannot run its blocks separately. Used by [`crate::gradients`] under
+    /// [`BackwardMemory::Recompute`].
+    ///
+    /// # Errors
+    /// As [`LanguageModel::forward_embeddings`] for the shape and options.
+    fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
+        let _ = (embeddings, options);
+        Ok(None)
+    }
+
+    /// How gradient methods differentiate this model ([`BackwardMemory::Stored`] unless the
+    /// model was set up otherwise, e.g. through [`crate::RecomputedBackward`]).
+    fn backward_memory(&self) -> BackwardMemory {
+        BackwardMemory::Stored
     }
 
     /// Named parameter tensors sharing storage with the model, under TransformerLens-style

@@ -19,8 +19,8 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache, LayerKeyValues, ModelOutput,
-    NormScale, Result, SplitMix64, check_positions,
+    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache,
+    LayerKeyValues, ModelOutput, NormScale, Result, SplitMix64, check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -438,6 +438,47 @@ impl Decoder {
         options: &ForwardOptions,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        let inputs = self.forward_inputs(embeddings, options)?;
+        let past = options.past_key_values.as_ref();
+        let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
+        let mut present = options.return_key_values.then(Vec::new);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let kv = KvStep { past: past.and_then(|c| c.layers.get(layer)), present: &mut present };
+            residual = self.block_forward(layer, block, residual, &inputs, kv, hooks)?;
+        }
+        self.output_stage(&residual, options, present, hooks)
+    }
+
+    /// The forward pass split into stages for inputs shaped like `embeddings` (see
+    /// [`BlockwiseForward`]); running them in order equals [`Decoder::forward`].
+    ///
+    /// # Errors
+    /// Shape and length errors of [`Decoder::forward`].
+    pub fn blockwise<'a>(
+        &'a self,
+        embeddings: &Tensor,
+        options: &'a ForwardOptions,
+    ) -> Result<DecoderStages<'a>> {
+        if options.return_key_values {
+            // The stages serve recomputed gradients, which never need a cache back.
+            return Err(Error::UnsupportedOperation {
+                model: "decoder".into(),
+                operation: "returning keys and values from a block-wise forward".into(),
+            });
+        }
+        Ok(DecoderStages {
+            model: self,
+            inputs: self.forward_inputs(embeddings, options)?,
+            options,
+        })
+    }
+
+    /// Checks the embeddings' shape and length and prepares positions, rotary tables and masks.
+    fn forward_inputs(
+        &self,
+        embeddings: &Tensor,
+        options: &ForwardOptions,
+    ) -> Result<ForwardInputs> {
         let size = embeddings.size();
         if size.len() != 3 || size[2] != self.config.d_model as i64 {
             return Err(Error::ShapeMismatch {
@@ -448,14 +489,22 @@ impl Decoder {
         }
         let (batch, seq) = (size[0], size[1]);
         check_positions(seq, self.config.max_positions)?;
-        let past = options.past_key_values.as_ref();
-        let past_len = match past {
+        let past_len = match options.past_key_values.as_ref() {
             Some(cache) => self.check_past(cache, batch)?,
             None => 0,
         };
         check_positions(past_len + seq, self.config.max_positions)?;
+        ForwardInputs::new(self, options, batch, seq, past_len)
+    }
+
+    /// Embeddings → the residual stream entering block 0 (learned positions, `hook_embed`).
+    fn input_stage(
+        &self,
+        embeddings: &Tensor,
+        inputs: &ForwardInputs,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<Tensor> {
         let embeddings = embeddings.f_to_device(self.device)?.f_to_kind(self.kind)?;
-        let inputs = ForwardInputs::new(self, options, batch, seq, past_len)?;
         let embeddings = match &self.pos_embed {
             Some(table) => {
                 let positions = inputs.positions.f_to_kind(Kind::Int64)?;
@@ -463,14 +512,20 @@ impl Decoder {
             }
             None => embeddings,
         };
-        let mut residual = hooks.fire(HookPoint::embed(), embeddings)?;
-        let mut present = options.return_key_values.then(Vec::new);
-        for (layer, block) in self.blocks.iter().enumerate() {
-            let kv = KvStep { past: past.and_then(|c| c.layers.get(layer)), present: &mut present };
-            residual = self.block_forward(layer, block, residual, &inputs, kv, hooks)?;
-        }
+        hooks.fire(HookPoint::embed(), embeddings)
+    }
+
+    /// The residual stream after the last block → final norm (`hook_ln_final`) and logits;
+    /// `present`: the blocks' keys and values when they are to be returned.
+    fn output_stage(
+        &self,
+        residual: &Tensor,
+        options: &ForwardOptions,
+        present: Option<Vec<LayerKeyValues>>,
+        hooks: &mut Hooks<'_>,
+    ) -> Result<ModelOutput> {
         let normalized =
-            normalize(&residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
+            normalize(residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
         let key_values = present.map(|layers| KeyValueCache { layers });
@@ -704,6 +759,42 @@ impl Decoder {
 struct KvStep<'a> {
     past: Option<&'a LayerKeyValues>,
     present: &'a mut Option<Vec<LayerKeyValues>>,
+}
+
+/// [`Decoder::forward`] as separate stages, for inputs of one shape and one set of options.
+pub struct DecoderStages<'a> {
+    model: &'a Decoder,
+    inputs: ForwardInputs,
+    options: &'a ForwardOptions,
+}
+
+impl std::fmt::Debug for DecoderStages<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoderStages").field("n_blocks", &self.model.blocks.len()).finish()
+    }
+}
+
+impl BlockwiseForward for DecoderStages<'_> {
+    fn n_blocks(&self) -> usize {
+        self.model.blocks.len()
+    }
+
+    fn input(&self, embeddings: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        self.model.input_stage(embeddings, &self.inputs, hooks)
+    }
+
+    fn block(&self, layer: usize, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
+        let n_layers = self.model.blocks.len();
+        let block =
+            self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
+        let past = self.options.past_key_values.as_ref().and_then(|c| c.layers.get(layer));
+        let kv = KvStep { past, present: &mut None };
+        self.model.block_forward(layer, block, residual.shallow_clone(), &self.inputs, kv, hooks)
+    }
+
+    fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {
+        self.model.output_stage(residual, self.options, None, hooks)
+    }
 }
 
 /// Per-forward inputs shared by all blocks: positions, rotary tables, blocked-key masks.
