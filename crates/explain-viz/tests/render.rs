@@ -368,6 +368,8 @@ fn charts_render_to_png_with_the_expected_size_and_ink() {
 }
 
 #[test]
+// One-element lists of spans are meant: a single bad span.
+#[allow(clippy::single_range_in_vec_init)]
 fn span_highlight_boxes_each_span_with_its_rank_and_score() {
     let t = tokens(&[
         "<s>",
