@@ -9,8 +9,8 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, Result,
-    Target, check_positions,
+    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, RelevanceRule,
+    Result, Target, check_positions,
 };
 
 /// An input ready to be explained.
@@ -32,7 +32,7 @@ pub(crate) struct Prepared {
 /// target), [`Error::NonFinite`] when F(x) is not finite, model errors.
 pub(crate) fn prepare(model: &dyn LanguageModel, ids: &[i64], target: &Target) -> Result<Prepared> {
     let _guard = tch::no_grad_guard();
-    Ok(prepare_inner(model, ids, target, false)?.0)
+    Ok(prepare_inner(model, ids, target, false, None)?.0)
 }
 
 /// [`prepare`] whose clean forward pass is also differentiated: also returns `∂F/∂e`
@@ -45,7 +45,23 @@ pub(crate) fn prepare_with_gradient(
     ids: &[i64],
     target: &Target,
 ) -> Result<(Prepared, Tensor)> {
-    let (prepared, gradient) = tch::with_grad(|| prepare_inner(model, ids, target, true))?;
+    prepare_with_gradient_under(model, ids, target, None)
+}
+
+/// [`prepare_with_gradient`] with the forward pass in a relevance-propagation mode
+/// ([`ForwardOptions::relevance`]): the returned gradient times the embeddings is then the
+/// LRP relevance of the embeddings.
+///
+/// # Errors
+/// As [`prepare_with_gradient`].
+pub(crate) fn prepare_with_gradient_under(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+    relevance: Option<RelevanceRule>,
+) -> Result<(Prepared, Tensor)> {
+    let (prepared, gradient) =
+        tch::with_grad(|| prepare_inner(model, ids, target, true, relevance))?;
     let gradient =
         gradient.ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
     Ok((prepared, gradient))
@@ -56,6 +72,7 @@ fn prepare_inner(
     ids: &[i64],
     target: &Target,
     with_gradient: bool,
+    relevance: Option<RelevanceRule>,
 ) -> Result<(Prepared, Option<Tensor>)> {
     check_positions(ids.len() as i64, model.info().max_positions)?;
     let ids_tensor = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
@@ -68,7 +85,8 @@ fn prepare_inner(
     } else {
         embeddings.shallow_clone()
     };
-    let tail = TargetTail::new(target, ids.len() as i64)?;
+    let mut tail = TargetTail::new(target, ids.len() as i64)?;
+    tail.options.relevance = relevance;
     let output = model.forward_embeddings(&input, &tail.options, &mut Hooks::new())?;
     let shifted = tail.target_for(&output.logits)?.resolve(&output.logits.f_detach()?)?;
     let y = shifted.evaluate(&output.logits)?;

@@ -8,12 +8,15 @@
 //!   embeddings with hooks, logits, facts in [`ModelInfo`]).
 //! - [`Explanation`], [`Target`], [`Explainer`]: what explainers produce, what they explain,
 //!   and the trait every method implements.
+//! - [`RelevanceRule`], [`divide_gradient`], [`identity_rule`]: layer-wise relevance
+//!   propagation (AttnLRP, CP-LRP) as a mode of a model's own forward pass.
 
 mod error;
 mod explanation;
 mod hook_point;
 mod hooks;
 mod model;
+mod relevance;
 mod rng;
 
 pub use error::{Error, Result};
@@ -24,6 +27,7 @@ pub use model::{
     Architecture, ForwardOptions, LanguageModel, ModelInfo, ModelOutput, NormScale, SpecialTokens,
     TokenPrediction, check_positions,
 };
+pub use relevance::{IDENTITY_RULE_EPSILON, RelevanceRule, divide_gradient, identity_rule};
 pub use rng::SplitMix64;
 
 /// Re-export of ndarray, in which explanations hold their scores.

@@ -135,6 +135,12 @@ pub struct ForwardOptions {
     /// `pos − logits_from` positions and a [`Target`](crate::Target) reads it through
     /// [`Target::from_position`](crate::Target::from_position).
     pub logits_from: Option<usize>,
+    /// Run in a relevance-propagation mode (AttnLRP or CP-LRP): forward values are
+    /// unchanged, the backward pass is rewritten so that `input ⊙ gradient` is the LRP
+    /// relevance (see [`RelevanceRule`](crate::RelevanceRule)). `None` (default): an ordinary
+    /// forward pass. Models that do not support it return
+    /// [`Error::UnsupportedOperation`].
+    pub relevance: Option<crate::RelevanceRule>,
 }
 
 impl ForwardOptions {
