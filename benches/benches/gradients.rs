@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion
 use explain_gradients::{
     Baseline, GenerationAttribution, GenerationMethod, GradientFlowAnalysis, GradientXInput,
     IntegratedGradients, LayerIntegratedGradients, PathOptions, Quadrature, QuadratureRule,
-    Saliency, SmoothGrad,
+    RelevancePropagation, Saliency, SmoothGrad,
 };
 use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Explainer, HookPoint, LanguageModel, Target};
@@ -111,6 +111,16 @@ fn gradients(c: &mut Criterion) {
         IntegratedGradients { check_path: false, ..IntegratedGradients::adaptive(Baseline::Eos) };
     group.bench_function(BenchmarkId::new("adaptive_ig", 5), |b| {
         b.iter(|| adaptive.explain_ids(m, &SHORT, &target))
+    });
+    // AttnLRP and CP-LRP: one forward and one backward pass in relevance mode (the logit of
+    // the argmax token), beside LXT 2.1 in `cargo xtask bench-reference`.
+    for (n, ids) in [(SHORT.len(), SHORT.to_vec()), (LONG, long.clone())] {
+        group.bench_with_input(BenchmarkId::new("attn_lrp", n), &ids, |b, ids| {
+            b.iter(|| RelevancePropagation::attn_lrp().explain_ids(m, ids, &target))
+        });
+    }
+    group.bench_function(BenchmarkId::new("cp_lrp", 5), |b| {
+        b.iter(|| RelevancePropagation::cp_lrp().explain_ids(m, &SHORT, &target))
     });
     group.bench_function(BenchmarkId::new("gradient_flow", 5), |b| {
         b.iter(|| GradientFlowAnalysis::default().analyze(m, &SHORT, &target))

@@ -4,8 +4,9 @@
 //! Captum (`reference/bench_captum.py`), and the `ig_efficiency` example of explain-gradients
 //! (adaptive versus uniform IG evaluations, peak memory as `n_steps` grows); then our
 //! criterion `perturbation` group beside Captum's `FeatureAblation`
-//! (`reference/bench_captum_perturbation.py`, also `cargo xtask bench-perturbation` alone);
-//! prints the ratios and writes `target/bench-reference.json`.
+//! (`reference/bench_captum_perturbation.py`, also `cargo xtask bench-perturbation` alone),
+//! and LXT 2.1's AttnLRP (`reference/lxt_reference.py` in the LXT reference environment)
+//! beside our `attn_lrp` rows; prints the ratios and writes `target/bench-reference.json`.
 //!
 //! Threads: both sides get `OMP_NUM_THREADS=N` (libtorch sizes its default intra-op pool from
 //! it, in tch as in PyTorch) and `EXPLAINABILITY_THREADS=N` (our benches call
@@ -158,6 +159,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         );
     }
     let gradients = gradients_beside_captum(project, &target, threads)?;
+    let lrp = lrp_beside_lxt(project, &target, threads, since)?;
     let efficiency = ig_efficiency(project, threads)?;
     let perturbation = bench_perturbation(project, threads)?;
     let report = json!({
@@ -175,6 +177,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         "rows": rows,
         "capture_overhead": overhead,
         "gradients": gradients,
+        "lrp": lrp,
         "ig_efficiency": efficiency,
         "perturbation": perturbation,
     });
@@ -182,6 +185,54 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("bench-reference: wrote {} in {}", out.display(), seconds(start));
     Ok(())
+}
+
+/// `gradients` benchmarks timed beside LXT 2.1 (`reference/lxt_reference.py --bench-out`, in
+/// the LXT reference environment): (function, tokens, description).
+const LRP_CASES: [(&str, u64, &str); 2] =
+    [("attn_lrp", 5, "AttnLRP, 5 tokens"), ("attn_lrp", 60, "AttnLRP, 60 tokens")];
+
+/// LXT 2.1's AttnLRP on transformers 4.52.4 beside the `attn_lrp` rows of the criterion
+/// `gradients` group that [`gradients_beside_captum`] ran in this run.
+fn lrp_beside_lxt(
+    project: &Project,
+    target: &Path,
+    threads: usize,
+    since: SystemTime,
+) -> Result<Value> {
+    let threads_text = threads.to_string();
+    println!("bench-reference: LXT 2.1 AttnLRP on transformers 4.52.4, {threads} threads");
+    let lxt_path = target.join("bench-reference-lxt.json");
+    let mut lxt = project.lxt_python();
+    lxt.arg("reference/lxt_reference.py")
+        .arg("--gguf")
+        .arg(project.model_path(&SMOLLM2))
+        .args(["--rule", "attn_lrp", "--tokens", "5,60", "--threads"])
+        .arg(&threads_text)
+        .arg("--bench-out")
+        .arg(&lxt_path)
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("lxt bench", &mut lxt)?;
+    let reference: Value = serde_json::from_str(&fs::read_to_string(&lxt_path)?)?;
+    let mut rows = Vec::new();
+    println!("\n{:<42} {:>10} {:>12} {:>10}", "benchmark (LXT)", "ours ms", "LXT ms", "LXT/ours");
+    for (function, param, description) in LRP_CASES {
+        let id = format!("gradients/{function}/{param}");
+        let ours_ms = criterion_median_ms(target, "gradients", function, param, since)?;
+        let lxt_ms = reference["results"][&id]["median_ms"]
+            .as_f64()
+            .ok_or_else(|| format!("lxt_reference.py reported no {id}"))?;
+        println!("{description:<42} {ours_ms:>10.1} {lxt_ms:>12.1} {:>10.2}", lxt_ms / ours_ms);
+        rows.push(json!({
+            "id": id,
+            "case": description,
+            "ours_ms": ours_ms,
+            "lxt_ms": lxt_ms,
+            "lxt_over_ours": lxt_ms / ours_ms,
+        }));
+    }
+    Ok(json!({ "lxt": reference["lxt"], "transformers": reference["transformers"], "rows": rows }))
 }
 
 /// Our criterion `gradients` group and `reference/bench_captum.py` in one run; the rows of

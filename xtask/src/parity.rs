@@ -18,7 +18,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::ci::TEST_PROFILE;
-use crate::pins::{GEMMA3_270M, MINILM, PYTHON_PACKAGES, SMOLLM2};
+use crate::pins::{GEMMA3_270M, LXT_PACKAGES, MINILM, PYTHON_PACKAGES, SMOLLM2};
 use crate::project::{PARITY_DIR_ENV, Project, Result, run, seconds};
 use crate::setup::hex;
 
@@ -40,6 +40,8 @@ const OUTPUTS: &[&str] = &[
     "gemma3/gemma3_meta.json",
     "circuits/gpt2.json",
     "circuits/llama.json",
+    "lxt/attn_lrp.json",
+    "lxt/cp_lrp.json",
 ];
 
 /// Files under `reference/` whose content determines the outputs.
@@ -55,6 +57,7 @@ const INPUTS: &[&str] = &[
     "gguf_dequant_reference.py",
     "gemma_reference.py",
     "circuits_reference.py",
+    "lxt_reference.py",
 ];
 
 /// Writes the reference outputs unless they are up to date (or `regenerate`), then runs the
@@ -152,6 +155,22 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
             .arg(out.join("circuits"));
         println!("parity: writing the TransformerLens references");
         run("circuits reference", &mut circuits)?;
+        // LXT 2.1's AttnLRP and CP-LRP on SmolLM2, in its own reference environment
+        // (explain-gradients' tests/parity.rs reads `lxt/`); LXT's patches are global to a
+        // process, so one run per rule.
+        for rule in ["attn_lrp", "cp_lrp"] {
+            let mut lxt = project.lxt_python();
+            lxt.arg("reference/lxt_reference.py")
+                .arg("--gguf")
+                .arg(project.model_path(&SMOLLM2))
+                .arg("--prompts")
+                .arg(project.root.join("reference/parity_prompts.json"))
+                .args(["--rule", rule])
+                .arg("--out")
+                .arg(out.join("lxt").join(format!("{rule}.json")));
+            println!("parity: writing LXT's {rule} relevances");
+            run("lxt reference", &mut lxt)?;
+        }
         fs::write(&stamp, format!("{fingerprint}\n"))?;
         println!("parity: reference outputs written in {}", seconds(start));
     }
@@ -199,7 +218,7 @@ fn fingerprint(reference: &Path) -> Result<String> {
     hasher.update(SMOLLM2.sha256.as_bytes());
     hasher.update(MINILM.sha256.as_bytes());
     hasher.update(GEMMA3_270M.sha256.as_bytes());
-    for (name, version) in PYTHON_PACKAGES {
+    for (name, version) in PYTHON_PACKAGES.iter().chain(LXT_PACKAGES) {
         hasher.update(format!("{name}=={version};").as_bytes());
     }
     Ok(hex(&hasher.finalize()))

@@ -105,6 +105,18 @@ impl Project {
     pub fn python(&self) -> Command {
         self.command(self.venv_python())
     }
+
+    /// The LXT reference environment (see `pins::LXT_PACKAGES`).
+    pub fn lxt_env(&self) -> PathBuf {
+        self.root.join(crate::pins::LXT_ENV_DIR)
+    }
+
+    /// [`Project::python`] with the LXT reference environment first on `PYTHONPATH`.
+    pub fn lxt_python(&self) -> Command {
+        let mut command = self.python();
+        command.env("PYTHONPATH", self.lxt_env());
+        command
+    }
 }
 
 /// `path` made absolute against the current directory (not resolved through links).

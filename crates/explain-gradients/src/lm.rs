@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use explainability_core::{
     Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelOutput,
-    Result, Target, check_positions, gradients,
+    RelevanceRule, Result, Target, check_positions, gradients,
 };
 
 use crate::path::Objective;
@@ -34,7 +34,7 @@ pub(crate) struct Prepared {
 /// target), [`Error::NonFinite`] when F(x) is not finite, model errors.
 pub(crate) fn prepare(model: &dyn LanguageModel, ids: &[i64], target: &Target) -> Result<Prepared> {
     let _guard = tch::no_grad_guard();
-    Ok(prepare_inner(model, ids, target, false)?.0)
+    Ok(prepare_inner(model, ids, target, false, None)?.0)
 }
 
 /// [`prepare`] whose clean forward pass is also differentiated: also returns `∂F/∂e`
@@ -47,7 +47,23 @@ pub(crate) fn prepare_with_gradient(
     ids: &[i64],
     target: &Target,
 ) -> Result<(Prepared, Tensor)> {
-    let (prepared, gradient) = tch::with_grad(|| prepare_inner(model, ids, target, true))?;
+    prepare_with_gradient_under(model, ids, target, None)
+}
+
+/// [`prepare_with_gradient`] with the forward pass in a relevance-propagation mode
+/// ([`ForwardOptions::relevance`]): the returned gradient times the embeddings is then the
+/// LRP relevance of the embeddings.
+///
+/// # Errors
+/// As [`prepare_with_gradient`].
+pub(crate) fn prepare_with_gradient_under(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+    relevance: Option<RelevanceRule>,
+) -> Result<(Prepared, Tensor)> {
+    let (prepared, gradient) =
+        tch::with_grad(|| prepare_inner(model, ids, target, true, relevance))?;
     let gradient =
         gradient.ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
     Ok((prepared, gradient))
@@ -58,6 +74,7 @@ fn prepare_inner(
     ids: &[i64],
     target: &Target,
     with_gradient: bool,
+    relevance: Option<RelevanceRule>,
 ) -> Result<(Prepared, Option<Tensor>)> {
     check_positions(ids.len() as i64, model.info().max_positions)?;
     let ids_tensor = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
@@ -65,7 +82,8 @@ fn prepare_inner(
         let _guard = tch::no_grad_guard();
         model.embed(&ids_tensor)?.f_detach()?
     };
-    let tail = TargetTail::new(target, ids.len() as i64)?;
+    let mut tail = TargetTail::new(target, ids.len() as i64)?;
+    tail.options.relevance = relevance;
     let (shifted, y, gradient) = if with_gradient {
         let input = embeddings.f_detach()?.f_set_requires_grad(true)?;
         let mut resolved = None;

@@ -9,6 +9,11 @@
 //!   Captum's raw gradient over d_model);
 //! - LLMGradientAttribution with LayerIntegratedGradients on the embedding layer for a
 //!   10-token greedy continuation versus our [`GenerationMethod::PromptIntegratedGradients`].
+//! - LXT 2.1's AttnLRP and CP-LRP (`lxt/{attn_lrp,cp_lrp}.json` from
+//!   `reference/lxt_reference.py`, run with transformers 4.52.4 in the LXT reference
+//!   environment) versus [`RelevancePropagation`]: per-token and per-dimension relevance of the
+//!   argmax logit on three prompts, 1e-3 relative to the largest |relevance| (same f32 math,
+//!   different kernels; the backward pass sums many more terms than the forward).
 //!
 //! Tolerance 1e-3 relative to the largest |score| (of each row for matrices; issue 8): both
 //! sides run the same f32 math through different kernels (ours vs transformers' eager Llama),
@@ -22,7 +27,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use explain_gradients::{
     Baseline, GenerationAttribution, GenerationMethod, GradientXInput, IntegratedGradients,
-    PathOptions, Quadrature, QuadratureRule, Saliency, SaliencyNorm,
+    PathOptions, Quadrature, QuadratureRule, RelevancePropagation, Saliency, SaliencyNorm,
 };
 use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Explainer, Target};
@@ -200,4 +205,56 @@ fn prompt_integrated_gradients_matches_llm_gradient_attribution() {
         assert!((deltas[t] - deltas_theirs[t]).abs() <= 1e-3 * scale, "row {t}: deltas");
     }
     println!("generation: worst row {worst:.1e} relative");
+}
+
+fn lxt_reference(rule: &str) -> Value {
+    let dir = std::env::var_os("EXPLAINABILITY_PARITY_DIR")
+        .expect("EXPLAINABILITY_PARITY_DIR is not set: run `cargo xtask parity`");
+    let path = std::path::Path::new(&dir).join("lxt").join(format!("{rule}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn check_lxt(explainer: RelevancePropagation) {
+    let name = explainer.rule.name();
+    let r = lxt_reference(name);
+    println!("{name}: LXT {} on transformers {}", r["lxt"], r["transformers"]);
+    for case in r["cases"].as_array().unwrap() {
+        let prompt = case["name"].as_str().unwrap();
+        let ids: Vec<i64> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let target = Target::Token {
+            token: explainability_core::TargetToken::Id(case["target"].as_i64().unwrap()),
+            output: explainability_core::TargetOutput::Logit,
+            position: None,
+        };
+        let ours = explainer.relevance(&*model(), &ids, &target).unwrap();
+        let logit = case["logit"].as_f64().unwrap();
+        assert!((ours.conservation.target_value - logit).abs() < 1e-3 * logit.abs(), "{prompt}");
+        close(
+            &format!("{name} {prompt} per token"),
+            &ours.per_token,
+            &floats(&case["per_token"]),
+            1e-3,
+        );
+        let dims: Vec<f64> = ours.per_dimension.iter().copied().collect();
+        close(
+            &format!("{name} {prompt} per dimension"),
+            &dims,
+            &floats(&case["per_dimension"]),
+            1e-3,
+        );
+        println!(
+            "{name} {prompt}: Σ R = {:.4} of logit {logit:.4} (relative gap {:.3})",
+            ours.conservation.relevance_sum, ours.conservation.relative_error
+        );
+    }
+}
+
+#[test]
+fn attn_lrp_matches_lxt() {
+    check_lxt(RelevancePropagation::attn_lrp());
+}
+
+#[test]
+fn cp_lrp_matches_lxt() {
+    check_lxt(RelevancePropagation::cp_lrp());
 }

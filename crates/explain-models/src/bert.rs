@@ -26,7 +26,7 @@ use std::path::Path;
 
 use explainability_core::{
     Architecture, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
-    LanguageModel, ModelInfo, ModelOutput, Result, SplitMix64, check_positions,
+    LanguageModel, ModelInfo, ModelOutput, RelevanceRule, Result, SplitMix64, check_positions,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -152,6 +152,23 @@ impl Norm {
     fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
         let d = x.size().last().copied().unwrap_or(0);
         Ok(x.f_layer_norm([d], Some(&self.w), Some(&self.b), eps, false)?)
+    }
+
+    /// LayerNorm, whose standard deviation is a constant of the backward pass in a relevance
+    /// mode (the identity rule on norms; the mean is not detached, as in LXT 2.1).
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        eps: f64,
+        relevance: Option<RelevanceRule>,
+    ) -> Result<Tensor> {
+        if relevance.is_none() {
+            return self.forward(x, eps);
+        }
+        let centred = x.f_sub(&x.f_mean_dim(-1, true, x.kind())?)?;
+        let var = centred.f_detach()?.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, x.kind())?;
+        let scale = var.f_add_scalar(eps)?.f_rsqrt()?;
+        Ok(centred.f_mul(&scale)?.f_mul(&self.w)?.f_add(&self.b)?)
     }
 }
 
@@ -426,8 +443,9 @@ impl Bert {
         let inputs = self.forward_inputs(embeddings, options)?;
         let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
         for (layer, block) in self.blocks.iter().enumerate() {
+            let blocked = inputs.blocked.as_ref();
             residual =
-                self.block_forward(layer, block, residual, inputs.blocked.as_ref(), hooks)?;
+                self.block_forward(layer, block, residual, blocked, inputs.relevance, hooks)?;
         }
         self.output_stage(&residual, options, hooks)
     }
@@ -500,7 +518,7 @@ impl Bert {
             }
             None => None,
         };
-        Ok(BertInputs { positions, blocked })
+        Ok(BertInputs { positions, blocked, relevance: options.relevance })
     }
 
     /// Word embeddings → the residual stream entering block 0 (positions, token type,
@@ -516,7 +534,8 @@ impl Bert {
         let pos_emb = Tensor::f_embedding(&self.position, positions, -1, false, false)?;
         let type_emb = self.token_type.f_select(0, 0)?;
         let summed = embeddings.f_add(&pos_emb)?.f_add(&type_emb)?;
-        let normed = self.embed_norm.forward(&summed, self.config.norm_eps)?;
+        let normed =
+            self.embed_norm.forward_with(&summed, self.config.norm_eps, inputs.relevance)?;
         hooks.fire(HookPoint::embed(), normed)
     }
 
@@ -532,7 +551,11 @@ impl Bert {
         let logits = match (&self.classifier, &self.pooler) {
             (Some(classifier), Some(pooler)) => {
                 let cls = final_hidden.f_select(1, 0)?;
-                let pooled = pooler.forward(&cls)?.f_tanh()?;
+                let pooled = pooler.forward(&cls)?;
+                let pooled = match options.relevance {
+                    Some(rule) => rule.activation(&pooled, |x| Ok(x.f_tanh()?))?,
+                    None => pooled.f_tanh()?,
+                };
                 classifier.forward(&pooled)?.f_unsqueeze(1)?.f_to_kind(Kind::Float)?
             }
             _ => {
@@ -550,6 +573,7 @@ impl Bert {
         block: &BertBlock,
         residual: Tensor,
         blocked: Option<&Tensor>,
+        relevance: Option<RelevanceRule>,
         hooks: &mut Hooks<'_>,
     ) -> Result<Tensor> {
         let eps = self.config.norm_eps;
@@ -564,6 +588,13 @@ impl Bert {
         let v =
             hooks.fire(HookPoint::new(HookKind::V, layer), split(block.v.forward(&resid_pre)?)?)?;
         let (q, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
+        let (q, k, v) = match relevance {
+            Some(rule) => {
+                let [q, k, v] = rule.attention_inputs(&q, &k, &v)?;
+                (q, k, v)
+            }
+            None => (q, k, v),
+        };
         let scores =
             q.f_matmul(&k.f_transpose(-2, -1)?)?.f_mul_scalar((d_head as f64).powf(-0.5))?;
         let scores = match blocked {
@@ -577,12 +608,18 @@ impl Bert {
         let z = hooks.fire(HookPoint::z(layer), z)?;
         let attn_out = block.o.forward(&z.f_reshape([batch, seq, n_heads * d_head])?)?;
         let attn_out = hooks.fire(HookPoint::attn_out(layer), attn_out)?;
-        let resid_mid = block.attn_norm.forward(&resid_pre.f_add(&attn_out)?, eps)?;
+        let resid_mid =
+            block.attn_norm.forward_with(&resid_pre.f_add(&attn_out)?, eps, relevance)?;
         let resid_mid = hooks.fire(HookPoint::resid_mid(layer), resid_mid)?;
-        let post = block.up.forward(&resid_mid)?.f_gelu("none")?;
+        let up = block.up.forward(&resid_mid)?;
+        let post = match relevance {
+            Some(rule) => rule.activation(&up, |x| Ok(x.f_gelu("none")?))?,
+            None => up.f_gelu("none")?,
+        };
         let post = hooks.fire(HookPoint::new(HookKind::MlpPost, layer), post)?;
         let mlp_out = hooks.fire(HookPoint::mlp_out(layer), block.down.forward(&post)?)?;
-        let resid_post = block.mlp_norm.forward(&resid_mid.f_add(&mlp_out)?, eps)?;
+        let resid_post =
+            block.mlp_norm.forward_with(&resid_mid.f_add(&mlp_out)?, eps, relevance)?;
         hooks.fire(HookPoint::resid_post(layer), resid_post)
     }
 
@@ -634,6 +671,8 @@ struct BertInputs {
     positions: Tensor,
     /// `[batch, 1, 1, pos]`, true where the key is padding; `None` without a mask.
     blocked: Option<Tensor>,
+    /// The relevance rule of [`ForwardOptions::relevance`].
+    relevance: Option<RelevanceRule>,
 }
 
 /// [`Bert::forward`] as separate stages, for inputs of one shape and one set of options.
@@ -663,7 +702,8 @@ impl BlockwiseForward for BertStages<'_> {
         let block =
             self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
         let blocked = self.inputs.blocked.as_ref();
-        self.model.block_forward(layer, block, residual.shallow_clone(), blocked, hooks)
+        let (residual, relevance) = (residual.shallow_clone(), self.inputs.relevance);
+        self.model.block_forward(layer, block, residual, blocked, relevance, hooks)
     }
 
     fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {

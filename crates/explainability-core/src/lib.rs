@@ -15,6 +15,8 @@
 //! - [`BlockwiseForward`], [`BackwardMemory`], [`gradients`]: a forward pass run block by
 //!   block, and gradients that recompute each block instead of holding its activations.
 //! - [`ProcessMemory`]: resident and peak memory of the process, for measurements.
+//! - [`RelevanceRule`], [`divide_gradient`], [`identity_rule`]: layer-wise relevance
+//!   propagation (AttnLRP, CP-LRP) as a mode of a model's own forward pass.
 
 mod blockwise;
 mod correlation;
@@ -25,6 +27,7 @@ mod hooks;
 pub mod memory;
 mod model;
 mod removal;
+mod relevance;
 mod rng;
 
 pub use correlation::{pearson, spearman};
@@ -43,6 +46,7 @@ pub use model::{
 pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
+pub use relevance::{IDENTITY_RULE_EPSILON, RelevanceRule, divide_gradient, identity_rule};
 pub use rng::SplitMix64;
 
 /// Re-export of ndarray, in which explanations hold their scores.

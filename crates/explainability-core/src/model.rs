@@ -147,6 +147,12 @@ pub struct ForwardOptions {
     /// Return the keys and values of every layer ([`ModelOutput::key_values`]: the past ones
     /// followed by this forward's), so that a later forward can continue from them.
     pub return_key_values: bool,
+    /// Run in a relevance-propagation mode (AttnLRP or CP-LRP): forward values are
+    /// unchanged, the backward pass is rewritten so that `input ⊙ gradient` is the LRP
+    /// relevance (see [`RelevanceRule`](crate::RelevanceRule)). `None` (default): an ordinary
+    /// forward pass. Models that do not support it return
+    /// [`Error::UnsupportedOperation`].
+    pub relevance: Option<crate::RelevanceRule>,
 }
 
 impl ForwardOptions {

@@ -10,7 +10,9 @@ use serde_json::json;
 
 use explain_attention::AttentionExplainer;
 use explain_eval::RandomExplainer;
-use explain_gradients::{Baseline, GradientXInput, IntegratedGradients, Saliency, SmoothGrad};
+use explain_gradients::{
+    Baseline, GradientXInput, IntegratedGradients, RelevancePropagation, Saliency, SmoothGrad,
+};
 use explain_perturbation::{FeatureKind, PerturbationExplainer};
 use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
 
@@ -43,6 +45,8 @@ pub const DEFAULT_METHODS: &[&str] = &[
     "gradient_x_input",
     "integrated_gradients",
     "smoothgrad",
+    "attn_lrp",
+    "cp_lrp",
     "attention_last_layer",
     "attention_rollout",
     "attention_flow",
@@ -66,7 +70,7 @@ impl Framework {
     /// Every method of the workspace under its own name (see [`DEFAULT_METHODS`]):
     /// saliency (L2), gradient×input, integrated gradients (eos-token baseline, adaptive
     /// quadrature to a 5% convergence delta: fixed-step rules do not converge on RMSNorm
-    /// models, see docs/methods-gradients.md), SmoothGrad (20 samples, seed 0), attention of the last layer, rollout and
+    /// models, see docs/methods-gradients.md), SmoothGrad (20 samples, seed 0), AttnLRP and CP-LRP, attention of the last layer, rollout and
     /// flow; the perturbation methods of [`explain_perturbation`] with tokens removed by
     /// Delete (leave-one-out, occlusion with 3-token windows every token, feature ablation
     /// over words, exact Shapley values — at most 12 tokens, an error beyond —, Shapley
@@ -78,6 +82,8 @@ impl Framework {
         f.insert(Box::new(GradientXInput));
         f.insert(Box::new(IntegratedGradients::adaptive(Baseline::Eos)));
         f.insert(Box::new(SmoothGrad::default()));
+        f.insert(Box::new(RelevancePropagation::attn_lrp()));
+        f.insert(Box::new(RelevancePropagation::cp_lrp()));
         f.insert(Box::new(AttentionExplainer::last_layer()));
         f.insert(Box::new(AttentionExplainer::rollout()));
         f.insert(Box::new(AttentionExplainer::flow()));

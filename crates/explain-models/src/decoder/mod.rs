@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use explainability_core::{
     BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache,
-    LayerKeyValues, ModelOutput, NormScale, Result, SplitMix64, check_positions,
+    LayerKeyValues, ModelOutput, NormScale, RelevanceRule, Result, SplitMix64, check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -78,6 +78,42 @@ fn normalize(x: &Tensor, norm: &Norm, kind: NormKind, eps: f64) -> Result<Tensor
             Ok(rms_normalize(x, eps)?.f_mul(&scale)?.f_to_kind(dtype)?)
         }
     }
+}
+
+/// A norm of `kind` whose scale (RMS, or standard deviation for LayerNorm) comes from
+/// `reference` (broadcast against `x`), so that the map is affine in `x`: centring
+/// (LayerNorm), division by the frozen scale, the weight, then the bias; computed in f32 and
+/// returned in `x`'s kind. With `reference = x.detach()` it is the norm whose scale is a
+/// constant of the backward pass (the LRP identity rule on norms).
+fn normalize_frozen(
+    x: &Tensor,
+    reference: &Tensor,
+    norm: &Norm,
+    kind: NormKind,
+    eps: f64,
+) -> Result<Tensor> {
+    // The scale comes from the reference; centring (a linear map) from the input itself.
+    let dtype = x.kind();
+    let x32 = x.f_to_kind(Kind::Float)?;
+    let r32 = reference.f_to_device(x.device())?.f_to_kind(Kind::Float)?;
+    let centre =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(-1, true, Kind::Float)?)?) };
+    let (x32, r32) = match kind {
+        NormKind::LayerNorm => (centre(&x32)?, centre(&r32)?),
+        NormKind::RmsNorm | NormKind::RmsNormOffset { .. } => (x32, r32),
+    };
+    let denom = r32.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, Kind::Float)?;
+    let normed = x32.f_mul(&denom.f_add_scalar(eps)?.f_rsqrt()?)?;
+    let weight = norm.w.f_to_kind(Kind::Float)?;
+    let out = match kind {
+        NormKind::RmsNormOffset { offset } => normed.f_mul(&weight.f_add_scalar(offset)?)?,
+        NormKind::RmsNorm | NormKind::LayerNorm => normed.f_mul(&weight)?,
+    };
+    let out = match &norm.b {
+        Some(b) => out.f_add(&b.f_to_kind(Kind::Float)?)?,
+        None => out,
+    };
+    Ok(out.f_to_kind(dtype)?)
 }
 
 /// `x / √(mean(x²) + eps)` in f32.
@@ -401,28 +437,7 @@ impl Decoder {
         let NormScale::FrozenAt(reference) = scale else {
             return normalize(&x, &self.final_norm, self.config.norm, self.config.norm_eps);
         };
-        // The scale comes from the reference; centring (a linear map) from the input itself.
-        let eps = self.config.norm_eps;
-        let x32 = x.f_to_kind(Kind::Float)?;
-        let r32 = reference.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
-        let centre =
-            |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(-1, true, Kind::Float)?)?) };
-        let (x32, r32) = match self.config.norm {
-            NormKind::LayerNorm => (centre(&x32)?, centre(&r32)?),
-            NormKind::RmsNorm | NormKind::RmsNormOffset { .. } => (x32, r32),
-        };
-        let denom = r32.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, Kind::Float)?;
-        let normed = x32.f_mul(&denom.f_add_scalar(eps)?.f_rsqrt()?)?;
-        let weight = self.final_norm.w.f_to_kind(Kind::Float)?;
-        let out = match self.config.norm {
-            NormKind::RmsNormOffset { offset } => normed.f_mul(&weight.f_add_scalar(offset)?)?,
-            NormKind::RmsNorm | NormKind::LayerNorm => normed.f_mul(&weight)?,
-        };
-        let out = match &self.final_norm.b {
-            Some(b) => out.f_add(&b.f_to_kind(Kind::Float)?)?,
-            None => out,
-        };
-        Ok(out.f_to_kind(self.kind)?)
+        normalize_frozen(&x, reference, &self.final_norm, self.config.norm, self.config.norm_eps)
     }
 
     /// Runs the blocks from embeddings, firing every hook point.
@@ -524,8 +539,7 @@ impl Decoder {
         present: Option<Vec<LayerKeyValues>>,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
-        let normalized =
-            normalize(residual, &self.final_norm, self.config.norm, self.config.norm_eps)?;
+        let normalized = self.norm(residual, &self.final_norm, options.relevance)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
         let key_values = present.map(|layers| KeyValueCache { layers });
@@ -558,8 +572,14 @@ impl Decoder {
         Ok(past)
     }
 
-    fn norm(&self, x: &Tensor, norm: &Norm) -> Result<Tensor> {
-        normalize(x, norm, self.config.norm, self.config.norm_eps)
+    /// Applies a norm of the model's kind; in a relevance mode its scale is a constant of the
+    /// backward pass (the identity rule on norms).
+    fn norm(&self, x: &Tensor, norm: &Norm, relevance: Option<RelevanceRule>) -> Result<Tensor> {
+        let (kind, eps) = (self.config.norm, self.config.norm_eps);
+        match relevance {
+            Some(_) => normalize_frozen(x, &x.f_detach()?, norm, kind, eps),
+            None => normalize(x, norm, kind, eps),
+        }
     }
 
     fn block_forward(
@@ -578,12 +598,14 @@ impl Decoder {
         let sliding = self.config.is_sliding(layer);
 
         // ---- attention ----
-        let normed = self.norm(&resid_pre, &block.ln1)?;
+        let normed = self.norm(&resid_pre, &block.ln1, inputs.relevance)?;
         let q = block.q.forward(&normed)?.f_view([batch, seq, n_heads, d_head])?;
         let k = block.k.forward(&normed)?.f_view([batch, seq, n_kv, d_head])?;
         let v = block.v.forward(&normed)?.f_view([batch, seq, n_kv, d_head])?;
         let (q, k) = match (&block.q_norm, &block.k_norm) {
-            (Some(qn), Some(kn)) => (self.norm(&q, qn)?, self.norm(&k, kn)?),
+            (Some(qn), Some(kn)) => {
+                (self.norm(&q, qn, inputs.relevance)?, self.norm(&k, kn, inputs.relevance)?)
+            }
             _ => (q, k),
         };
         let (q, k) = match inputs.rope(sliding) {
@@ -599,6 +621,16 @@ impl Decoder {
         let q = q.f_transpose(1, 2)?;
         let k = k.f_transpose(1, 2)?;
         let v = v.f_transpose(1, 2)?;
+        // Relevance mode: the uniform rule on q·kᵀ and A·v (AttnLRP) or a constant pattern
+        // (CP-LRP). Softmax needs no change (its Taylor rule is gradient×input), so the fused
+        // kernel, whose backward is the exact gradient, carries it as well as the explicit path.
+        let (q, k, v) = match inputs.relevance {
+            Some(rule) => {
+                let [q, k, v] = rule.attention_inputs(&q, &k, &v)?;
+                (q, k, v)
+            }
+            None => (q, k, v),
+        };
         // Past keys and values (already rotated) go before this forward's positions.
         let (k, v) = match kv.past {
             Some(past) => (
@@ -655,30 +687,41 @@ impl Decoder {
         let z = hooks.fire(HookPoint::z(layer), z)?;
         let attn_out = block.o.forward(&z.f_reshape([batch, seq, n_heads * d_head])?)?;
         let attn_out = match &block.ln1_post {
-            Some(norm) => {
-                hooks.fire(HookPoint::new(HookKind::Ln1Post, layer), self.norm(&attn_out, norm)?)?
-            }
+            Some(norm) => hooks.fire(
+                HookPoint::new(HookKind::Ln1Post, layer),
+                self.norm(&attn_out, norm, inputs.relevance)?,
+            )?,
             None => attn_out,
         };
         let attn_out = hooks.fire(HookPoint::attn_out(layer), attn_out)?;
         let resid_mid = hooks.fire(HookPoint::resid_mid(layer), resid_pre.f_add(&attn_out)?)?;
 
         // ---- MLP ----
-        let normed = self.norm(&resid_mid, &block.ln2)?;
-        let post = match (self.config.mlp, &block.gate) {
-            (MlpKind::Gated(act), Some(gate)) => {
+        let normed = self.norm(&resid_mid, &block.ln2, inputs.relevance)?;
+        let act_fn = |act| move |x: &Tensor| activate(x, act);
+        let post = match (self.config.mlp, &block.gate, inputs.relevance) {
+            (MlpKind::Gated(act), Some(gate), None) => {
                 activate(&gate.forward(&normed)?, act)?.f_mul(&block.up.forward(&normed)?)?
             }
-            (MlpKind::Plain(act), _) | (MlpKind::Gated(act), None) => {
+            (MlpKind::Gated(act), Some(gate), Some(rule)) => rule.gated_product(
+                &gate.forward(&normed)?,
+                &block.up.forward(&normed)?,
+                act_fn(act),
+            )?,
+            (MlpKind::Plain(act), _, None) | (MlpKind::Gated(act), None, None) => {
                 activate(&block.up.forward(&normed)?, act)?
+            }
+            (MlpKind::Plain(act), _, Some(rule)) | (MlpKind::Gated(act), None, Some(rule)) => {
+                rule.activation(&block.up.forward(&normed)?, act_fn(act))?
             }
         };
         let post = hooks.fire(HookPoint::new(HookKind::MlpPost, layer), post)?;
         let mlp_out = block.down.forward(&post)?;
         let mlp_out = match &block.ln2_post {
-            Some(norm) => {
-                hooks.fire(HookPoint::new(HookKind::Ln2Post, layer), self.norm(&mlp_out, norm)?)?
-            }
+            Some(norm) => hooks.fire(
+                HookPoint::new(HookKind::Ln2Post, layer),
+                self.norm(&mlp_out, norm, inputs.relevance)?,
+            )?,
             None => mlp_out,
         };
         let mlp_out = hooks.fire(HookPoint::mlp_out(layer), mlp_out)?;
@@ -813,6 +856,8 @@ struct ForwardInputs {
     padded: bool,
     /// Positions in the past keys and values (0 without a cache).
     past: i64,
+    /// The relevance-propagation mode of [`ForwardOptions::relevance`].
+    relevance: Option<RelevanceRule>,
 }
 
 impl ForwardInputs {
@@ -909,6 +954,7 @@ impl ForwardInputs {
             blocked_sliding: blocked_sliding.map(|b| b.f_contiguous()).transpose()?,
             padded: options.attention_mask.is_some(),
             past,
+            relevance: options.relevance,
         })
     }
 
