@@ -1,5 +1,5 @@
 //! SVG charts: method comparison bars, sample × token heatmaps (aligned by position),
-//! attention matrices, layer × head grids and labelled grids of any matrix, deletion / insertion curves and per-layer
+//! attention matrices, layer × head grids, deletion / insertion curves and per-layer
 //! (gradient-flow) profiles.
 //!
 //! Conventions shared by every chart: NaN values are drawn as missing (grey, class
@@ -486,78 +486,37 @@ pub fn attention_heads(
 }
 
 /// A layer × head grid of any per-head metric (`values[layer, head]`), each cell labelled
-/// with its value when there is room (sequential colours: a [`labelled_grid`]).
+/// with its value when there is room.
 pub fn layer_head_grid(values: &Array2<f64>, metric: &str, options: &ChartOptions) -> Svg {
     let (layers, heads) = values.dim();
-    let rows: Vec<String> = (0..layers).map(|l| format!("L{l}")).collect();
-    let cols: Vec<String> = (0..heads).map(|h| format!("H{h}")).collect();
-    let scale = ColorScale::sequential(values.iter().copied());
-    // The labels match the shape by construction.
-    labelled_grid(values, &rows, &cols, metric, scale, options)
-        .unwrap_or_else(|_| Canvas::new(300.0, 100.0, &options.title).finish())
-}
-
-/// A grid of any matrix with row and column labels (layer × position of activation patching
-/// or causal tracing, token groups × layers, …) in the given colour scale
-/// ([`ColorScale::diverging`] for signed effects), each cell labelled with its value when
-/// there is room and its row, column and value in the tooltip; NaN cells are missing.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`] when the labels do not match the matrix.
-pub fn labelled_grid(
-    values: &Array2<f64>,
-    row_labels: &[String],
-    col_labels: &[String],
-    metric: &str,
-    scale: ColorScale,
-    options: &ChartOptions,
-) -> Result<Svg> {
-    let (rows, cols) = values.dim();
-    if row_labels.len() != rows || col_labels.len() != cols {
-        return Err(mismatch(
-            "grid labels",
-            format!("[{rows}, {cols}]"),
-            &[row_labels.len(), col_labels.len()],
-        ));
-    }
-    let width_of = |labels: &[String]| {
-        labels
-            .iter()
-            .map(|l| truncate(&display_token(l), options.max_label_width).chars().count())
-            .max()
-            .unwrap_or(0) as f64
-    };
-    let cell_w = (900.0 / cols.max(1) as f64).clamp(10.0, 48.0);
-    let cell_h = (600.0 / rows.max(1) as f64).clamp(8.0, 24.0);
-    let left = 14.0 + 6.0 * width_of(row_labels);
-    let rotate = width_of(col_labels) * 5.5 > cell_w;
-    let top = 40.0 + if rotate { 5.5 * width_of(col_labels) } else { 12.0 };
-    let width = left + cell_w * cols.max(1) as f64 + 20.0;
-    let height = top + cell_h * rows.max(1) as f64 + 50.0;
+    let cell_w = (900.0 / heads.max(1) as f64).clamp(10.0, 48.0);
+    let cell_h = (600.0 / layers.max(1) as f64).clamp(8.0, 24.0);
+    let left = 50.0;
+    let top = 52.0;
+    let width = left + cell_w * heads.max(1) as f64 + 20.0;
+    let height = top + cell_h * layers.max(1) as f64 + 50.0;
     let mut canvas = Canvas::new(width.max(300.0), height, &options.title);
     canvas.heading(&options.title);
-    if rows == 0 || cols == 0 {
-        canvas.no_data("no rows or no columns");
-        return Ok(canvas.finish());
+    if layers == 0 || heads == 0 {
+        canvas.no_data("no layers or no heads");
+        return canvas.finish();
     }
+    let scale = ColorScale::sequential(values.iter().copied());
     let small = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
-    for (c, label) in col_labels.iter().enumerate().step_by(label_stride(cell_w, 10.0)) {
-        let text = truncate(&display_token(label), options.max_label_width);
-        let x = left + cell_w * (c as f64 + 0.5);
-        if rotate {
-            canvas.text(x + 3.0, top - 6.0, &text, TextStyle { anchor: "start", ..small }.rotated(-60.0));
-        } else {
-            canvas.text(x, top - 6.0, &text, small);
-        }
+    for h in (0..heads).step_by(label_stride(cell_w, 14.0)) {
+        canvas.text(left + cell_w * (h as f64 + 0.5), top - 6.0, &format!("H{h}"), small);
     }
-    for (r, label) in row_labels.iter().enumerate().step_by(label_stride(cell_h, 10.0)) {
-        let text = truncate(&display_token(label), options.max_label_width);
-        let y = top + cell_h * (r as f64 + 0.5) + 3.0;
-        canvas.text(left - 6.0, y, &text, TextStyle { anchor: "end", ..small });
+    for l in (0..layers).step_by(label_stride(cell_h, 10.0)) {
+        canvas.text(
+            left - 6.0,
+            top + cell_h * (l as f64 + 0.5) + 3.0,
+            &format!("L{l}"),
+            TextStyle { anchor: "end", ..small },
+        );
     }
-    for ((r, c), &v) in values.indexed_iter() {
-        let (x, y) = (left + cell_w * c as f64, top + cell_h * r as f64);
-        let tip = format!("{} · {} · {metric}: {}", row_labels[r], col_labels[c], format_score(v));
+    for ((l, h), &v) in values.indexed_iter() {
+        let (x, y) = (left + cell_w * h as f64, top + cell_h * l as f64);
+        let tip = format!("layer {l}, head {h} · {metric}: {}", format_score(v));
         let class = if v.is_nan() { "cell missing" } else { "cell" };
         canvas.rect(class, x, y, cell_w, cell_h, &scale.color(v), Some("#ffffff"), Some(&tip));
         if cell_w >= 34.0 && cell_h >= 14.0 {
@@ -571,8 +530,8 @@ pub fn labelled_grid(
             );
         }
     }
-    legend(&mut canvas, &scale, left, top + cell_h * rows as f64 + 12.0);
-    Ok(canvas.finish())
+    legend(&mut canvas, &scale, left, top + cell_h * layers as f64 + 12.0);
+    canvas.finish()
 }
 
 /// One named series of a [`line_chart`].
