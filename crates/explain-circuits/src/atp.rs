@@ -136,7 +136,8 @@ fn atp(
     };
     let qk_fix = fixes.qk_fix && matches!(site, PatchSite::HeadQ | PatchSite::HeadK);
     let pass = |drop: Option<usize>| {
-        let (m, cache, grads) = receiver_pass(model, receiver, &points, &options, metric, drop, qk_fix)?;
+        let (m, cache, grads) =
+            receiver_pass(model, receiver, &points, &options, metric, drop, qk_fix)?;
         let effects = match qk_fix {
             false => linear_effects(&points, &cache, &grads, &source_cache, site)?,
             true => qk_fixed_effects(model, &points, &cache, &grads, &source_cache, site)?,
@@ -404,7 +405,8 @@ fn qk_fix_keys(
     let n = scores.size()[2];
     let eye = Tensor::f_eye(n, (Kind::Double, scores.device()))?; // [s, s']
     // [s, head, t, s']: copy s changes only column s.
-    let delta = delta.f_permute([2, 0, 1])?.f_unsqueeze(-1)?.f_mul(&eye.f_unsqueeze(1)?.f_unsqueeze(1)?)?;
+    let delta =
+        delta.f_permute([2, 0, 1])?.f_unsqueeze(-1)?.f_mul(&eye.f_unsqueeze(1)?.f_unsqueeze(1)?)?;
     let per_query = softmax_change(&scores.f_unsqueeze(0)?, &delta, &grad.f_unsqueeze(0)?)?;
     let per_head = per_query.f_sum_dim_intlist(-1, false, Kind::Double)?; // [s, head]
     let (pos, heads) = (per_head.size()[0], per_head.size()[1]);
@@ -517,9 +519,6 @@ mod tests {
         assert!((attention_scale(&scores, &dots).unwrap() - 0.125).abs() < 1e-12);
         let capped = scores.f_div_scalar(2.0).unwrap().tanh().f_mul_scalar(2.0).unwrap();
         let capped = capped.masked_fill(&scores.le(-1e30), f64::from(f32::MIN));
-        assert!(matches!(
-            attention_scale(&capped, &dots),
-            Err(Error::UnsupportedOperation { .. })
-        ));
+        assert!(matches!(attention_scale(&capped, &dots), Err(Error::UnsupportedOperation { .. })));
     }
 }

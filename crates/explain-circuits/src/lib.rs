@@ -39,6 +39,4 @@ pub use lens::{
 };
 pub use metric::{LogitDiff, check_position, single_token};
 pub use patching::{ActivationPatching, PatchDirection, PatchSite, PatchUnit, PatchingResult};
-pub use tracing::{
-    CausalTrace, CausalTracing, TOKEN_GROUPS, TraceKind, average_by_token_group,
-};
+pub use tracing::{CausalTrace, CausalTracing, TOKEN_GROUPS, TraceKind, average_by_token_group};

@@ -382,7 +382,9 @@ pub(crate) fn metric_values(logits: &Tensor, metric: LogitDiff) -> Result<Vec<f6
 fn unit_mask(site: PatchSite, units: &[PatchUnit], layer: usize, shape: &[i64]) -> Result<Tensor> {
     // Layouts: per-position [b, pos, d]; z, q, k [b, pos, head, d_head]; pattern [b, head, q, k].
     let (pos_dim, head_dim, dims): (usize, Option<usize>, Vec<i64>) = match site {
-        PatchSite::HeadZ | PatchSite::HeadQ | PatchSite::HeadK => (1, Some(2), vec![shape[0], shape[1], shape[2], 1]),
+        PatchSite::HeadZ | PatchSite::HeadQ | PatchSite::HeadK => {
+            (1, Some(2), vec![shape[0], shape[1], shape[2], 1])
+        }
         PatchSite::HeadPattern => (2, Some(1), vec![shape[0], shape[1], shape[2], 1]),
         _ => (1, None, vec![shape[0], shape[1], 1]),
     };

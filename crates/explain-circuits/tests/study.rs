@@ -17,7 +17,7 @@ use std::time::Instant;
 use explain_attention::{AttentionCapture, induction_score, repeated_random_tokens};
 use explain_circuits::{
     ActivationPatching, AtpFixes, CausalTrace, CausalTracing, LogitDiff, PatchSite, TOKEN_GROUPS,
-    TraceKind, average_by_token_group, attribution_patching_with,
+    TraceKind, attribution_patching_with, average_by_token_group,
 };
 use explain_eval::prompts::{FactualCategory, TokenizedFactual, factual_prompts, factual_top1};
 use explain_eval::{spearman, top_k_overlap};
@@ -51,7 +51,10 @@ impl Args {
             pairs: num("STUDY_PAIRS", "4"),
             block: num("STUDY_BLOCK", "12"),
             out: PathBuf::from(var("STUDY_OUT", "target/circuits-study")),
-            parts: var("STUDY_PARTS", "tracing,atp,induction").split(',').map(str::to_owned).collect(),
+            parts: var("STUDY_PARTS", "tracing,atp,induction")
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -75,7 +78,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let count = |c: FactualCategory, v: &[TokenizedFactual]| {
         v.iter().filter(|t| t.prompt.category == c).count()
     };
-    let cats = [FactualCategory::CountryCapital, FactualCategory::ElementSymbol, FactualCategory::StateCapital];
+    let cats = [
+        FactualCategory::CountryCapital,
+        FactualCategory::ElementSymbol,
+        FactualCategory::StateCapital,
+    ];
     let filter: Vec<_> = cats
         .iter()
         .map(|&c| json!({"category": c, "total": all.iter().filter(|p| p.category == c).count(), "top1": count(c, &kept)}))
@@ -98,10 +105,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let write = |name: &str, value: serde_json::Value| -> std::io::Result<()> {
         fs::write(args.out.join(format!("{name}.json")), serde_json::to_string_pretty(&value)?)
     };
-    write("prompts", json!({
-        "model": "SmolLM2-135M-Instruct Q4_1", "threads": 1, "filter": filter,
-        "traced": chosen.iter().map(|t| &t.prompt.prompt).collect::<Vec<_>>(),
-    }))?;
+    write(
+        "prompts",
+        json!({
+            "model": "SmolLM2-135M-Instruct Q4_1", "threads": 1, "filter": filter,
+            "traced": chosen.iter().map(|t| &t.prompt.prompt).collect::<Vec<_>>(),
+        }),
+    )?;
 
     // 2. Causal tracing.
     let mut tracing = serde_json::Map::new();
@@ -115,12 +125,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut traces: Vec<CausalTrace> = Vec::new();
         for (i, t) in chosen.iter().enumerate() {
             traces.push(config.run(&model, &t.ids, t.subject.clone(), t.answer_id)?);
-            eprintln!("{kind:?} {}/{} {:?} ({:.0?})", i + 1, chosen.len(), t.prompt.subject, t0.elapsed());
+            eprintln!(
+                "{kind:?} {}/{} {:?} ({:.0?})",
+                i + 1,
+                chosen.len(),
+                t.prompt.subject,
+                t0.elapsed()
+            );
         }
         let (avg, counts) = average_by_token_group(&traces);
         let peak = |row: usize| {
             let r = avg.row(row);
-            let (l, v) = r.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (l, &v)| if v > b.1 { (l, v) } else { b });
+            let (l, v) = r
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |b, (l, &v)| if v > b.1 { (l, v) } else { b });
             json!({"layer": l, "effect": v})
         };
         let (mut best, mut best_v) = ((0, 0), f64::NEG_INFINITY);
@@ -130,11 +149,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let name = format!("{kind:?}").to_lowercase();
-        let clean: f64 = traces.iter().map(|t| t.clean_probability).sum::<f64>() / traces.len() as f64;
-        let corrupted: f64 = traces.iter().map(|t| t.corrupted_probability).sum::<f64>() / traces.len() as f64;
+        let clean: f64 =
+            traces.iter().map(|t| t.clean_probability).sum::<f64>() / traces.len() as f64;
+        let corrupted: f64 =
+            traces.iter().map(|t| t.corrupted_probability).sum::<f64>() / traces.len() as f64;
         eprintln!(
             "{name}: peak {} at layer {} ({best_v:.4}); last subject token peak {}; {:.0?}",
-            TOKEN_GROUPS[best.0], best.1, peak(2), t0.elapsed()
+            TOKEN_GROUPS[best.0],
+            best.1,
+            peak(2),
+            t0.elapsed()
         );
         tracing.insert(
             name,
@@ -150,7 +174,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     for kind in kinds_run(&tracing) {
-        write(&format!("tracing-{kind}"), json!({"samples": args.samples, "kinds": {kind.clone(): tracing[&kind].clone()}, "seconds": start.elapsed().as_secs_f64()}))?;
+        write(
+            &format!("tracing-{kind}"),
+            json!({"samples": args.samples, "kinds": {kind.clone(): tracing[&kind].clone()}, "seconds": start.elapsed().as_secs_f64()}),
+        )?;
     }
 
     // 3. AtP against activation patching over heads × positions, per site and fix.
@@ -183,7 +210,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("AtP*", AtpFixes::STAR),
     ];
     let mut atp_rows = Vec::new();
-    let sites = if part("atp") { vec![PatchSite::HeadZ, PatchSite::HeadQ, PatchSite::HeadK] } else { Vec::new() };
+    let sites = if part("atp") {
+        vec![PatchSite::HeadZ, PatchSite::HeadQ, PatchSite::HeadK]
+    } else {
+        Vec::new()
+    };
     for site in sites {
         let mut exact_all = Vec::new();
         let mut est_all: Vec<Vec<f64>> = vec![Vec::new(); fixes.len()];
@@ -194,7 +225,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let exact = patching.run(&model, &clean.ids, &corrupted.ids, metric)?;
             let e: Vec<f64> = exact.patched.iter().map(|v| v - exact.corrupted_metric).collect();
             for (k, (_, f)) in fixes.iter().enumerate() {
-                let est = attribution_patching_with(&patching, &model, &clean.ids, &corrupted.ids, metric, *f)?;
+                let est = attribution_patching_with(
+                    &patching,
+                    &model,
+                    &clean.ids,
+                    &corrupted.ids,
+                    metric,
+                    *f,
+                )?;
                 let a: Vec<f64> = est.patched.iter().map(|v| v - est.corrupted_metric).collect();
                 per_pair[k].push(spearman(&e, &a).unwrap_or(f64::NAN));
                 est_all[k].extend(a);
@@ -215,10 +253,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if part("atp") {
-        write("atp", json!({
-            "pairs": pairs.iter().map(|(a, b)| [&a.prompt.prompt, &b.prompt.prompt]).collect::<Vec<_>>(),
-            "rows": atp_rows, "seconds": t0.elapsed().as_secs_f64(),
-        }))?;
+        write(
+            "atp",
+            json!({
+                "pairs": pairs.iter().map(|(a, b)| [&a.prompt.prompt, &b.prompt.prompt]).collect::<Vec<_>>(),
+                "rows": atp_rows, "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        )?;
     }
     if !part("induction") {
         eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
@@ -237,18 +278,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut corrupted = clean.clone();
     corrupted[bos..bos + args.block].copy_from_slice(&other[bos..bos + args.block]);
     let metric = LogitDiff::logit(repeated[n]);
-    let patching = ActivationPatching { all_positions: true, ..ActivationPatching::new(PatchSite::HeadZ) };
+    let patching =
+        ActivationPatching { all_positions: true, ..ActivationPatching::new(PatchSite::HeadZ) };
     let result = patching.run(&model, &clean, &corrupted, metric)?;
     let by_patching: Array2<f64> = result.scores.index_axis(Axis(2), 0).to_owned();
     let capture = AttentionCapture::from_ids(&model, &repeated)?;
     let by_attention = Array2::from_shape_fn((info.n_layers, info.n_heads), |(l, h)| {
         induction_score(capture.patterns[l].index_axis(Axis(0), h), &repeated)
     });
-    let (p, a): (Vec<f64>, Vec<f64>) = (by_patching.iter().copied().collect(), by_attention.iter().copied().collect());
+    let (p, a): (Vec<f64>, Vec<f64>) =
+        (by_patching.iter().copied().collect(), by_attention.iter().copied().collect());
     let top = |v: &Array2<f64>, k: usize| {
         let mut idx: Vec<((usize, usize), f64)> = v.indexed_iter().map(|(i, &x)| (i, x)).collect();
         idx.sort_by(|x, y| y.1.total_cmp(&x.1));
-        idx.into_iter().take(k).map(|((l, h), x)| json!({"layer": l, "head": h, "score": x})).collect::<Vec<_>>()
+        idx.into_iter()
+            .take(k)
+            .map(|((l, h), x)| json!({"layer": l, "head": h, "score": x}))
+            .collect::<Vec<_>>()
     };
     let induction = json!({
         "block": args.block, "clean_metric": result.clean_metric, "corrupted_metric": result.corrupted_metric,

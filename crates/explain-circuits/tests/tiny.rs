@@ -9,9 +9,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use explain_circuits::{
-    ActivationPatching, AtpFixes, CausalTracing, DlaComponentKind, LensTarget, LogitDiff, LogitLens,
-    PatchDirection, PatchSite, TraceKind, attribution_patching, attribution_patching_grad_drop,
-    attribution_patching_with, direct_logit_attribution, lens_logits,
+    ActivationPatching, AtpFixes, CausalTracing, DlaComponentKind, LensTarget, LogitDiff,
+    LogitLens, PatchDirection, PatchSite, TraceKind, attribution_patching,
+    attribution_patching_grad_drop, attribution_patching_with, direct_logit_attribution,
+    lens_logits,
 };
 use explain_models::{Decoder, DecoderModel, Gpt2Config, LlamaConfig, TextTokenizer, minilm_dir};
 use explainability_core::{
@@ -337,7 +338,8 @@ fn query_and_key_patching_and_the_atp_star_qk_fix() {
                 out_of_range.run(&model, &CLEAN, &CORRUPTED, metric),
                 Err(Error::HeadOutOfRange { .. })
             ));
-            let plain = attribution_patching(&patching, &model, &CLEAN, &CORRUPTED, metric).unwrap();
+            let plain =
+                attribution_patching(&patching, &model, &CLEAN, &CORRUPTED, metric).unwrap();
             let fixed = attribution_patching_with(
                 &patching,
                 &model,
@@ -348,7 +350,12 @@ fn query_and_key_patching_and_the_atp_star_qk_fix() {
             )
             .unwrap();
             let star = attribution_patching_with(
-                &patching, &model, &CLEAN, &CORRUPTED, metric, AtpFixes::STAR,
+                &patching,
+                &model,
+                &CLEAN,
+                &CORRUPTED,
+                metric,
+                AtpFixes::STAR,
             )
             .unwrap();
             let e = exact.scores.as_slice().unwrap();

@@ -97,7 +97,8 @@ pub fn factual_prompts() -> Result<Vec<FactualPrompt>> {
 pub fn parse_factual(jsonl: &str) -> Result<Vec<FactualPrompt>> {
     let mut prompts = Vec::new();
     for (i, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = |why: String| Error::invalid_argument(format!("factual prompt line {}: {why}", i + 1));
+        let bad =
+            |why: String| Error::invalid_argument(format!("factual prompt line {}: {why}", i + 1));
         let p: FactualPrompt = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         if p.prompt.get(p.subject_start..p.subject_end) != Some(p.subject.as_str()) {
             return Err(bad(format!(
@@ -173,7 +174,10 @@ pub fn factual_top1(
     for p in prompts {
         let t = p.tokenize(model)?;
         let ids = Tensor::f_from_slice(&t.ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
-        let options = ForwardOptions { logits_from: Some(t.ids.len().saturating_sub(1)), ..Default::default() };
+        let options = ForwardOptions {
+            logits_from: Some(t.ids.len().saturating_sub(1)),
+            ..Default::default()
+        };
         let out = model.forward_ids(&ids, &options, &mut Hooks::new())?;
         let top = out.logits.f_select(1, 0)?.f_argmax(-1, false)?.f_int64_value(&[0])?;
         if top == t.answer_id {

@@ -16,7 +16,11 @@ fn the_committed_set_has_every_category() {
     // 250 countries with a capital in countryinfo 1.0.1, 118 elements, 50 states.
     assert_eq!(count(FactualCategory::ElementSymbol), 118);
     assert_eq!(count(FactualCategory::StateCapital), 50);
-    assert!(count(FactualCategory::CountryCapital) > 200, "{}", count(FactualCategory::CountryCapital));
+    assert!(
+        count(FactualCategory::CountryCapital) > 200,
+        "{}",
+        count(FactualCategory::CountryCapital)
+    );
     let france = prompts.iter().find(|p| p.subject == "France").unwrap();
     assert_eq!(france.prompt, "The capital of France is");
     assert_eq!(france.answer, " Paris");
