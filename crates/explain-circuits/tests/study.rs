@@ -210,8 +210,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("AtP*", AtpFixes::STAR),
     ];
     let mut atp_rows = Vec::new();
-    let sites = if part("atp") {
-        vec![PatchSite::HeadZ, PatchSite::HeadQ, PatchSite::HeadK]
+    let wanted_sites = std::env::var("STUDY_SITES").unwrap_or_else(|_| "z,q,k".into());
+    let site_on = |name: &str| wanted_sites.split(',').any(|s| s == name);
+    let sites: Vec<PatchSite> = if part("atp") {
+        [("z", PatchSite::HeadZ), ("q", PatchSite::HeadQ), ("k", PatchSite::HeadK)]
+            .into_iter()
+            .filter(|(n, _)| site_on(n))
+            .map(|(_, s)| s)
+            .collect()
     } else {
         Vec::new()
     };
@@ -254,7 +260,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if part("atp") {
         write(
-            "atp",
+            &format!("atp-{}", wanted_sites.replace(',', "")),
             json!({
                 "pairs": pairs.iter().map(|(a, b)| [&a.prompt.prompt, &b.prompt.prompt]).collect::<Vec<_>>(),
                 "rows": atp_rows, "seconds": t0.elapsed().as_secs_f64(),
