@@ -66,6 +66,7 @@ const INPUTS: &[&str] = &[
 /// # Errors
 /// When the script or the test fails.
 pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
+    factual_prompts(project)?;
     let out = project.target_dir()?.join("parity");
     let stamp = out.join("inputs.sha256");
     let fingerprint = fingerprint(&project.root.join("reference"))?;
@@ -193,6 +194,34 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
         .env(PARITY_DIR_ENV, &out);
     run("tokenizer and gguf dequantisation parity tests", &mut models)
 }
+
+/// The committed factual prompt set must be what `reference/factual_prompts.py` generates
+/// from the pinned `countryinfo`, `periodictable` and `us` packages, byte for byte.
+fn factual_prompts(project: &Project) -> Result<()> {
+    let committed = project.root.join(FACTUAL_PROMPTS);
+    let fresh = project.target_dir()?.join("parity").join("factual_prompts.jsonl");
+    if let Some(dir) = fresh.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut command = project.python();
+    command.arg("reference/factual_prompts.py").arg("--out").arg(&fresh);
+    run("factual prompts", &mut command)?;
+    let (a, b) = (fs::read(&committed)?, fs::read(&fresh)?);
+    if a != b {
+        return Err(format!(
+            "{} differs from what reference/factual_prompts.py generates ({}): regenerate it with \
+             `.venv/bin/python reference/factual_prompts.py --out {FACTUAL_PROMPTS}` and commit it",
+            committed.display(),
+            fresh.display()
+        )
+        .into());
+    }
+    println!("parity: {FACTUAL_PROMPTS} regenerates byte-identical");
+    Ok(())
+}
+
+/// The committed factual prompt set (explain-eval's `prompts::FACTUAL_PROMPTS_JSONL`).
+const FACTUAL_PROMPTS: &str = "crates/explain-eval/data/factual_prompts.jsonl";
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
 /// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).

@@ -29,7 +29,9 @@ mod metric;
 mod patching;
 mod tracing;
 
-pub use atp::{attribution_patching, attribution_patching_grad_drop};
+pub use atp::{
+    AtpFixes, attribution_patching, attribution_patching_grad_drop, attribution_patching_with,
+};
 pub use dla::{DirectLogitAttribution, DlaComponent, DlaComponentKind, direct_logit_attribution};
 pub use lens::{
     LensCell, LensTarget, LensToken, LogitLens, LogitLensResult, lens_logits, lens_points,
@@ -37,4 +39,4 @@ pub use lens::{
 };
 pub use metric::{LogitDiff, check_position, single_token};
 pub use patching::{ActivationPatching, PatchDirection, PatchSite, PatchUnit, PatchingResult};
-pub use tracing::{CausalTrace, CausalTracing, TraceKind};
+pub use tracing::{CausalTrace, CausalTracing, TOKEN_GROUPS, TraceKind, average_by_token_group};

@@ -31,11 +31,18 @@ pub enum PatchSite {
     /// One head's attention pattern row, `blocks.{l}.attn.hook_pattern[:, head, pos]` (the
     /// query at `pos`), per layer × head × position.
     HeadPattern,
+    /// One head's query (after RoPE), `blocks.{l}.attn.hook_q[:, pos, head]`, per layer ×
+    /// head × position.
+    HeadQ,
+    /// One key head's key (after RoPE), `blocks.{l}.attn.hook_k[:, pos, kv_head]`, per layer ×
+    /// key head × position; with grouped-query attention a key head serves
+    /// `n_heads / n_kv_heads` query heads, and the head axis counts key heads.
+    HeadK,
 }
 
 impl PatchSite {
     /// Every site.
-    pub const ALL: [PatchSite; 7] = [
+    pub const ALL: [PatchSite; 9] = [
         PatchSite::ResidPre,
         PatchSite::ResidMid,
         PatchSite::ResidPost,
@@ -43,6 +50,8 @@ impl PatchSite {
         PatchSite::MlpOut,
         PatchSite::HeadZ,
         PatchSite::HeadPattern,
+        PatchSite::HeadQ,
+        PatchSite::HeadK,
     ];
 
     /// The hook kind patched.
@@ -55,6 +64,8 @@ impl PatchSite {
             PatchSite::MlpOut => HookKind::MlpOut,
             PatchSite::HeadZ => HookKind::Z,
             PatchSite::HeadPattern => HookKind::Pattern,
+            PatchSite::HeadQ => HookKind::Q,
+            PatchSite::HeadK => HookKind::K,
         }
     }
 
@@ -62,13 +73,13 @@ impl PatchSite {
     ///
     /// # Errors
     /// [`Error::UnknownComponent`] for kinds that are not patched per position (`hook_embed`,
-    /// `ln_final`, q/k/v, scores, the MLP hidden layer, sandwich post-norms).
+    /// `ln_final`, v, scores, the MLP hidden layer, sandwich post-norms).
     pub fn from_hook_kind(kind: HookKind) -> Result<Self> {
         Self::ALL.into_iter().find(|s| s.hook_kind() == kind).ok_or_else(|| {
             Error::UnknownComponent {
                 component: format!("{kind:?}"),
                 reason: "activation patching supports resid_pre/mid/post, attn_out, mlp_out, \
-                         attn.hook_z and attn.hook_pattern"
+                         attn.hook_z, attn.hook_pattern, attn.hook_q and attn.hook_k"
                     .into(),
             }
         })
@@ -76,7 +87,19 @@ impl PatchSite {
 
     /// Whether the site has one activation per head.
     pub fn per_head(self) -> bool {
-        matches!(self, PatchSite::HeadZ | PatchSite::HeadPattern)
+        matches!(
+            self,
+            PatchSite::HeadZ | PatchSite::HeadPattern | PatchSite::HeadQ | PatchSite::HeadK
+        )
+    }
+
+    /// How many heads the head axis has: key heads for [`PatchSite::HeadK`], query heads
+    /// otherwise.
+    pub fn n_heads(self, info: &explainability_core::ModelInfo) -> usize {
+        match self {
+            PatchSite::HeadK => info.n_kv_heads,
+            _ => info.n_heads,
+        }
     }
 }
 
@@ -215,9 +238,12 @@ impl ActivationPatching {
             info.check_layer(l)?;
         }
         let heads = if self.site.per_head() {
-            let heads = self.heads.clone().unwrap_or_else(|| (0..info.n_heads).collect());
+            let n_heads = self.site.n_heads(info);
+            let heads = self.heads.clone().unwrap_or_else(|| (0..n_heads).collect());
             for &h in &heads {
-                info.check_head(h)?;
+                if h >= n_heads {
+                    return Err(Error::HeadOutOfRange { head: h, n_heads });
+                }
             }
             heads
         } else {
@@ -354,9 +380,11 @@ pub(crate) fn metric_values(logits: &Tensor, metric: LogitDiff) -> Result<Vec<f6
 /// A boolean mask selecting, per batch row, the entries of `unit` in an activation of
 /// `site`'s layout, shaped to broadcast over the last dimension.
 fn unit_mask(site: PatchSite, units: &[PatchUnit], layer: usize, shape: &[i64]) -> Result<Tensor> {
-    // Layouts: per-position [b, pos, d]; z [b, pos, head, d_head]; pattern [b, head, q, k].
+    // Layouts: per-position [b, pos, d]; z, q, k [b, pos, head, d_head]; pattern [b, head, q, k].
     let (pos_dim, head_dim, dims): (usize, Option<usize>, Vec<i64>) = match site {
-        PatchSite::HeadZ => (1, Some(2), vec![shape[0], shape[1], shape[2], 1]),
+        PatchSite::HeadZ | PatchSite::HeadQ | PatchSite::HeadK => {
+            (1, Some(2), vec![shape[0], shape[1], shape[2], 1])
+        }
         PatchSite::HeadPattern => (2, Some(1), vec![shape[0], shape[1], shape[2], 1]),
         _ => (1, None, vec![shape[0], shape[1], 1]),
     };

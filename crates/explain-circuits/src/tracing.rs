@@ -140,12 +140,19 @@ impl CausalTracing {
 
         let sigma = embedding_std(model)? * self.noise_multiplier;
         let (n_layers, d) = (info.n_layers, info.d_model as i64);
-        let units: Vec<(BTreeSet<usize>, usize)> = (0..n_layers)
+        // Before the subject, the corrupted run's states are the clean ones (the model is
+        // causal and only the subject is noised): restoring them changes nothing, so those
+        // units take the corrupted probability without a forward pass.
+        let all_units: Vec<(BTreeSet<usize>, usize)> = (0..n_layers)
             .flat_map(|l| {
                 let layers = self.layers_of(l, n_layers);
                 (0..len).map(move |p| (layers.clone(), p))
             })
             .collect();
+        let run_index: Vec<usize> =
+            (0..all_units.len()).filter(|&i| all_units[i].1 >= subject.start).collect();
+        let units: Vec<(BTreeSet<usize>, usize)> =
+            run_index.iter().map(|&i| all_units[i].clone()).collect();
         let mut restored = vec![0.0; units.len()];
         let mut corrupted_probability = 0.0;
         let mut rng = SplitMix64::new(self.seed);
@@ -193,7 +200,11 @@ impl CausalTracing {
                 }
             }
         }
-        let restored_probability = ndarray::Array2::from_shape_vec((n_layers, len), restored)
+        let mut full = vec![corrupted_probability; all_units.len()];
+        for (&i, p) in run_index.iter().zip(restored) {
+            full[i] = p;
+        }
+        let restored_probability = ndarray::Array2::from_shape_vec((n_layers, len), full)
             .map_err(|e| Error::invalid_argument(e.to_string()))?;
         let indirect_effect = restored_probability.mapv(|p| p - corrupted_probability);
         Ok(CausalTrace {
@@ -229,4 +240,72 @@ fn embedding_std(model: &dyn LanguageModel) -> Result<f64> {
     let ids = Tensor::f_arange_start_step(0, vocab, step, (Kind::Int64, model.device()))?;
     let e = model.embed(&ids.f_unsqueeze(0)?)?.f_to_kind(Kind::Double)?;
     Ok(e.f_std(true)?.f_double_value(&[])?)
+}
+
+/// Meng et al.'s token groups (Figure 2 and §2.2 of arXiv:2202.05262), in their order.
+pub const TOKEN_GROUPS: [&str; 6] = [
+    "first subject token",
+    "middle subject tokens",
+    "last subject token",
+    "first subsequent token",
+    "further tokens",
+    "last token",
+];
+
+impl CausalTrace {
+    /// The positions of each of [`TOKEN_GROUPS`]: the subject's first token, its interior,
+    /// its last token (the same as the first for a one-token subject), the first token after
+    /// it, the further tokens, and the last token. The last token belongs only to the last
+    /// group, so a subsequent token that is also the last token counts as the last token.
+    pub fn token_groups(&self) -> [Vec<usize>; 6] {
+        let (s, e) = (self.subject.start, self.subject.end);
+        let last = self.tokens.len().saturating_sub(1);
+        let keep = |v: Vec<usize>| -> Vec<usize> { v.into_iter().filter(|&p| p != last).collect() };
+        [
+            keep(vec![s]),
+            keep((s + 1..e.saturating_sub(1)).collect()),
+            keep(vec![e.saturating_sub(1)]),
+            keep(if e < last { vec![e] } else { Vec::new() }),
+            keep((e + 1..last).collect()),
+            vec![last],
+        ]
+    }
+
+    /// The indirect effect averaged over the positions of each of [`TOKEN_GROUPS`],
+    /// `[group, layer]`; NaN for a group without positions (a one-token subject has no middle).
+    pub fn by_token_group(&self) -> ndarray::Array2<f64> {
+        let n_layers = self.indirect_effect.nrows();
+        let groups = self.token_groups();
+        ndarray::Array2::from_shape_fn((6, n_layers), |(g, l)| {
+            let ps = &groups[g];
+            if ps.is_empty() {
+                f64::NAN
+            } else {
+                ps.iter().map(|&p| self.indirect_effect[(l, p)]).sum::<f64>() / ps.len() as f64
+            }
+        })
+    }
+}
+
+/// The mean of [`CausalTrace::by_token_group`] over traces, each cell over the traces that
+/// have that group (NaN where none has it), and how many traces each group counted.
+pub fn average_by_token_group(traces: &[CausalTrace]) -> (ndarray::Array2<f64>, [usize; 6]) {
+    let n_layers = traces.first().map_or(0, |t| t.indirect_effect.nrows());
+    let mut sum = ndarray::Array2::<f64>::zeros((6, n_layers));
+    let mut counts = [0usize; 6];
+    for t in traces.iter().filter(|t| t.indirect_effect.nrows() == n_layers) {
+        let g = t.by_token_group();
+        for (i, count) in counts.iter_mut().enumerate() {
+            if !g[(i, 0)].is_nan() {
+                *count += 1;
+                let mut row = sum.row_mut(i);
+                row += &g.row(i);
+            }
+        }
+    }
+    for (i, &count) in counts.iter().enumerate() {
+        let mut row = sum.row_mut(i);
+        row.mapv_inplace(|v| if count == 0 { f64::NAN } else { v / count as f64 });
+    }
+    (sum, counts)
 }

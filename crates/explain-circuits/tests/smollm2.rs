@@ -111,3 +111,44 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va * vb).sqrt()
 }
+
+/// The small CI version of the causal-tracing study (`examples/circuits_study.rs` in the
+/// explainability crate runs it over 50 prompts): three factual prompts from the packaged set
+/// that SmolLM2 gets right, 2 noise draws, hidden states and MLP windows.
+#[test]
+fn causal_tracing_over_factual_prompts() {
+    use explain_circuits::{CausalTracing, TOKEN_GROUPS, TraceKind, average_by_token_group};
+    use explain_eval::prompts::{FactualCategory, factual_prompts, factual_top1};
+    let model = model();
+    let prompts: Vec<_> = factual_prompts()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.category == FactualCategory::CountryCapital)
+        .filter(|p| ["France", "Japan", "Germany", "Italy", "Spain"].contains(&p.subject.as_str()))
+        .collect();
+    let kept = factual_top1(&*model, &prompts).unwrap();
+    assert!(kept.len() >= 3, "SmolLM2 should know three of five capitals: {}", kept.len());
+    for kind in [TraceKind::Hidden, TraceKind::Mlp] {
+        let tracing = CausalTracing { samples: 2, ..CausalTracing::new(kind) };
+        let traces: Vec<_> = kept[..3]
+            .iter()
+            .map(|t| tracing.run(&*model, &t.ids, t.subject.clone(), t.answer_id).unwrap())
+            .collect();
+        for t in &traces {
+            assert!(t.corrupted_probability < t.clean_probability, "{t:?}");
+            let last = t.tokens.len() - 1;
+            for p in 0..t.subject.start {
+                assert!(t.indirect_effect.column(p).iter().all(|&v| v == 0.0));
+            }
+            if kind == TraceKind::Hidden {
+                // The last hidden state at the last position is the whole clean output.
+                let restored = t.restored_probability[(29, last)];
+                assert!((restored - t.clean_probability).abs() < 1e-4, "{restored} vs {t:?}");
+            }
+        }
+        let (avg, counts) = average_by_token_group(&traces);
+        assert_eq!(avg.dim(), (TOKEN_GROUPS.len(), 30));
+        assert_eq!(counts[5], 3);
+        assert!(avg.row(5).iter().all(|v| v.is_finite()));
+    }
+}

@@ -10,7 +10,9 @@
 /// `torch` provides libtorch for `tch` 0.26, which binds libtorch 2.13.0 exactly; the others are
 /// the reference stack for parity and side-by-side benchmarks. `transformer-lens` 4.3.0
 /// installs beside transformers 5.24 and torch 2.13 without changing either (it only adds its
-/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …).
+/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …). `countryinfo`,
+/// `periodictable` and `us` are the data behind the factual prompt set
+/// (`reference/factual_prompts.py`; `us` adds `jellyfish`).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("torch", "2.13.0"),
     ("transformers", "5.24.0"),
@@ -20,6 +22,10 @@ pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("transformer-lens", "4.3.0"),
     // Captum's default interpretable models for Lime and KernelShap (faithfulness benchmark).
     ("scikit-learn", "1.7.2"),
+    // Packaged data of the factual prompt set and the long contexts (reference/*.py).
+    ("countryinfo", "1.0.1"),
+    ("periodictable", "2.1.0"),
+    ("us", "4.0.0"),
 ];
 
 /// The separate reference environment of LXT 2.1 (AttnLRP's reference implementation), for

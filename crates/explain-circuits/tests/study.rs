@@ -1,0 +1,320 @@
+//! The issue-18 study on SmolLM2 (outside CI: `#[ignore]`, slow): Meng et al. 2022's causal
+//! tracing averaged over the factual prompt set, AtP against activation patching over every
+//! head × position with and without the AtP* fixes, and induction heads found by patching
+//! against explain-attention's induction score. Writes one JSON file per part to `STUDY_OUT`;
+//! docs/methods-circuits.md reports the numbers.
+//!
+//! ```text
+//! STUDY_PROMPTS=50 STUDY_SAMPLES=3 STUDY_PARTS=tracing STUDY_OUT=target/study OMP_NUM_THREADS=1 \
+//!     cargo test -p explain-circuits --test study -- --ignored --nocapture
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use explain_attention::{AttentionCapture, induction_score, repeated_random_tokens};
+use explain_circuits::{
+    ActivationPatching, AtpFixes, CausalTrace, CausalTracing, LogitDiff, PatchSite, TOKEN_GROUPS,
+    TraceKind, attribution_patching_with, average_by_token_group,
+};
+use explain_eval::prompts::{FactualCategory, TokenizedFactual, factual_prompts, factual_top1};
+use explain_eval::{spearman, top_k_overlap};
+use explain_models::{load, smollm2_gguf_path};
+use explainability_core::LanguageModel;
+use ndarray::{Array2, Axis};
+use serde_json::json;
+
+struct Args {
+    /// Prompts traced (round-robin over the categories, from those SmolLM2 gets right).
+    prompts: usize,
+    /// Noise draws per prompt (paper: 10).
+    samples: usize,
+    /// Clean/corrupted pairs for AtP against activation patching.
+    pairs: usize,
+    /// Length of the random block repeated for the induction heads.
+    block: usize,
+    /// Output folder.
+    out: PathBuf,
+    /// Parts to run (tracing, atp, induction), each writing its own JSON file.
+    parts: Vec<String>,
+}
+
+impl Args {
+    fn from_env() -> Self {
+        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+        let num = |k: &str, d: &str| var(k, d).parse().expect(k);
+        Self {
+            prompts: num("STUDY_PROMPTS", "50"),
+            samples: num("STUDY_SAMPLES", "10"),
+            pairs: num("STUDY_PAIRS", "4"),
+            block: num("STUDY_BLOCK", "12"),
+            out: PathBuf::from(var("STUDY_OUT", "target/circuits-study")),
+            parts: var("STUDY_PARTS", "tracing,atp,induction")
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+#[test]
+#[ignore = "the full study takes tens of minutes; run it by hand"]
+fn study() {
+    run().unwrap();
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::from_env();
+    tch::set_num_threads(1);
+    let start = Instant::now();
+    fs::create_dir_all(&args.out)?;
+    let model = load(smollm2_gguf_path())?;
+
+    // 1. The prompts SmolLM2 ranks top-1.
+    let all = factual_prompts()?;
+    let kept = factual_top1(&model, &all)?;
+    let count = |c: FactualCategory, v: &[TokenizedFactual]| {
+        v.iter().filter(|t| t.prompt.category == c).count()
+    };
+    let cats = [
+        FactualCategory::CountryCapital,
+        FactualCategory::ElementSymbol,
+        FactualCategory::StateCapital,
+    ];
+    let filter: Vec<_> = cats
+        .iter()
+        .map(|&c| json!({"category": c, "total": all.iter().filter(|p| p.category == c).count(), "top1": count(c, &kept)}))
+        .collect();
+    eprintln!("top-1 filter: {filter:?} ({:.0?})", start.elapsed());
+    let mut by_cat: Vec<std::collections::VecDeque<&TokenizedFactual>> =
+        cats.iter().map(|&c| kept.iter().filter(|t| t.prompt.category == c).collect()).collect();
+    let mut chosen = Vec::new();
+    while chosen.len() < args.prompts && by_cat.iter().any(|q| !q.is_empty()) {
+        for q in &mut by_cat {
+            if chosen.len() < args.prompts
+                && let Some(t) = q.pop_front()
+            {
+                chosen.push(t);
+            }
+        }
+    }
+
+    let part = |name: &str| args.parts.iter().any(|p| p == name);
+    let write = |name: &str, value: serde_json::Value| -> std::io::Result<()> {
+        fs::write(args.out.join(format!("{name}.json")), serde_json::to_string_pretty(&value)?)
+    };
+    write(
+        "prompts",
+        json!({
+            "model": "SmolLM2-135M-Instruct Q4_1", "threads": 1, "filter": filter,
+            "traced": chosen.iter().map(|t| &t.prompt.prompt).collect::<Vec<_>>(),
+        }),
+    )?;
+
+    // 2. Causal tracing.
+    let mut tracing = serde_json::Map::new();
+    let kinds: Vec<TraceKind> = [TraceKind::Hidden, TraceKind::Mlp, TraceKind::Attention]
+        .into_iter()
+        .filter(|k| part("tracing") || part(&format!("tracing-{k:?}").to_lowercase()))
+        .collect();
+    for kind in kinds {
+        let t0 = Instant::now();
+        let config = CausalTracing { samples: args.samples, ..CausalTracing::new(kind) };
+        let mut traces: Vec<CausalTrace> = Vec::new();
+        for (i, t) in chosen.iter().enumerate() {
+            traces.push(config.run(&model, &t.ids, t.subject.clone(), t.answer_id)?);
+            eprintln!(
+                "{kind:?} {}/{} {:?} ({:.0?})",
+                i + 1,
+                chosen.len(),
+                t.prompt.subject,
+                t0.elapsed()
+            );
+        }
+        let (avg, counts) = average_by_token_group(&traces);
+        let peak = |row: usize| {
+            let r = avg.row(row);
+            let (l, v) = r
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |b, (l, &v)| if v > b.1 { (l, v) } else { b });
+            json!({"layer": l, "effect": v})
+        };
+        let (mut best, mut best_v) = ((0, 0), f64::NEG_INFINITY);
+        for ((g, l), &v) in avg.indexed_iter() {
+            if v > best_v {
+                (best, best_v) = ((g, l), v);
+            }
+        }
+        let name = format!("{kind:?}").to_lowercase();
+        let clean: f64 =
+            traces.iter().map(|t| t.clean_probability).sum::<f64>() / traces.len() as f64;
+        let corrupted: f64 =
+            traces.iter().map(|t| t.corrupted_probability).sum::<f64>() / traces.len() as f64;
+        eprintln!(
+            "{name}: peak {} at layer {} ({best_v:.4}); last subject token peak {}; {:.0?}",
+            TOKEN_GROUPS[best.0],
+            best.1,
+            peak(2),
+            t0.elapsed()
+        );
+        tracing.insert(
+            name,
+            json!({
+                "average": avg.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+                "groups": TOKEN_GROUPS, "group_counts": counts,
+                "peak": {"group": TOKEN_GROUPS[best.0], "layer": best.1, "effect": best_v},
+                "peak_by_group": (0..6).map(peak).collect::<Vec<_>>(),
+                "clean_probability": clean, "corrupted_probability": corrupted,
+                "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        );
+    }
+
+    for kind in kinds_run(&tracing) {
+        write(
+            &format!("tracing-{kind}"),
+            json!({"samples": args.samples, "kinds": {kind.clone(): tracing[&kind].clone()}, "seconds": start.elapsed().as_secs_f64()}),
+        )?;
+    }
+
+    // 3. AtP against activation patching over heads × positions, per site and fix.
+    let t0 = Instant::now();
+    // Pairs of prompts of one category with the same tokens around one-to-one subjects, each
+    // prompt used once.
+    let mut pairs: Vec<(&TokenizedFactual, &TokenizedFactual)> = Vec::new();
+    let mut used = vec![false; kept.len()];
+    let wanted = if part("atp") { args.pairs } else { 0 };
+    for i in 0..kept.len() {
+        for j in i + 1..kept.len() {
+            let (a, b) = (&kept[i], &kept[j]);
+            if pairs.len() < wanted
+                && !used[i]
+                && !used[j]
+                && a.prompt.category == b.prompt.category
+                && a.ids.len() == b.ids.len()
+                && a.subject == b.subject
+                && a.answer_id != b.answer_id
+            {
+                pairs.push((a, b));
+                (used[i], used[j]) = (true, true);
+            }
+        }
+    }
+    let fixes = [
+        ("AtP", AtpFixes::default()),
+        ("QK fix", AtpFixes { qk_fix: true, grad_drop: false }),
+        ("GradDrop", AtpFixes { qk_fix: false, grad_drop: true }),
+        ("AtP*", AtpFixes::STAR),
+    ];
+    let mut atp_rows = Vec::new();
+    let wanted_sites = std::env::var("STUDY_SITES").unwrap_or_else(|_| "z,q,k".into());
+    let site_on = |name: &str| wanted_sites.split(',').any(|s| s == name);
+    let sites: Vec<PatchSite> = if part("atp") {
+        [("z", PatchSite::HeadZ), ("q", PatchSite::HeadQ), ("k", PatchSite::HeadK)]
+            .into_iter()
+            .filter(|(n, _)| site_on(n))
+            .map(|(_, s)| s)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for site in sites {
+        let mut exact_all = Vec::new();
+        let mut est_all: Vec<Vec<f64>> = vec![Vec::new(); fixes.len()];
+        let mut per_pair: Vec<Vec<f64>> = vec![Vec::new(); fixes.len()];
+        for (clean, corrupted) in &pairs {
+            let metric = LogitDiff::new(clean.answer_id, corrupted.answer_id);
+            let patching = ActivationPatching::new(site);
+            let exact = patching.run(&model, &clean.ids, &corrupted.ids, metric)?;
+            let e: Vec<f64> = exact.patched.iter().map(|v| v - exact.corrupted_metric).collect();
+            for (k, (_, f)) in fixes.iter().enumerate() {
+                let est = attribution_patching_with(
+                    &patching,
+                    &model,
+                    &clean.ids,
+                    &corrupted.ids,
+                    metric,
+                    *f,
+                )?;
+                let a: Vec<f64> = est.patched.iter().map(|v| v - est.corrupted_metric).collect();
+                per_pair[k].push(spearman(&e, &a).unwrap_or(f64::NAN));
+                est_all[k].extend(a);
+            }
+            exact_all.extend(e);
+        }
+        for (k, (name, _)) in fixes.iter().enumerate() {
+            let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+            let row = json!({
+                "site": format!("{site:?}"), "estimate": name, "units": exact_all.len(),
+                "spearman_pooled": spearman(&exact_all, &est_all[k]),
+                "spearman_abs_pooled": spearman(&abs(&exact_all), &abs(&est_all[k])),
+                "spearman_per_pair": per_pair[k],
+                "top20_overlap_abs": top_k_overlap(&abs(&exact_all), &abs(&est_all[k]), 20),
+            });
+            eprintln!("{row}");
+            atp_rows.push(row);
+        }
+    }
+    if part("atp") {
+        write(
+            &format!("atp-{}", wanted_sites.replace(',', "")),
+            json!({
+                "pairs": pairs.iter().map(|(a, b)| [&a.prompt.prompt, &b.prompt.prompt]).collect::<Vec<_>>(),
+                "rows": atp_rows, "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        )?;
+    }
+    if !part("induction") {
+        eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
+        return Ok(());
+    }
+
+    // 4. Induction heads: patching every head's output (all positions) from the repeated
+    // random block into a run whose first block is other random tokens.
+    let t0 = Instant::now();
+    let info = model.info().clone();
+    let repeated = repeated_random_tokens(&info, args.block, 1);
+    let other = repeated_random_tokens(&info, args.block, 2);
+    let bos = usize::from(info.special_tokens.bos.is_some());
+    let n = repeated.len() - 1; // drop the last token: it is the answer
+    let clean = repeated[..n].to_vec();
+    let mut corrupted = clean.clone();
+    corrupted[bos..bos + args.block].copy_from_slice(&other[bos..bos + args.block]);
+    let metric = LogitDiff::logit(repeated[n]);
+    let patching =
+        ActivationPatching { all_positions: true, ..ActivationPatching::new(PatchSite::HeadZ) };
+    let result = patching.run(&model, &clean, &corrupted, metric)?;
+    let by_patching: Array2<f64> = result.scores.index_axis(Axis(2), 0).to_owned();
+    let capture = AttentionCapture::from_ids(&model, &repeated)?;
+    let by_attention = Array2::from_shape_fn((info.n_layers, info.n_heads), |(l, h)| {
+        induction_score(capture.patterns[l].index_axis(Axis(0), h), &repeated)
+    });
+    let (p, a): (Vec<f64>, Vec<f64>) =
+        (by_patching.iter().copied().collect(), by_attention.iter().copied().collect());
+    let top = |v: &Array2<f64>, k: usize| {
+        let mut idx: Vec<((usize, usize), f64)> = v.indexed_iter().map(|(i, &x)| (i, x)).collect();
+        idx.sort_by(|x, y| y.1.total_cmp(&x.1));
+        idx.into_iter()
+            .take(k)
+            .map(|((l, h), x)| json!({"layer": l, "head": h, "score": x}))
+            .collect::<Vec<_>>()
+    };
+    let induction = json!({
+        "block": args.block, "clean_metric": result.clean_metric, "corrupted_metric": result.corrupted_metric,
+        "spearman": spearman(&p, &a), "top10_overlap": top_k_overlap(&p, &a, 10), "top5_overlap": top_k_overlap(&p, &a, 5),
+        "top_by_patching": top(&by_patching, 10), "top_by_attention": top(&by_attention, 10),
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    eprintln!("{induction}");
+    let induction = json!({"result": induction, "by_patching": by_patching.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(), "by_attention": by_attention.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>()});
+    write("induction", induction)?;
+    eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
+    Ok(())
+}
+
+fn kinds_run(tracing: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    tracing.keys().cloned().collect()
+}
