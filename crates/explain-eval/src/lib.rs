@@ -34,8 +34,8 @@ pub use comprehensibility::{
 };
 pub use evaluator::{
     CONTROL_METRICS, ControlCheck, ControlComparison, ControlVerdict, EvaluationRecord,
-    EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricsConfig, RandomControl,
-    SMALL_SAMPLE, Scalars, SummaryRow, compute_all_metrics, metrics_of_explanation,
+    EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricValues, MetricsConfig,
+    RandomControl, SMALL_SAMPLE, Scalars, SummaryRow, compute_all_metrics, metrics_of_explanation,
     random_control_fidelity,
 };
 pub use fidelity::{FidelityConfig, FidelityReport, RemovalStrategy, evaluate_removals, fidelity};

