@@ -252,6 +252,9 @@ fn one_or_dataset(
             let out = job_args.out.as_ref().ok_or_else(|| {
                 CliError::Usage("a dataset job needs --out DIR for its results".into())
             })?;
+            if let Some(s) = &job_args.shard {
+                job::parse_shard(s)?; // before the model loads
+            }
             let model = load(model_path, Precision::F32)?;
             let job = build_job(kind, &model, model_path, methods, eval, job_args, input, out)?;
             let shards = selected_shards(job_args, job.config.shards)?;
@@ -452,8 +455,8 @@ struct GgufSummary {
 
 fn render(value: &MetadataValue) -> String {
     match value {
-        MetadataValue::String(s) if s.len() > 120 => {
-            format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary(120)], s.len())
+        MetadataValue::String(s) if s.chars().count() > 120 => {
+            format!("{:?}… ({} bytes)", s.chars().take(120).collect::<String>(), s.len())
         }
         MetadataValue::String(s) => format!("{s:?}"),
         MetadataValue::Array(a) => match a.first() {

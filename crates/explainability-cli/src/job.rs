@@ -575,7 +575,11 @@ fn differences(old: &JobConfig, new: &JobConfig) -> String {
         .map(|(k, v)| {
             let short = |v: &serde_json::Value| {
                 let s = v.to_string();
-                if s.len() > 80 { format!("{}…", &s[..s.floor_char_boundary(80)]) } else { s }
+                if s.chars().count() > 80 {
+                    format!("{}…", s.chars().take(80).collect::<String>())
+                } else {
+                    s
+                }
             };
             format!("{k}: {} there, {} now", short(v), b.get(k).map_or("none".into(), short))
         })
@@ -690,10 +694,9 @@ fn fill_record(
                 m.target_value = e.target_value;
                 m.convergence_delta = e.convergence_delta;
                 if let Some(mc) = &metrics_config {
-                    let metrics = framework
-                        .get(method)
-                        .map_err(CliError::from)
-                        .and_then(|ex| Ok(metrics_of_explanation(model, ex, &e, mc)?));
+                    let metrics = framework.get(method).map_err(CliError::from).and_then(|ex| {
+                        metrics_of_explanation(model, ex, &e, mc).map_err(CliError::from)
+                    });
                     match metrics {
                         Ok(x) => m.metrics = Some(scalars(&x)),
                         Err(err) => m.error = Some(err.message()),

@@ -36,7 +36,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 other errors (libtorch, inter
 /// Explain what language models do: predictions, attributions, evaluations, dataset jobs.
 #[derive(Parser, Debug)]
 #[command(name = "explain", version, after_help = EXIT_CODES)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Print results as JSON (one document, or one line per result) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -45,7 +45,7 @@ pub struct Cli {
     pub threads: Option<i32>,
     /// The command.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The model to load.
@@ -113,7 +113,7 @@ pub struct JobArgs {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Comprehensive analysis of one prompt (prediction, attention, attributions, evaluation,
     /// report files): the demo.
     Analyze(commands::AnalyzeArgs),

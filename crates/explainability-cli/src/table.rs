@@ -21,7 +21,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{CliError, CliResult};
-use crate::job::{JobConfig, JobKind, RecordRow};
+use crate::job::{JobConfig, JobKind, MethodRow, RecordRow};
 
 fn parquet_error(path: &Path, e: impl std::fmt::Display) -> CliError {
     CliError::Parquet { path: path.to_path_buf(), message: e.to_string() }
@@ -65,12 +65,11 @@ pub fn record_batch(rows: &[RecordRow], config: &JobConfig, path: &Path) -> CliR
     columns.push(("error".into(), strings(rows.iter().map(|r| r.error.as_deref()))));
     let evaluate = config.kind == JobKind::Evaluate;
     for (k, method) in config.result_methods().iter().enumerate() {
-        let entry = |r: &RecordRow| r.methods.get(k).filter(|m| &m.method == method);
         let is_control = method == RandomControl::NAME;
         if !is_control {
             let mut scores = ListBuilder::new(Float64Builder::new());
             for r in rows {
-                match entry(r).and_then(|m| m.scores.as_ref()) {
+                match method_entry(r, k, method).and_then(|m| m.scores.as_ref()) {
                     Some(s) => {
                         scores.values().append_slice(s);
                         scores.append(true);
@@ -81,23 +80,30 @@ pub fn record_batch(rows: &[RecordRow], config: &JobConfig, path: &Path) -> CliR
             columns.push((format!("{method}.scores"), Arc::new(scores.finish())));
             columns.push((
                 format!("{method}.target_value"),
-                floats(rows.iter().map(|r| entry(r).and_then(|m| m.target_value))),
+                floats(
+                    rows.iter().map(|r| method_entry(r, k, method).and_then(|m| m.target_value)),
+                ),
             ));
             columns.push((
                 format!("{method}.convergence_delta"),
-                floats(rows.iter().map(|r| entry(r).and_then(|m| m.convergence_delta))),
+                floats(
+                    rows.iter()
+                        .map(|r| method_entry(r, k, method).and_then(|m| m.convergence_delta)),
+                ),
             ));
         }
         columns.push((
             format!("{method}.error"),
-            strings(rows.iter().map(|r| entry(r).and_then(|m| m.error.as_deref()))),
+            strings(
+                rows.iter().map(|r| method_entry(r, k, method).and_then(|m| m.error.as_deref())),
+            ),
         ));
         if evaluate {
             for (j, metric) in METRIC_NAMES.iter().enumerate() {
                 columns.push((
                     format!("{method}.{metric}"),
                     floats(rows.iter().map(|r| {
-                        entry(r)
+                        method_entry(r, k, method)
                             .and_then(|m| m.metrics.as_ref())
                             .and_then(|v| v.get(j).copied().flatten())
                     })),
@@ -113,6 +119,11 @@ pub fn record_batch(rows: &[RecordRow], config: &JobConfig, path: &Path) -> CliR
     );
     RecordBatch::try_new(Arc::new(schema), columns.into_iter().map(|(_, a)| a).collect())
         .map_err(|e| parquet_error(path, e))
+}
+
+/// Method `k` of a row, when it is `method`.
+fn method_entry<'r>(row: &'r RecordRow, k: usize, method: &str) -> Option<&'r MethodRow> {
+    row.methods.get(k).filter(|m| m.method == method)
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
