@@ -36,6 +36,31 @@ fn assert_fails(o: &Output, code: i32, needle: &str) {
     assert!(!error_line.contains(" { "), "Debug output in the error: {error_line}");
 }
 
+/// A fresh folder under the system's temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("explain-cli-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
 fn smollm2() -> String {
     explainability::smollm2_gguf_path().display().to_string()
 }
@@ -104,7 +129,7 @@ fn predict_and_attribute_one_text() {
 
 #[test]
 fn user_errors_have_their_exit_codes_and_display_messages() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path();
     // model class (4)
     assert_fails(&run(&["predict", "Hi", "--model", "/no/such/model.gguf"]), 4, "does not exist");
@@ -207,7 +232,7 @@ fn merged_sha(out: &Path) -> String {
 
 #[test]
 fn shards_resume_after_kill_and_merge_to_identical_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path();
     let input = write(d, "in.jsonl", DATASET);
 
