@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::project::{Project, Result, describe, run, seconds};
 use crate::setup;
-use crate::{browser, downstream, parity};
+use crate::{browser, downstream, parity, ray};
 
 /// Profile flags of the test run and of the parity test: none, i.e. cargo's `test` profile
 /// (workspace crates at opt-level 1 with debug assertions and overflow checks, dependencies
@@ -103,6 +103,11 @@ pub fn ci(project: &Project) -> Result<()> {
             name: "browser",
             what: "cargo xtask browser".into(),
             action: Box::new(|| browser::browser(project)),
+        },
+        Step {
+            name: "ray",
+            what: "cargo xtask ray".into(),
+            action: Box::new(|| ray::ray(project)),
         },
         Step {
             name: "parity",

@@ -12,6 +12,7 @@ mod parity;
 #[path = "../../crates/explain-models/src/pins.rs"]
 mod pins;
 mod project;
+mod ray;
 mod setup;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ commands:
                         setup first
   downstream            build and run the README's example crate outside the workspace,
                         with only what the README says (a CI step)
+  ray                   the Ray integration test (integrations/ray) on a local cluster: a
+                        sharded `explain` job on two actors, one killed mid-shard; a CI step
   browser               load the explain-viz report gallery in headless Chromium (installs
                         Debian's chromium with apt-get when missing)
   parity [--regenerate] setup, write the Hugging Face reference outputs to target/parity
@@ -62,18 +65,20 @@ environment:
   EXPLAINABILITY_PYTHON     Python that creates .venv (default python3)
 ";
 
-/// The demo: the example that `cargo xtask demo` runs, and its arguments when none are given.
-/// When the full analysis exists, only this line changes.
+/// The demo: the `explain` subcommand that `cargo xtask demo` runs, and its arguments when
+/// none are given.
 const DEMO: Demo = Demo {
-    package: "explainability",
-    example: "analyze",
+    package: "explainability-cli",
+    binary: "explain",
+    subcommand: "analyze",
     default_args: &["The capital of France is"],
 };
 
-/// A `cargo run --release --example` invocation.
+/// A `cargo run --release -p PACKAGE --bin BINARY -- SUBCOMMAND` invocation.
 struct Demo {
     package: &'static str,
-    example: &'static str,
+    binary: &'static str,
+    subcommand: &'static str,
     default_args: &'static [&'static str],
 }
 
@@ -112,6 +117,10 @@ fn dispatch(args: &[String]) -> Result<()> {
             no_arguments(command, rest)?;
             setup::setup(&project)?;
             downstream::check(&project)
+        }
+        "ray" => {
+            no_arguments(command, rest)?;
+            ray::ray(&project)
         }
         "browser" => {
             no_arguments(command, rest)?;
@@ -191,7 +200,8 @@ fn demo(project: &Project, args: &[String]) -> Result<()> {
     let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     setup::setup(project)?;
     let mut command = project.cargo();
-    command.args(["run", "--release", "-p", DEMO.package, "--example", DEMO.example, "--"]);
+    command.args(["run", "--release", "-p", DEMO.package, "--bin", DEMO.binary, "--"]);
+    command.arg(DEMO.subcommand);
     if args.is_empty() {
         command.args(DEMO.default_args);
     } else {

@@ -473,7 +473,7 @@ pub fn compare_paired(
 fn control_checks(
     methods: &[String],
     control: usize,
-    values: &BTreeMap<(usize, usize), Vec<(usize, f64)>>,
+    values: &MetricValues,
     resamples: usize,
     seed: u64,
 ) -> Vec<ControlCheck> {
@@ -647,7 +647,7 @@ impl<'a> Evaluator<'a> {
             (true, _) => ProgressBar::new_spinner(),
         };
         // (method index, metric index) → (example index, defined value)
-        let mut values: BTreeMap<(usize, usize), Vec<(usize, f64)>> = BTreeMap::new();
+        let mut values: MetricValues = BTreeMap::new();
         let mut failures: BTreeMap<String, usize> =
             methods.iter().map(|m| (m.clone(), 0)).collect();
         let mut examples = 0;
@@ -732,38 +732,62 @@ impl<'a> Evaluator<'a> {
         if examples == 0 {
             return Err(Error::invalid_argument("the dataset has no examples"));
         }
+        Ok(EvaluationSummary::from_values(
+            methods,
+            control.map(|(c, _)| c),
+            examples,
+            failures,
+            &values,
+            self.bootstrap_resamples,
+            self.bootstrap_seed,
+        ))
+    }
+}
+
+/// Per-example values of a dataset: `(method index, metric index in` [`METRIC_NAMES`]`)` →
+/// `(example index, value)` pairs, the values defined (finite) ones only.
+pub type MetricValues = BTreeMap<(usize, usize), Vec<(usize, f64)>>;
+
+impl EvaluationSummary {
+    /// The summary of per-example values computed elsewhere (the [`Evaluator`] builds its
+    /// own from them; a sharded job merges its shards' rows into them): one row per (metric,
+    /// method) with values, with `resamples` bootstrap resamples seeded from `seed`, and, when
+    /// `control` names the control's method index, the control checks.
+    pub fn from_values(
+        methods: Vec<String>,
+        control: Option<usize>,
+        examples: usize,
+        failures: BTreeMap<String, usize>,
+        values: &MetricValues,
+        resamples: usize,
+        seed: u64,
+    ) -> Self {
         let mut rows = Vec::new();
         for (k, metric) in METRIC_NAMES.iter().enumerate() {
             for (m, method) in methods.iter().enumerate() {
                 if let Some(v) = values.get(&(m, k)) {
-                    let seed = self.bootstrap_seed ^ ((m as u64) << 32 | k as u64);
+                    let seed = seed ^ ((m as u64) << 32 | k as u64);
                     let v: Vec<f64> = v.iter().map(|p| p.1).collect();
                     rows.push(SummaryRow {
                         method: method.clone(),
                         metric: (*metric).to_owned(),
-                        stats: summarize(&v, self.bootstrap_resamples, seed),
+                        stats: summarize(&v, resamples, seed),
                     });
                 }
             }
         }
         let control_checks = match control {
-            Some((c, _)) => control_checks(
-                &methods,
-                c,
-                &values,
-                self.bootstrap_resamples,
-                self.bootstrap_seed ^ 0x00C0_FFEE,
-            ),
+            Some(c) => control_checks(&methods, c, values, resamples, seed ^ 0x00C0_FFEE),
             None => Vec::new(),
         };
-        Ok(EvaluationSummary {
+        EvaluationSummary {
             examples,
-            control: control.map(|(c, _)| methods[c].clone()),
+            control: control.and_then(|c| methods.get(c).cloned()),
             methods,
             failures,
             rows,
             control_checks,
-        })
+        }
     }
 }
 

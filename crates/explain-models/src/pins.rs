@@ -12,7 +12,8 @@
 /// installs beside transformers 5.24 and torch 2.13 without changing either (it only adds its
 /// own dependencies: datasets, wandb, jaxtyping, einops, pandas, …). `countryinfo`,
 /// `periodictable` and `us` are the data behind the factual prompt set
-/// (`reference/factual_prompts.py`; `us` adds `jellyfish`).
+/// (`reference/factual_prompts.py`; `us` adds `jellyfish`). `ray` drives `explain serve
+/// --stdio` workers in integrations/ray (tested by `cargo xtask ray`, a CI step).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("torch", "2.13.0"),
     ("transformers", "5.24.0"),
@@ -26,6 +27,8 @@ pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("countryinfo", "1.0.1"),
     ("periodictable", "2.1.0"),
     ("us", "4.0.0"),
+    // Drives `explain serve --stdio` workers (integrations/ray).
+    ("ray", "2.60.0"),
 ];
 
 /// The separate reference environment of LXT 2.1 (AttnLRP's reference implementation), for

@@ -427,6 +427,19 @@ impl PerturbationExplainer {
         self
     }
 
+    /// The same explainer with `seed` for its random draws (methods that draw none are
+    /// returned unchanged).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        match &mut self.method {
+            PerturbationMethod::ShapleySampling { seed: s, .. }
+            | PerturbationMethod::KernelShap { seed: s, .. }
+            | PerturbationMethod::Lime { seed: s, .. }
+            | PerturbationMethod::ContextCite { seed: s, .. } => *s = seed,
+            PerturbationMethod::FeatureAblation | PerturbationMethod::ExactShapley => {}
+        }
+        self
+    }
+
     /// The same explainer with another batch size.
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;

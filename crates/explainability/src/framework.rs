@@ -61,6 +61,11 @@ pub const DEFAULT_METHODS: &[&str] = &[
     "random",
 ];
 
+/// The methods of [`DEFAULT_METHODS`] that draw random numbers, whose seeds
+/// [`Framework::with_seeds`] sets.
+pub const SEEDED_METHODS: &[&str] =
+    &["smoothgrad", "shapley_sampling", "kernel_shap", "lime", "context_cite", "random"];
+
 impl Framework {
     /// An empty registry.
     pub fn new() -> Self {
@@ -77,11 +82,20 @@ impl Framework {
     /// sampling with 8 antithetic permutations, KernelSHAP and LIME with 64 samples, a
     /// ContextCite surrogate over sentences, all seed 0); and a seeded random control.
     pub fn with_defaults() -> Self {
+        Self::with_seeds(|_| 0)
+    }
+
+    /// [`Framework::with_defaults`] with each seeded method (SmoothGrad, Shapley sampling,
+    /// KernelSHAP, LIME, ContextCite and the random control, see [`SEEDED_METHODS`]) seeded
+    /// with `seed_of(its name)`: a dataset job derives one seed per (run seed, record,
+    /// method) so that a record's result depends on nothing else (not on the worker, the
+    /// shard count or the order of records).
+    pub fn with_seeds(seed_of: impl Fn(&str) -> u64) -> Self {
         let mut f = Self::new();
         f.insert(Box::new(Saliency::default()));
         f.insert(Box::new(GradientXInput));
         f.insert(Box::new(IntegratedGradients::adaptive(Baseline::Eos)));
-        f.insert(Box::new(SmoothGrad::default()));
+        f.insert(Box::new(SmoothGrad { seed: seed_of("smoothgrad"), ..SmoothGrad::default() }));
         f.insert(Box::new(RelevancePropagation::attn_lrp()));
         f.insert(Box::new(RelevancePropagation::cp_lrp()));
         f.insert(Box::new(AttentionExplainer::last_layer()));
@@ -91,11 +105,16 @@ impl Framework {
         f.insert(Box::new(PerturbationExplainer::occlusion(3, 1)));
         f.insert(Box::new(PerturbationExplainer::feature_ablation(FeatureKind::Words)));
         f.insert(Box::new(PerturbationExplainer::exact_shapley()));
-        f.insert(Box::new(PerturbationExplainer::shapley_sampling()));
-        f.insert(Box::new(PerturbationExplainer::kernel_shap()));
-        f.insert(Box::new(PerturbationExplainer::lime()));
-        f.insert(Box::new(PerturbationExplainer::context_cite()));
-        f.insert(Box::new(RandomExplainer::new(0)));
+        for explainer in [
+            PerturbationExplainer::shapley_sampling(),
+            PerturbationExplainer::kernel_shap(),
+            PerturbationExplainer::lime(),
+            PerturbationExplainer::context_cite(),
+        ] {
+            let seed = seed_of(explainer.name());
+            f.insert(Box::new(explainer.with_seed(seed)));
+        }
+        f.insert(Box::new(RandomExplainer::new(seed_of("random"))));
         f
     }
 
@@ -508,6 +527,7 @@ mod tests {
     fn unknown_methods_name_the_registered_ones() {
         let f = Framework::with_defaults();
         assert_eq!(f.methods(), DEFAULT_METHODS.to_vec());
+        assert_eq!(Framework::with_seeds(|_| 7).methods(), DEFAULT_METHODS.to_vec());
         assert_eq!(f.get("lime").map(|e| e.name().to_owned()).ok(), Some("lime".to_owned()));
         match f.get("no_such_method") {
             Err(Error::UnknownMethod { name, known }) => {

@@ -75,7 +75,7 @@ pub use comparison::{
 };
 pub use framework::{
     Aggregation, DEFAULT_METHODS, Framework, MethodComparison, MethodFailure, MethodOutcome,
-    aggregate,
+    SEEDED_METHODS, aggregate,
 };
 
 pub use explain_attention as attention;
