@@ -26,14 +26,14 @@ mod hook_point;
 mod hooks;
 pub mod memory;
 mod model;
-mod removal;
 mod relevance;
+mod removal;
 mod rng;
 
-pub use correlation::{pearson, spearman};
 pub use blockwise::{
     BackwardMemory, BlockwiseForward, Gradients, Objective, RecomputedBackward, gradients,
 };
+pub use correlation::{pearson, spearman};
 pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
@@ -43,10 +43,10 @@ pub use model::{
     Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,
     ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions,
 };
+pub use relevance::{IDENTITY_RULE_EPSILON, RelevanceRule, divide_gradient, identity_rule};
 pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
-pub use relevance::{IDENTITY_RULE_EPSILON, RelevanceRule, divide_gradient, identity_rule};
 pub use rng::SplitMix64;
 
 /// Re-export of ndarray, in which explanations hold their scores.
