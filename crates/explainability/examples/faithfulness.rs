@@ -51,6 +51,8 @@ const OURS: &[&str] = &[
     "integrated_gradients",
     "ig_zero",
     "ig_mean",
+    "attn_lrp",
+    "cp_lrp",
     "attention_last_layer",
     "attention_rollout",
     "leave_one_out",
@@ -556,7 +558,7 @@ fn read_long(path: &Path, limit: Option<usize>) -> Result<Vec<LongContext>> {
 /// The methods of the long-context question: (name, whether its scores are per sentence).
 fn long_methods() -> Vec<(&'static str, Box<dyn Explainer>, bool)> {
     use explainability::attention::AttentionExplainer;
-    use explainability::gradients::{GradientXInput, Saliency, SmoothGrad};
+    use explainability::gradients::{GradientXInput, RelevancePropagation, Saliency, SmoothGrad};
     use explainability::perturbation::{FeatureKind, PerturbationExplainer};
     let sentences = |e: PerturbationExplainer| e.with_features(FeatureKind::Sentences);
     vec![
@@ -565,6 +567,8 @@ fn long_methods() -> Vec<(&'static str, Box<dyn Explainer>, bool)> {
         ("smoothgrad", Box::new(SmoothGrad::default()), false),
         // Adaptive IG needs up to 256 gradients of 600 tokens per context; 16 fixed steps here.
         ("ig_eos_16", Box::new(IntegratedGradients::new(Baseline::Eos, 16)), false),
+        ("attn_lrp", Box::new(RelevancePropagation::attn_lrp()), false),
+        ("cp_lrp", Box::new(RelevancePropagation::cp_lrp()), false),
         ("attention_last_layer", Box::new(AttentionExplainer::last_layer()), false),
         ("attention_rollout", Box::new(AttentionExplainer::rollout()), false),
         (
