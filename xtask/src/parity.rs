@@ -198,30 +198,37 @@ pub fn parity(project: &Project, regenerate: bool) -> Result<()> {
 /// The committed factual prompt set must be what `reference/factual_prompts.py` generates
 /// from the pinned `countryinfo`, `periodictable` and `us` packages, byte for byte.
 fn factual_prompts(project: &Project) -> Result<()> {
-    let committed = project.root.join(FACTUAL_PROMPTS);
-    let fresh = project.target_dir()?.join("parity").join("factual_prompts.jsonl");
-    if let Some(dir) = fresh.parent() {
-        fs::create_dir_all(dir)?;
+    for (script, committed) in GENERATED_DATA {
+        let name = Path::new(committed).file_name().map(|n| n.to_string_lossy().into_owned());
+        let fresh = project.target_dir()?.join("parity").join(name.unwrap_or_default());
+        if let Some(dir) = fresh.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut command = project.python();
+        command.arg(script).arg("--out").arg(&fresh);
+        run(script, &mut command)?;
+        let (a, b) = (fs::read(project.root.join(committed))?, fs::read(&fresh)?);
+        if a != b {
+            return Err(format!(
+                "{committed} differs from what {script} generates ({}): regenerate it with \
+                 `.venv/bin/python {script} --out {committed}` and commit it",
+                fresh.display()
+            )
+            .into());
+        }
+        println!("parity: {committed} regenerates byte-identical");
     }
-    let mut command = project.python();
-    command.arg("reference/factual_prompts.py").arg("--out").arg(&fresh);
-    run("factual prompts", &mut command)?;
-    let (a, b) = (fs::read(&committed)?, fs::read(&fresh)?);
-    if a != b {
-        return Err(format!(
-            "{} differs from what reference/factual_prompts.py generates ({}): regenerate it with \
-             `.venv/bin/python reference/factual_prompts.py --out {FACTUAL_PROMPTS}` and commit it",
-            committed.display(),
-            fresh.display()
-        )
-        .into());
-    }
-    println!("parity: {FACTUAL_PROMPTS} regenerates byte-identical");
     Ok(())
 }
 
-/// The committed factual prompt set (explain-eval's `prompts::FACTUAL_PROMPTS_JSONL`).
-const FACTUAL_PROMPTS: &str = "crates/explain-eval/data/factual_prompts.jsonl";
+/// Data files generated from packaged data, as (script, committed file): the factual prompt
+/// set (explain-eval's `prompts::FACTUAL_PROMPTS_JSONL`) and the long contexts of the
+/// faithfulness benchmark.
+const GENERATED_DATA: [(&str, &str); 2] = [
+    ("reference/factual_prompts.py", "crates/explain-eval/data/factual_prompts.jsonl"),
+    ("reference/long_contexts.py", "crates/explain-eval/data/long_contexts.jsonl"),
+];
+
 
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
 /// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).
