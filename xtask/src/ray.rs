@@ -13,7 +13,9 @@ use crate::project::{Project, Result, run};
 /// A failing build or test.
 pub fn ray(project: &Project) -> Result<()> {
     let mut build = project.cargo();
-    build.args(["test", "-p", "explainability-cli", "--no-run"]).args(TEST_PROFILE);
+    // The whole workspace, as the test step builds it: `-p explainability-cli` alone would
+    // unify features differently and rebuild a third of the dependency tree.
+    build.args(["test", "--workspace", "--no-run"]).args(TEST_PROFILE);
     run("build the explain binary", &mut build)?;
     let profile = if TEST_PROFILE.contains(&"--release") { "release" } else { "debug" };
     let explain = project.target_dir()?.join(profile).join("explain");
