@@ -229,7 +229,6 @@ const GENERATED_DATA: [(&str, &str); 2] = [
     ("reference/long_contexts.py", "crates/explain-eval/data/long_contexts.jsonl"),
 ];
 
-
 /// Crates with a `parity` feature and a `tests/parity.rs` that reads the reference outputs
 /// (explain-models also has `tests/tokenizer_parity.rs` and `tests/gguf_parity.rs`).
 const PARITY_PACKAGES: &[&str] = &[
