@@ -14,8 +14,10 @@ our evaluator scores — explained by Captum 0.9 as its documentation shows user
   TextTokenInput (tokens replaced by id 0, Captum's default baseline), `seq_attr`, Captum's
   default interpretable models (scikit-learn) and seeds fixed per prompt.
 
-Each record also has the wall time of each method and of one no-grad forward of the prompt (the
-median of 5), so that cost is comparable across frameworks in forward-equivalents. One thread
+Each record also has the wall time and the process CPU time of each method and of one no-grad
+forward of the prompt (the median of 5), so that cost is comparable across frameworks in
+forward-equivalents; with one thread, CPU time is the work done whatever else the machine runs
+(a shared machine stretches wall times, not CPU times). One thread
 unless --threads says otherwise.
 
 Usage: python reference/faithfulness_anchors.py --gguf MODEL.gguf --prompts P.jsonl --out A.jsonl
@@ -57,15 +59,17 @@ METHODS = [
 
 
 def forward_seconds(model, ids):
-    """Median wall time of one no-grad forward of `ids` over 5 runs (after one warm-up)."""
+    """Median wall time and median process CPU time of one no-grad forward of `ids` over 5 runs
+    (after one warm-up)."""
     with torch.no_grad():
         model(input_ids=ids)
-        times = []
+        wall, cpu = [], []
         for _ in range(5):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             model(input_ids=ids)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def explain(method, model, tokenizer, text, ids, target, seed):
@@ -109,6 +113,11 @@ def main():
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the complete records already in --out (same index and text) and append the rest",
+    )
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -129,8 +138,34 @@ def main():
         texts = [texts[i * len(texts) // args.limit] for i in range(args.limit)]
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w") as out:
+    done = {}
+    if args.resume and args.out.exists():
+        # A record is kept only when it is a whole JSON line for the same prompt with every
+        # requested method; a torn last line (a killed run) is dropped and redone.
+        for line in args.out.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            index = record.get("index")
+            if (
+                isinstance(index, int)
+                and 0 <= index < len(texts)
+                and record.get("text") == texts[index]
+                and "forward_cpu_seconds" in record
+                and all("cpu_seconds" in record.get("methods", {}).get(m, {}) for m in methods)
+            ):
+                done[index] = line
+    # Rewrite the kept records atomically (a torn line is dropped), then append.
+    partial = args.out.with_suffix(args.out.suffix + ".partial")
+    partial.write_text("".join(done[index] + "\n" for index in sorted(done)))
+    partial.replace(args.out)
+    with args.out.open("a") as out:
+        if done:
+            print(f"resuming: {len(done)} of {len(texts)} records kept", file=sys.stderr)
         for index, text in enumerate(texts):
+            if index in done:
+                continue
             ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
             with torch.no_grad():
                 target = int(model(input_ids=ids).logits[0, -1].argmax())
@@ -139,14 +174,19 @@ def main():
                 "text": text,
                 "ids": ids[0].tolist(),
                 "target_id": target,
-                "forward_seconds": forward_seconds(model, ids),
                 "methods": {},
             }
+            record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
             for method in methods:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 scores = explain(method, model, tokenizer, text, ids, target, seed=index)
                 seconds = time.perf_counter() - start
-                record["methods"][method] = {"scores": scores, "seconds": seconds}
+                cpu_seconds = time.process_time() - start_cpu
+                record["methods"][method] = {
+                    "scores": scores,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                }
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(f"{index + 1}/{len(texts)}", file=sys.stderr, flush=True)

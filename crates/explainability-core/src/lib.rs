@@ -38,7 +38,7 @@ pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
-pub use memory::ProcessMemory;
+pub use memory::{ProcessMemory, process_cpu_seconds};
 pub use model::{
     Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,
     ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions,

@@ -3,9 +3,10 @@
 //! (Captum, read from the JSONL `reference/faithfulness_anchors.py` writes) on the same prompts,
 //! scored by the same evaluator (ERASER AOPC comprehensiveness and sufficiency with Delete,
 //! deletion / insertion AUC, faithfulness correlation, leave-one-out τ), each with a paired
-//! bootstrap interval against the 8-draw random control, and cost in forward-equivalents (wall
-//! time of the explanation over the wall time of one no-grad forward of the same prompt in the
-//! same framework, so that the two frameworks' speeds cancel) and seconds.
+//! bootstrap interval against the 8-draw random control, and cost in forward-equivalents (CPU
+//! time of the explanation over the CPU time of one no-grad forward of the same prompt in the
+//! same framework, so that the two frameworks' speeds cancel and a busy machine does not
+//! stretch either; wall time where no CPU clock is available) and wall seconds.
 //!
 //! ```text
 //! cargo run --release -p explainability --example faithfulness -- \
@@ -31,6 +32,7 @@ use std::time::Instant;
 
 use explainability::{
     Error, Explainer, Explanation, ForwardOptions, Framework, Hooks, LanguageModel, Result, Target,
+    core::process_cpu_seconds,
     eval::{
         CONTROL_METRICS, ControlVerdict, EvaluationRecord, Evaluator, FidelityConfig, METRIC_NAMES,
         MetricsConfig, PrecomputedExplainer, compare_paired,
@@ -142,19 +144,58 @@ fn read_texts(path: &Path, limit: Option<usize>) -> Result<Vec<String>> {
     })
 }
 
-/// Median wall time of one no-grad forward of `ids` over 5 runs (after one warm-up).
-fn forward_seconds(model: &dyn LanguageModel, ids: &[i64]) -> Result<f64> {
+/// Wall time and process CPU time of a piece of work, in seconds.
+#[derive(Clone, Copy)]
+struct Cost {
+    wall: f64,
+    /// `None` where the CPU clock cannot be read.
+    cpu: Option<f64>,
+}
+
+impl Cost {
+    /// Runs `work` and measures it.
+    fn of<T>(work: impl FnOnce() -> T) -> (T, Cost) {
+        let (start, start_cpu) = (Instant::now(), process_cpu_seconds());
+        let out = work();
+        let cpu = start_cpu.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+        (out, Cost { wall: start.elapsed().as_secs_f64(), cpu })
+    }
+
+    /// From an anchors' record: `seconds` and, when present, `cpu_seconds`.
+    fn from_json(value: &Value, wall: &str, cpu: &str) -> Option<Cost> {
+        Some(Cost { wall: value[wall].as_f64()?, cpu: value[cpu].as_f64() })
+    }
+
+    /// This cost in units of `forward`: CPU time over CPU time when both sides have it (one
+    /// compute thread: the work done, however busy the machine), wall over wall otherwise.
+    fn forward_equivalents(self, forward: Cost) -> f64 {
+        match (self.cpu, forward.cpu) {
+            (Some(c), Some(f)) if f > 0.0 => c / f,
+            _ => self.wall / forward.wall,
+        }
+    }
+}
+
+/// Median wall and median CPU time of one no-grad forward of `ids` over 5 runs (after one
+/// warm-up).
+fn forward_cost(model: &dyn LanguageModel, ids: &[i64]) -> Result<Cost> {
     let _guard = tch::no_grad_guard();
     let input = tch::Tensor::from_slice(ids).unsqueeze(0);
     model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
-    let mut times = Vec::with_capacity(5);
+    let (mut wall, mut cpu) = (Vec::with_capacity(5), Vec::with_capacity(5));
     for _ in 0..5 {
-        let start = Instant::now();
-        model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
-        times.push(start.elapsed().as_secs_f64());
+        let (out, cost) =
+            Cost::of(|| model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new()));
+        out?;
+        wall.push(cost.wall);
+        cpu.extend(cost.cpu);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[2])
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cpu = (cpu.len() == 5).then(|| median(cpu));
+    Ok(Cost { wall: median(wall), cpu })
 }
 
 /// Per method: the explanations and their costs (seconds, forward-equivalents) per prompt.
@@ -199,16 +240,16 @@ fn main() -> Result<()> {
     let started = Instant::now();
     for (index, text) in texts.iter().enumerate() {
         let ids = model.encode(text, true)?;
-        let forward = forward_seconds(&model, &ids)?;
-        forward_s.push(forward);
+        let forward = forward_cost(&model, &ids)?;
+        forward_s.push(forward.wall);
         for method in &args.methods {
             let entry = timed.entry(method.clone()).or_default();
-            let start = Instant::now();
-            match framework.explain_ids(&model, &ids, method, &Target::argmax()) {
+            let (explained, cost) =
+                Cost::of(|| framework.explain_ids(&model, &ids, method, &Target::argmax()));
+            match explained {
                 Ok(e) => {
-                    let seconds = start.elapsed().as_secs_f64();
-                    entry.seconds.push(seconds);
-                    entry.forward_equivalents.push(seconds / forward);
+                    entry.seconds.push(cost.wall);
+                    entry.forward_equivalents.push(cost.forward_equivalents(forward));
                     entry.explanations.push(e);
                 }
                 Err(e) => {
@@ -325,14 +366,15 @@ fn read_anchors(
                 "prompt {index}: transformers' argmax is token {their_target}, ours {ours}"
             )));
         }
-        let forward =
-            record["forward_seconds"].as_f64().ok_or_else(|| bad("no forward_seconds"))?;
+        let forward = Cost::from_json(&record, "forward_seconds", "forward_cpu_seconds")
+            .ok_or_else(|| bad("no forward_seconds"))?;
         let tokens = model.token_strings(ids)?;
         let Some(methods) = record["methods"].as_object() else { return Err(bad("no methods")) };
         for (name, m) in methods {
             let scores: Vec<f64> =
                 m["scores"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
-            let seconds = m["seconds"].as_f64().ok_or_else(|| bad("a method has no seconds"))?;
+            let cost = Cost::from_json(m, "seconds", "cpu_seconds")
+                .ok_or_else(|| bad("a method has no seconds"))?;
             let entry = timed.entry(name.clone()).or_default();
             let e = Explanation::new(
                 name.clone(),
@@ -341,8 +383,8 @@ fn read_anchors(
                 Array1::from(scores),
                 target.clone(),
             )?;
-            entry.seconds.push(seconds);
-            entry.forward_equivalents.push(seconds / forward);
+            entry.seconds.push(cost.wall);
+            entry.forward_equivalents.push(cost.forward_equivalents(forward));
             entry.explanations.push(e);
         }
     }
@@ -647,9 +689,9 @@ fn long_contexts(
         }
         kept += 1;
         tokens_seen.push(ids.len());
-        let forward = forward_seconds(model, &ids)?;
+        let forward = forward_cost(model, &ids)?;
         let context_spans = &spans[..context.sentences];
-        let mut score = |name: String, e: &Explanation, grouped: bool, seconds: f64| {
+        let mut score = |name: String, e: &Explanation, grouped: bool, cost: Cost| {
             let sentence_scores: Vec<f64> = context_spans
                 .iter()
                 .map(|r| {
@@ -662,14 +704,15 @@ fn long_contexts(
                 context: c,
                 reciprocal_rank: 1.0 / rank as f64,
                 hit: f64::from(u8::from(rank == 1)),
-                seconds,
-                forward_equivalents: seconds / forward,
+                seconds: cost.wall,
+                forward_equivalents: cost.forward_equivalents(forward),
             });
         };
         for (name, explainer, grouped) in &methods {
-            let start = Instant::now();
-            match explainer.explain_ids(model, &ids, &Target::argmax()) {
-                Ok(e) => score((*name).to_owned(), &e, *grouped, start.elapsed().as_secs_f64()),
+            let (explained, cost) =
+                Cost::of(|| explainer.explain_ids(model, &ids, &Target::argmax()));
+            match explained {
+                Ok(e) => score((*name).to_owned(), &e, *grouped, cost),
                 Err(e) => eprintln!("{name} failed on {}: {e}", context.id),
             }
         }
