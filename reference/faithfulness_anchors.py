@@ -25,10 +25,7 @@ Usage: python reference/faithfulness_anchors.py --gguf MODEL.gguf --prompts P.js
 """
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +44,7 @@ from captum.attr import (  # noqa: E402
 )
 
 import hf_smollm2  # noqa: E402
+from faithfulness_common import forward_seconds, read_texts, timed, write_records  # noqa: E402
 
 METHODS = [
     "captum_ig",
@@ -56,20 +54,6 @@ METHODS = [
     "captum_kernel_shap",
     "captum_lime",
 ]
-
-
-def forward_seconds(model, ids):
-    """Median wall time and median process CPU time of one no-grad forward of `ids` over 5 runs
-    (after one warm-up)."""
-    with torch.no_grad():
-        model(input_ids=ids)
-        wall, cpu = [], []
-        for _ in range(5):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            model(input_ids=ids)
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def explain(method, model, tokenizer, text, ids, target, seed):
@@ -128,68 +112,27 @@ def main():
     # Captum's samplers draw from torch; deterministic kernels are not needed for timing.
     torch.use_deterministic_algorithms(False)
     tokenizer, model = hf_smollm2.load(args.gguf)
-    texts = []
-    for line in args.prompts.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            texts.append(record["text"] if "text" in record else record["prompt"])
-    if args.limit is not None and args.limit < len(texts):
-        # Evenly spaced over the file (every category of a sorted file), as the Rust side picks.
-        texts = [texts[i * len(texts) // args.limit] for i in range(args.limit)]
+    texts = read_texts(args.prompts, args.limit)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if args.resume and args.out.exists():
-        # A record is kept only when it is a whole JSON line for the same prompt with every
-        # requested method; a torn last line (a killed run) is dropped and redone.
-        for line in args.out.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            index = record.get("index")
-            if (
-                isinstance(index, int)
-                and 0 <= index < len(texts)
-                and record.get("text") == texts[index]
-                and "forward_cpu_seconds" in record
-                and all("cpu_seconds" in record.get("methods", {}).get(m, {}) for m in methods)
-            ):
-                done[index] = line
-    # Rewrite the kept records atomically (a torn line is dropped), then append.
-    partial = args.out.with_suffix(args.out.suffix + ".partial")
-    partial.write_text("".join(done[index] + "\n" for index in sorted(done)))
-    partial.replace(args.out)
-    with args.out.open("a") as out:
-        if done:
-            print(f"resuming: {len(done)} of {len(texts)} records kept", file=sys.stderr)
-        for index, text in enumerate(texts):
-            if index in done:
-                continue
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-            with torch.no_grad():
-                target = int(model(input_ids=ids).logits[0, -1].argmax())
-            record = {
-                "index": index,
-                "text": text,
-                "ids": ids[0].tolist(),
-                "target_id": target,
-                "methods": {},
+    def make_record(index, text):
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            target = int(model(input_ids=ids).logits[0, -1].argmax())
+        record = {"index": index, "text": text, "ids": ids[0].tolist(), "target_id": target}
+        record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
+        record["methods"] = {}
+        for method in methods:
+            scores, seconds, cpu_seconds = timed(
+                lambda: explain(method, model, tokenizer, text, ids, target, seed=index)
+            )
+            record["methods"][method] = {
+                "scores": scores,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
             }
-            record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
-            for method in methods:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                scores = explain(method, model, tokenizer, text, ids, target, seed=index)
-                seconds = time.perf_counter() - start
-                cpu_seconds = time.process_time() - start_cpu
-                record["methods"][method] = {
-                    "scores": scores,
-                    "seconds": seconds,
-                    "cpu_seconds": cpu_seconds,
-                }
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            print(f"{index + 1}/{len(texts)}", file=sys.stderr, flush=True)
+        return record
+
+    write_records(args.out, texts, methods, args.resume, make_record)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ Parity (`--out`): for each prompt and rule, the ids, the argmax next token, its 
 relevance of every embedding entry (`inputs_embeds * grad`, LXT's recipe) and per token.
 Timing (`--bench-out`): one AttnLRP explanation (embed, forward, backward, relevance) per call
 at the given token counts, warm-up then timed calls, as `reference/bench_reference.py` times.
+Faithfulness (`--faithfulness-out FILE --faithfulness-prompts P.jsonl [--limit N] [--resume]`):
+LXT's relevance of the argmax logit per token for each prompt, as the method `lxt_attn_lrp` (or
+`lxt_cp_lrp`) in the JSONL format of `reference/faithfulness_anchors.py`, with its costs, for
+`cargo xtask faithfulness` (docs/faithfulness.md).
 
 Usage: python reference/lxt_reference.py --gguf PATH --prompts reference/parity_prompts.json
        --rule attn_lrp --out target/parity/lxt/attn_lrp.json [--bench-out FILE --tokens 8,128]
@@ -67,6 +71,10 @@ def parse_args():
     parser.add_argument("--prompts", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--bench-out", type=Path)
+    parser.add_argument("--faithfulness-out", type=Path)
+    parser.add_argument("--faithfulness-prompts", type=Path)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--rule", choices=["attn_lrp", "cp_lrp"], default="attn_lrp")
     parser.add_argument("--tokens", default="5,60")
     parser.add_argument("--min-time", type=float, default=3.0)
@@ -106,6 +114,32 @@ def relevance(model, ids):
     return target, float(value.detach()), r
 
 
+def faithfulness(args, tokenizer, model, rule):
+    """One record per prompt in the anchors' JSONL format (`faithfulness_common`)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from faithfulness_common import forward_seconds, read_texts, timed, write_records
+
+    method = f"lxt_{rule}"
+    texts = read_texts(args.faithfulness_prompts, args.limit)
+
+    def make_record(index, text):
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        record = {"index": index, "text": text, "ids": ids[0].tolist()}
+        record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
+        (target, _, r), seconds, cpu_seconds = timed(lambda: relevance(model, ids))
+        record["target_id"] = target
+        record["methods"] = {
+            method: {
+                "scores": r.sum(-1).tolist(),
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+            }
+        }
+        return record
+
+    write_records(args.faithfulness_out, texts, [method], args.resume, make_record)
+
+
 def main():
     args = parse_args()
     torch.manual_seed(0)
@@ -114,6 +148,8 @@ def main():
     # LXT's patches are global to the process: one rule per run.
     rule = args.rule
     tokenizer, model = load(args.gguf, rule)
+    if args.faithfulness_out:
+        faithfulness(args, tokenizer, model, rule)
     if args.out:
         prompts = {p["name"]: p["text"] for p in json.loads(args.prompts.read_text())}
         cases = []

@@ -17,7 +17,7 @@ pub struct Options {
     pub limit: Option<usize>,
     /// Skip the anchors (ours only).
     pub no_anchors: bool,
-    /// Reuse `target/faithfulness/anchors.jsonl` from an earlier run.
+    /// Reuse `target/faithfulness/anchors.jsonl` and `anchors-lxt.jsonl` from an earlier run.
     pub reuse_anchors: bool,
 }
 
@@ -63,6 +63,7 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
     let out = project.target_dir()?.join("faithfulness");
     std::fs::create_dir_all(&out)?;
     let anchors = out.join("anchors.jsonl");
+    let lxt_anchors = out.join("anchors-lxt.jsonl");
     let limit = options.limit.map(|n| n.to_string());
     let reuse = options.reuse_anchors && anchors.exists();
     if !options.no_anchors && !reuse {
@@ -76,6 +77,8 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
             .arg(&options.prompts)
             .arg("--out")
             .arg(&anchors)
+            // A rerun keeps the complete records of an earlier, interrupted run.
+            .arg("--resume")
             .env("OMP_NUM_THREADS", "1")
             .env(THREADS_ENV, "1")
             .env("TQDM_DISABLE", "1");
@@ -83,6 +86,22 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
             python.arg("--limit").arg(n);
         }
         run("the anchors' attributions", &mut python)?;
+        println!("faithfulness: LXT's AttnLRP (its reference environment), one thread");
+        let mut lxt = project.lxt_python();
+        lxt.arg("reference/lxt_reference.py")
+            .arg("--gguf")
+            .arg(project.model_path(&SMOLLM2))
+            .arg("--faithfulness-prompts")
+            .arg(&options.prompts)
+            .arg("--faithfulness-out")
+            .arg(&lxt_anchors)
+            .args(["--rule", "attn_lrp", "--threads", "1", "--resume"])
+            .env("OMP_NUM_THREADS", "1")
+            .env("TQDM_DISABLE", "1");
+        if let Some(n) = &limit {
+            lxt.arg("--limit").arg(n);
+        }
+        run("LXT's attributions", &mut lxt)?;
     }
     println!("faithfulness: ours and the evaluation, one thread");
     let mut ours = project.cargo();
@@ -94,7 +113,7 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
         .env("OMP_NUM_THREADS", "1")
         .env(THREADS_ENV, "1");
     if !options.no_anchors {
-        ours.arg("--anchors").arg(&anchors);
+        ours.arg("--anchors").arg(&anchors).arg("--anchors").arg(&lxt_anchors);
     }
     if let Some(n) = &limit {
         ours.arg("--limit").arg(n);

@@ -11,6 +11,7 @@
 //! ```text
 //! cargo run --release -p explainability --example faithfulness -- \
 //!     --prompts crates/explain-eval/data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
+//!     [--anchors target/faithfulness/anchors-lxt.jsonl] \
 //!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness]
 //! ```
 //!
@@ -72,7 +73,8 @@ const CLEARLY_CHEAPER: f64 = 0.5;
 
 struct Args {
     prompts: PathBuf,
-    anchors: Option<PathBuf>,
+    /// JSONL files of the anchors' explanations (Captum's, LXT's), each read in turn.
+    anchors: Vec<PathBuf>,
     out: PathBuf,
     limit: Option<usize>,
     methods: Vec<String>,
@@ -83,7 +85,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         prompts: PathBuf::from("crates/explain-eval/data/factual_prompts.jsonl"),
-        anchors: None,
+        anchors: Vec::new(),
         out: PathBuf::from("target/faithfulness"),
         limit: None,
         methods: OURS.iter().map(|s| (*s).to_owned()).collect(),
@@ -96,7 +98,7 @@ fn parse_args() -> Result<Args> {
             || it.next().ok_or_else(|| Error::invalid_argument(format!("{flag} needs a value")));
         match flag.as_str() {
             "--prompts" => args.prompts = value()?.into(),
-            "--anchors" => args.anchors = Some(value()?.into()),
+            "--anchors" => args.anchors.push(value()?.into()),
             "--out" => args.out = value()?.into(),
             "--limit" => {
                 let v = value()?;
@@ -268,8 +270,10 @@ fn main() -> Result<()> {
     }
 
     // 2. The anchors' explanations, on the same ids and target.
-    if let Some(path) = &args.anchors {
+    for path in &args.anchors {
         read_anchors(&model, path, &texts, &all_ids, &mut timed)?;
+    }
+    if !args.anchors.is_empty() {
         for (name, t) in timed.iter_mut().filter(|(n, _)| !args.methods.contains(n)) {
             t.failures = texts.len() - t.explanations.len();
             if t.failures > 0 {
