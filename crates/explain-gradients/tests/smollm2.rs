@@ -73,8 +73,12 @@ fn saliency_and_gradient_x_input_follow_their_definitions() {
     let direct: Vec<f64> =
         Vec::try_from((g * emb.detach()).sum_dim_intlist(-1, false, Kind::Double).squeeze_dim(0))
             .unwrap();
-    // Same computation, same kernels: f32 round-off only.
-    rel_close(gxi.scores.as_slice().unwrap(), &direct, 1e-5);
+    // The same function, but the explainer computes logits for the explained position only
+    // ([1, 1, vocab]) while this computes all of them ([1, 5, vocab]): the head's products
+    // (a 49,152-long reduction in the backward pass) are blocked differently, and that f32
+    // round-off travels through 30 layers (measured up to 3e-5 of the largest score at one
+    // thread, less at two).
+    rel_close(gxi.scores.as_slice().unwrap(), &direct, 1e-4);
 }
 
 #[test]
