@@ -1,4 +1,5 @@
-//! The issue-18 study on SmolLM2 (outside CI: `#[ignore]`, slow): Meng et al. 2022's causal
+//! The issue-18 study on SmolLM2 or Gemma 3 270M (`STUDY_MODEL=smollm2|gemma3`; outside CI:
+//! `#[ignore]`, slow): Meng et al. 2022's causal
 //! tracing averaged over the factual prompt set, AtP against activation patching over every
 //! head × position with and without the AtP* fixes, and induction heads found by patching
 //! against explain-attention's induction score. Writes one JSON file per part to `STUDY_OUT`;
@@ -21,13 +22,15 @@ use explain_circuits::{
 };
 use explain_eval::prompts::{FactualCategory, TokenizedFactual, factual_prompts, factual_top1};
 use explain_eval::{spearman, top_k_overlap};
-use explain_models::{load, smollm2_gguf_path};
+use explain_models::{gemma3_gguf_path, load, smollm2_gguf_path};
 use explainability_core::LanguageModel;
 use ndarray::{Array2, Axis};
 use serde_json::json;
 
 struct Args {
-    /// Prompts traced (round-robin over the categories, from those SmolLM2 gets right).
+    /// The model: `smollm2` (SmolLM2-135M Q4_1) or `gemma3` (Gemma 3 270M Q4_K_M).
+    model: String,
+    /// Prompts traced (round-robin over the categories, from those the model gets right).
     prompts: usize,
     /// Noise draws per prompt (paper: 10).
     samples: usize,
@@ -46,6 +49,7 @@ impl Args {
         let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
         let num = |k: &str, d: &str| var(k, d).parse().expect(k);
         Self {
+            model: var("STUDY_MODEL", "smollm2"),
             prompts: num("STUDY_PROMPTS", "50"),
             samples: num("STUDY_SAMPLES", "10"),
             pairs: num("STUDY_PAIRS", "4"),
@@ -70,9 +74,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(1);
     let start = Instant::now();
     fs::create_dir_all(&args.out)?;
-    let model = load(smollm2_gguf_path())?;
+    let model = match args.model.as_str() {
+        "smollm2" => load(smollm2_gguf_path())?,
+        "gemma3" => load(gemma3_gguf_path())?,
+        other => return Err(format!("STUDY_MODEL={other}: expected smollm2 or gemma3").into()),
+    };
 
-    // 1. The prompts SmolLM2 ranks top-1.
+    // 1. The prompts the model ranks top-1.
     let all = factual_prompts()?;
     let kept = factual_top1(&model, &all)?;
     let count = |c: FactualCategory, v: &[TokenizedFactual]| {
@@ -108,7 +116,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     write(
         "prompts",
         json!({
-            "model": "SmolLM2-135M-Instruct Q4_1", "threads": 1, "filter": filter,
+            "model": model.info().name, "threads": 1, "filter": filter,
             "traced": chosen.iter().map(|t| &t.prompt.prompt).collect::<Vec<_>>(),
         }),
     )?;
