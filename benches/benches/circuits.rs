@@ -85,9 +85,7 @@ fn circuits(c: &mut Criterion) {
         Err(e) => panic!("patch_resid_pre: {e}"),
     };
     let patch_s = started.elapsed().as_secs_f64();
-    let atp_s = timed(&|| {
-        attribution_patching(&heads, m, &clean, &corrupted, metric).map(|_| ())
-    });
+    let atp_s = timed(&|| attribution_patching(&heads, m, &clean, &corrupted, metric).map(|_| ()));
     println!(
         "circuits/{n} tokens: forward {:.1} ms (best of 3), patch_resid_pre {patch_s:.2} s \
          ({} runs), atp_head_z {:.3} s = {:.2} forward-equivalents (one run)",

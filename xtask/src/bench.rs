@@ -510,9 +510,7 @@ pub fn bench_circuits(project: &Project, threads: usize) -> Result<Value> {
     let patch_ms = criterion_median_ms(&target, "circuits", "patch_resid_pre", tokens, since)?;
     let atp_ms = criterion_median_ms(&target, "circuits", "atp_head_z", tokens, since)?;
     let forward_ms = criterion_median_ms(&target, "circuits", "forward", tokens, since)?;
-    let tl_ms = reference["median_ms"]
-        .as_f64()
-        .ok_or("bench_circuits.py reported no median_ms")?;
+    let tl_ms = reference["median_ms"].as_f64().ok_or("bench_circuits.py reported no median_ms")?;
     let diff = reference["max_abs_diff_vs_ours"].as_f64().unwrap_or(f64::NAN);
     // NaN fails the comparison too
     if diff.is_nan() || diff > CIRCUITS_TOLERANCE {

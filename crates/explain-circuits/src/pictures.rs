@@ -15,8 +15,8 @@ use crate::lens::LogitLensResult;
 use crate::patching::{PatchDirection, PatchSite, PatchingResult};
 use crate::tracing::{CausalTrace, TOKEN_GROUPS, TraceKind};
 
-/// Token labels of the columns of a position axis: `"{position} {token}"`, so that repeated
-/// tokens stay apart; `mark` adds `*` (the subject of a causal trace).
+/// Token labels of the columns of a position axis: `"{position} {token}"` (the token made
+/// readable, `▁` → `␣`), so that repeated tokens stay apart; `mark` adds `*` (the subject of a causal trace).
 fn position_labels(
     tokens: &[String],
     positions: impl IntoIterator<Item = usize>,
@@ -25,7 +25,7 @@ fn position_labels(
     positions
         .into_iter()
         .map(|p| {
-            let token = tokens.get(p).map_or("", String::as_str);
+            let token = tokens.get(p).map_or_else(String::new, |t| explain_viz::display_token(t));
             format!("{p} {token}{}", if mark(p) { "*" } else { "" })
         })
         .collect()
@@ -212,7 +212,8 @@ impl LogitLensResult {
         });
         let text = Array2::from_shape_fn((n_entries, n_pos), |(e, p)| {
             let Some(c) = cell(e, p) else { return String::new() };
-            let top = c.top.first().map_or_else(String::new, |t| explain_viz::display_token(&t.token));
+            let top =
+                c.top.first().map_or_else(String::new, |t| explain_viz::display_token(&t.token));
             match c.target_rank {
                 Some(rank) => format!("{top}\n#{rank}"),
                 None => top,
@@ -220,13 +221,12 @@ impl LogitLensResult {
         });
         let tooltips = Array2::from_shape_fn((n_entries, n_pos), |(e, p)| {
             let Some(c) = cell(e, p) else { return String::new() };
-            let top: Vec<String> = c
-                .top
-                .iter()
-                .map(|t| format!("{:?} {:.3}", t.token, t.probability))
-                .collect();
+            let top: Vec<String> =
+                c.top.iter().map(|t| format!("{:?} {:.3}", t.token, t.probability)).collect();
             let target = match (c.target_rank, c.target_log_prob) {
-                (Some(rank), Some(lp)) => format!("; target rank {rank}, log p {}", format_score(lp)),
+                (Some(rank), Some(lp)) => {
+                    format!("; target rank {rank}, log p {}", format_score(lp))
+                }
                 _ => String::new(),
             };
             format!(

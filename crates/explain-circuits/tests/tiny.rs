@@ -659,15 +659,15 @@ fn logit_lens_on_a_range_of_positions_is_the_slice_of_the_full_lens() {
     for (row, full_row) in part.cells.iter().zip(&full.cells) {
         for (cell, want) in row.iter().zip(&full_row[2..5]) {
             assert_eq!(cell.target_rank, want.target_rank);
-            assert_eq!(cell.top.iter().map(|t| t.id).collect::<Vec<_>>(), want.top.iter().map(|t| t.id).collect::<Vec<_>>());
+            assert_eq!(
+                cell.top.iter().map(|t| t.id).collect::<Vec<_>>(),
+                want.top.iter().map(|t| t.id).collect::<Vec<_>>()
+            );
             let (a, b) = (cell.target_log_prob.unwrap(), want.target_log_prob.unwrap());
             assert!((a - b).abs() < TOL && (cell.kl_to_final - want.kl_to_final).abs() < TOL);
         }
     }
-    assert!(matches!(
-        lens.run_positions(&model, &CLEAN, 3..3),
-        Err(Error::InvalidArgument { .. })
-    ));
+    assert!(matches!(lens.run_positions(&model, &CLEAN, 3..3), Err(Error::InvalidArgument { .. })));
     assert!(matches!(
         lens.run_positions(&model, &CLEAN, 4..9),
         Err(Error::PositionOutOfRange { position: 8, len: 6 })
@@ -689,19 +689,27 @@ fn pictures_of_every_result_have_one_cell_per_unit() {
     assert_eq!(cells(&table), (n_layers + 1) * len);
     let rank = lens.cells[0][0].target_rank.unwrap();
     assert!(table.as_str().contains(&format!(">#{rank}</text>")), "ranks are drawn");
-    assert!(table.as_str().contains(">L0 pre</text>") && table.as_str().contains(">L2 post</text>"));
+    assert!(
+        table.as_str().contains(">L0 pre</text>") && table.as_str().contains(">L2 post</text>")
+    );
 
     let dla = direct_logit_attribution(&model, &CLEAN, metric).unwrap();
     assert_eq!(cells(&dla.head_heatmap("heads").unwrap()), n_layers * n_heads);
     let layers = dla.layer_heatmap("layers").unwrap();
     assert_eq!(cells(&layers), n_layers * 2);
     let head = dla.heads[(1, 2)];
-    let tip = format!("layer 1, head 2 · direct effect on the logit difference: {}", explain_viz::format_score(head));
+    let tip = format!(
+        "layer 1, head 2 · direct effect on the logit difference: {}",
+        explain_viz::format_score(head)
+    );
     assert!(dla.head_heatmap("heads").unwrap().as_str().contains(&tip));
 
-    let resid = ActivationPatching::new(PatchSite::ResidPre).run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+    let resid = ActivationPatching::new(PatchSite::ResidPre)
+        .run(&model, &CLEAN, &CORRUPTED, metric)
+        .unwrap();
     assert_eq!(cells(&resid.heatmap("resid").unwrap()), n_layers * len);
-    let by_pos = ActivationPatching::new(PatchSite::HeadZ).run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+    let by_pos =
+        ActivationPatching::new(PatchSite::HeadZ).run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
     let by_pos_svg = by_pos.heatmap("heads by position").unwrap();
     assert_eq!(cells(&by_pos_svg), n_layers * n_heads * len);
     assert!(by_pos_svg.as_str().contains(">L2H3</text>"));

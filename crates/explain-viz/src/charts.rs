@@ -505,7 +505,8 @@ pub enum HeatmapScale {
 /// causal-tracing grids, layer × head grids, the logit-lens table).
 ///
 /// Short column labels are drawn above the grid, long ones (tokens) rotated below it;
-/// labels are truncated to [`ChartOptions::max_label_width`] with the full text on hover.
+/// labels are drawn as given (pass tokens through [`display_token`](crate::display_token)
+/// first), truncated to [`ChartOptions::max_label_width`] with the full text on hover.
 /// Without cell text, cells show their value when there is room.
 ///
 /// # Examples
@@ -640,10 +641,11 @@ impl Heatmap {
     fn draw(&self, options: &ChartOptions) -> Svg {
         let (rows, columns) = self.values.dim();
         let max_width = options.max_label_width;
-        let shown = |label: &str| truncate(&display_token(label), max_width);
-        let text_lines = self.cell_text.as_ref().map(|t| {
-            t.iter().map(|s| s.split('\n').count()).max().unwrap_or(1).max(1)
-        });
+        let shown = |label: &str| truncate(label, max_width);
+        let text_lines = self
+            .cell_text
+            .as_ref()
+            .map(|t| t.iter().map(|s| s.split('\n').count()).max().unwrap_or(1).max(1));
         let text_width = self.cell_text.as_ref().map_or(0, |t| {
             t.iter()
                 .flat_map(|s| s.split('\n'))
@@ -664,8 +666,7 @@ impl Heatmap {
         let column_width =
             self.column_labels.iter().map(|l| crate::text::display_width(&shown(l))).max();
         let columns_above = column_width.is_none_or(|w| w as f64 * 6.0 + 4.0 <= cell_w);
-        let row_width =
-            self.row_labels.iter().map(|l| crate::text::display_width(&shown(l))).max();
+        let row_width = self.row_labels.iter().map(|l| crate::text::display_width(&shown(l))).max();
         let left = 30.0 + row_width.unwrap_or(2) as f64 * 6.5 + 10.0;
         let top = 64.0;
         let below = if columns_above { 24.0 } else { label_room(max_width) + 18.0 };
@@ -684,7 +685,9 @@ impl Heatmap {
         let grid_h = cell_h * rows as f64;
         if columns_above {
             canvas.text(left + grid_w / 2.0, top - 22.0, &self.column_axis, axis);
-            for (c, label) in self.column_labels.iter().enumerate().step_by(label_stride(cell_w, 14.0)) {
+            for (c, label) in
+                self.column_labels.iter().enumerate().step_by(label_stride(cell_w, 14.0))
+            {
                 canvas.text_with_tooltip(
                     left + cell_w * (c as f64 + 0.5),
                     top - 6.0,
@@ -694,7 +697,13 @@ impl Heatmap {
                 );
             }
         } else {
-            token_axis(&mut canvas, &self.column_labels, left, cell_w, top + grid_h + 10.0, max_width, false);
+            let y = top + grid_h + 10.0;
+            let stride = label_stride(cell_w, 12.0);
+            for (c, label) in self.column_labels.iter().enumerate().step_by(stride) {
+                let x = left + cell_w * (c as f64 + 0.5);
+                let style = TextStyle::new(10.0, "end").rotated(-60.0);
+                canvas.text_with_tooltip(x + 3.0, y, &shown(label), label, style);
+            }
             canvas.text(left + grid_w / 2.0, top + grid_h + below - 4.0, &self.column_axis, axis);
         }
         canvas.text(12.0, top + grid_h / 2.0, &self.row_axis, axis.rotated(-90.0));

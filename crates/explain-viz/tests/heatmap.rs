@@ -74,7 +74,8 @@ fn cell_text_is_drawn_line_by_line_and_tooltips_replace_the_default() {
 
 #[test]
 fn long_column_labels_are_rotated_below_the_grid() {
-    let tokens: Vec<String> = ["▁Eiffel_Tower_is", "▁located_in_the", "▁city_of_Paris"].map(String::from).to_vec();
+    let tokens: Vec<String> =
+        ["▁Eiffel_Tower_is", "▁located_in_the", "▁city_of_Paris"].map(String::from).to_vec();
     let svg = Heatmap::new(Array2::zeros((30, 3)))
         .rows("layer", labels("L", 30))
         .columns("position", tokens)

@@ -57,8 +57,9 @@ impl InternalsReport {
             return Err(Error::EmptyText);
         }
         let start = ids.len().saturating_sub(INTERNALS_LENS_POSITIONS);
-        let lens = LogitLens { top_k: INTERNALS_LENS_TOP_K, target: LensTarget::Token(prediction.id) }
-            .run_positions(model, ids, start..ids.len())?;
+        let lens =
+            LogitLens { top_k: INTERNALS_LENS_TOP_K, target: LensTarget::Token(prediction.id) }
+                .run_positions(model, ids, start..ids.len())?;
         let metric = match against {
             Some(b) => LogitDiff::new(prediction.id, b.id),
             None => LogitDiff::logit(prediction.id),
@@ -67,9 +68,10 @@ impl InternalsReport {
         let ranks: Vec<Option<usize>> =
             lens.cells.iter().map(|row| row.last().and_then(|c| c.target_rank)).collect();
         let first_top1 = ranks.iter().position(|r| *r == Some(0));
-        let stays = ranks.iter().rposition(|r| *r != Some(0)).map_or(Some(0), |i| {
-            (i + 1 < ranks.len()).then_some(i + 1)
-        });
+        let stays = ranks
+            .iter()
+            .rposition(|r| *r != Some(0))
+            .map_or(Some(0), |i| (i + 1 < ranks.len()).then_some(i + 1));
         let label = |i: Option<usize>| i.and_then(|i| lens.labels.get(i).cloned());
         let mut top_components = dla.components.clone();
         top_components.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
@@ -108,13 +110,16 @@ impl InternalsReport {
                 "Logit lens: {t:?} is never top-1 through the final norm (the model's output can differ when logits are soft-capped)."
             ),
         };
-        vec![lens, format!(
-            "Direct logit attribution of {} = {:.3} (Σ components {:.3}); largest: {}.",
-            self.metric_text(),
-            self.dla.metric_value,
-            self.dla.total,
-            self.components_text()
-        )]
+        vec![
+            lens,
+            format!(
+                "Direct logit attribution of {} = {:.3} (Σ components {:.3}); largest: {}.",
+                self.metric_text(),
+                self.dla.metric_value,
+                self.dla.total,
+                self.components_text()
+            ),
+        ]
     }
 
     /// Summary sentences, Chinese.
@@ -129,13 +134,16 @@ impl InternalsReport {
             ),
             None => format!("Logit lens：{t:?} 在经过最终归一化后从未成为第一预测。"),
         };
-        vec![lens, format!(
-            "{} 的直接 logit 归因 = {:.3}（各组件之和 {:.3}）；最大的组件：{}。",
-            self.metric_text(),
-            self.dla.metric_value,
-            self.dla.total,
-            self.components_text()
-        )]
+        vec![
+            lens,
+            format!(
+                "{} 的直接 logit 归因 = {:.3}（各组件之和 {:.3}）；最大的组件：{}。",
+                self.metric_text(),
+                self.dla.metric_value,
+                self.dla.total,
+                self.components_text()
+            ),
+        ]
     }
 
     fn components_text(&self) -> String {

@@ -67,10 +67,10 @@ pub use analyzer::{
     ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
     Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
 };
+pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
 pub use internals::{
     INTERNALS_LENS_POSITIONS, INTERNALS_LENS_TOP_K, INTERNALS_TOP_COMPONENTS, InternalsReport,
 };
-pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
 pub use visualize::{FLOW_THRESHOLD, INTERACTION_THRESHOLD, LAYERED_ATTENTION_THRESHOLD};
 
 pub use comparison::{

@@ -139,7 +139,11 @@ fn charts(a: &ComprehensiveAnalysis) -> Result<Vec<(String, String, Svg)>> {
 
 /// What the HTML and the chart files draw of the internals: the lens table and the DLA grids.
 fn internal_pictures(internals: &InternalsReport) -> InternalsPictures<'_> {
-    InternalsPictures { lens: Some(&internals.lens), dla: Some(&internals.dla), ..Default::default() }
+    InternalsPictures {
+        lens: Some(&internals.lens),
+        dla: Some(&internals.dla),
+        ..Default::default()
+    }
 }
 
 /// The explanation graphs of an analysis, as `(file stem, graph)`.

@@ -35,9 +35,18 @@ fn internals_are_off_by_default_and_on_when_asked() {
     let dla = &internals.dla;
     let sum: f64 = dla.components.iter().map(|c| c.value).sum();
     assert!((sum - dla.total).abs() < 1e-9);
-    assert!((dla.total - dla.metric_value).abs() < SUM_TOL, "{} vs {}", dla.total, dla.metric_value);
+    assert!(
+        (dla.total - dla.metric_value).abs() < SUM_TOL,
+        "{} vs {}",
+        dla.total,
+        dla.metric_value
+    );
     let from_logits = a.prediction.logit - runner_up.logit;
-    assert!((dla.metric_value - from_logits).abs() < SUM_TOL, "{} vs {from_logits}", dla.metric_value);
+    assert!(
+        (dla.metric_value - from_logits).abs() < SUM_TOL,
+        "{} vs {from_logits}",
+        dla.metric_value
+    );
     let info = model.info();
     assert_eq!(dla.heads.dim(), (info.n_layers, info.n_heads));
     assert_eq!(internals.top_components.len(), INTERNALS_TOP_COMPONENTS);
