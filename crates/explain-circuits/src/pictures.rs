@@ -16,7 +16,8 @@ use crate::patching::{PatchDirection, PatchSite, PatchingResult};
 use crate::tracing::{CausalTrace, TOKEN_GROUPS, TraceKind};
 
 /// Token labels of the columns of a position axis: `"{position} {token}"` (the token made
-/// readable, `▁` → `␣`), so that repeated tokens stay apart; `mark` adds `*` (the subject of a causal trace).
+/// readable, `▁` → `␣`), so that repeated tokens stay apart; `mark` adds `*` after the position (the subject of a
+/// causal trace), where truncation never cuts it.
 fn position_labels(
     tokens: &[String],
     positions: impl IntoIterator<Item = usize>,
@@ -26,7 +27,7 @@ fn position_labels(
         .into_iter()
         .map(|p| {
             let token = tokens.get(p).map_or_else(String::new, |t| explain_viz::display_token(t));
-            format!("{p} {token}{}", if mark(p) { "*" } else { "" })
+            format!("{p}{} {token}", if mark(p) { "*" } else { "" })
         })
         .collect()
 }
@@ -94,7 +95,7 @@ impl PatchingResult {
 
 impl CausalTrace {
     /// The indirect effect `p(answer | restored) − p(answer | corrupted)` as a layer × position
-    /// heatmap (subject tokens marked `*`), on a diverging scale.
+    /// heatmap (subject positions marked `*`), on a diverging scale.
     ///
     /// # Errors
     /// None expected; the heatmap's shape checks.
@@ -320,8 +321,9 @@ impl InternalsPictures<'_> {
         }
         for (i, t) in self.traces.iter().enumerate() {
             let title = format!("Causal tracing, {:?} states", t.kind);
+            let kind = format!("{:?}", t.kind).to_lowercase();
             out.push((
-                format!("causal_trace_{}_{i}", format!("{:?}", t.kind).to_lowercase()),
+                format!("causal_trace_{kind}_{i}"),
                 format!(
                     "{title}: p(answer) clean {}, corrupted {}; subject tokens marked *",
                     format_score(t.clean_probability),

@@ -723,7 +723,9 @@ fn pictures_of_every_result_have_one_cell_per_unit() {
     let trace = tracing.run(&model, &CLEAN, 2..4, 7).unwrap();
     let trace_svg = trace.heatmap("trace").unwrap();
     assert_eq!(cells(&trace_svg), n_layers * len);
-    assert_eq!(trace_svg.as_str().matches("*</text>").count(), 2, "subject tokens are marked");
+    let marked: Vec<usize> =
+        (0..len).filter(|p| trace_svg.as_str().contains(&format!(">{p}* "))).collect();
+    assert_eq!(marked, vec![2, 3], "subject positions are marked");
 
     let patching = [("Activation patching".to_owned(), resid), ("AtP".to_owned(), all)];
     let traces = [trace];
