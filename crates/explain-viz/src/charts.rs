@@ -670,7 +670,9 @@ impl Heatmap {
         let left = 30.0 + row_width.unwrap_or(2) as f64 * 6.5 + 10.0;
         let top = 64.0;
         let below = if columns_above { 24.0 } else { label_room(max_width) + 18.0 };
-        let width = left + cell_w * columns.max(1) as f64 + 20.0;
+        // The legend (20 swatches, "n/a", the metric's name) must fit too.
+        let legend_w = 8.0 * 20.0 + 52.0 + crate::text::display_width(&self.metric) as f64 * 6.0;
+        let width = (left + cell_w * columns.max(1) as f64 + 20.0).max(left + legend_w + 20.0);
         let height = top + cell_h * rows.max(1) as f64 + below + 46.0;
         let mut canvas = Canvas::new(width.max(320.0), height, &options.title);
         canvas.heading(&options.title);
@@ -749,7 +751,12 @@ impl Heatmap {
                     }
                 }
                 None if value_fits => {
-                    let text = if v.is_nan() { "n/a".to_owned() } else { format!("{v:.2}") };
+                    // No "-0.00": values that round to zero are shown as 0.00.
+                    let text = match v {
+                        v if v.is_nan() => "n/a".to_owned(),
+                        v if v.abs() < 0.005 => "0.00".to_owned(),
+                        v => format!("{v:.2}"),
+                    };
                     canvas.text(x + cell_w / 2.0, y + cell_h / 2.0 + 3.0, &text, style);
                 }
                 None => {}
