@@ -505,8 +505,8 @@ pub enum HeatmapScale {
 /// causal-tracing grids, layer × head grids, the logit-lens table).
 ///
 /// Short column labels are drawn above the grid, long ones (tokens) rotated below it;
-/// labels are drawn as given (pass tokens through [`display_token`](crate::display_token)
-/// first), truncated to [`ChartOptions::max_label_width`] with the full text on hover.
+/// labels are drawn as given (pass tokens through [`display_token`] first), truncated to
+/// [`ChartOptions::max_label_width`] with the full text on hover.
 /// Without cell text, cells show their value when there is room.
 ///
 /// # Examples
