@@ -5,6 +5,8 @@
 //! (adaptive versus uniform IG evaluations, peak memory as `n_steps` grows); then our
 //! criterion `perturbation` group beside Captum's `FeatureAblation`
 //! (`reference/bench_captum_perturbation.py`, also `cargo xtask bench-perturbation` alone),
+//! our criterion `circuits` group beside TransformerLens's `get_act_patch_resid_pre`
+//! (`reference/bench_circuits.py`, also `cargo xtask bench-circuits` alone),
 //! and LXT 2.1's AttnLRP (`reference/lxt_reference.py` in the LXT reference environment)
 //! beside our `attn_lrp` rows; prints the ratios and writes `target/bench-reference.json`.
 //!
@@ -162,6 +164,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
     let lrp = lrp_beside_lxt(project, &target, threads, since)?;
     let efficiency = ig_efficiency(project, threads)?;
     let perturbation = bench_perturbation(project, threads)?;
+    let circuits = bench_circuits(project, threads)?;
     let report = json!({
         "command": format!("cargo xtask bench-reference --threads {threads}"),
         "threads": threads,
@@ -180,6 +183,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         "lrp": lrp,
         "ig_efficiency": efficiency,
         "perturbation": perturbation,
+        "circuits": circuits,
     });
     let out = target.join("bench-reference.json");
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -452,5 +456,114 @@ pub fn bench_perturbation(project: &Project, threads: usize) -> Result<Value> {
     let out = target.join("bench-perturbation.json");
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("bench-perturbation: wrote {} in {}", out.display(), seconds(start));
+    Ok(report)
+}
+
+/// Largest difference between our patched metrics and TransformerLens's allowed for the speed
+/// ratio to count: logit differences of float32 forwards by two implementations of the same
+/// weights (the parity test holds them to 1e-4 on tiny models; SmolLM2's logits are ~10×
+/// larger and 30 layers deep).
+const CIRCUITS_TOLERANCE: f64 = 1e-2;
+
+/// Our criterion `circuits` group and `reference/bench_circuits.py` (TransformerLens 4.3
+/// `get_act_patch_resid_pre`, on the ids our bench wrote) in one run: the patching ratio, the
+/// largest difference of the patched metrics, and AtP over every head in forward-equivalents
+/// (its median ÷ the median of one forward, both from this criterion run). Writes
+/// `target/bench-circuits.json`.
+///
+/// # Errors
+/// When either side fails, reports no result, or the patched metrics differ beyond
+/// [`CIRCUITS_TOLERANCE`].
+pub fn bench_circuits(project: &Project, threads: usize) -> Result<Value> {
+    let start = Instant::now();
+    let target = project.target_dir()?;
+    let since = SystemTime::now();
+    let threads_text = threads.to_string();
+    let ours_path = target.join("bench-circuits-ours.json");
+    println!("bench-circuits: ours (criterion `circuits`, {threads} threads)");
+    let mut ours = project.cargo();
+    ours.args(["bench", "-p", "benches", "--bench", "circuits"])
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text)
+        .env("EXPLAINABILITY_BENCH_OUT", &ours_path);
+    run("criterion circuits bench", &mut ours)?;
+    let ours_json: Value = serde_json::from_str(&fs::read_to_string(&ours_path)?)?;
+    let tokens = ours_json["clean"].as_array().map(Vec::len).unwrap_or(0) as u64;
+
+    println!("bench-circuits: TransformerLens get_act_patch_resid_pre, {threads} threads");
+    let tl_path = target.join("bench-circuits-tl.json");
+    let mut tl = project.python();
+    tl.arg("reference/bench_circuits.py")
+        .arg("--gguf")
+        .arg(project.model_path(&SMOLLM2))
+        .arg("--ours")
+        .arg(&ours_path)
+        .arg("--threads")
+        .arg(&threads_text)
+        .arg("--out")
+        .arg(&tl_path)
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("TransformerLens circuits bench", &mut tl)?;
+    let reference: Value = serde_json::from_str(&fs::read_to_string(&tl_path)?)?;
+
+    let patch_ms = criterion_median_ms(&target, "circuits", "patch_resid_pre", tokens, since)?;
+    let atp_ms = criterion_median_ms(&target, "circuits", "atp_head_z", tokens, since)?;
+    let forward_ms = criterion_median_ms(&target, "circuits", "forward", tokens, since)?;
+    let tl_ms = reference["median_ms"].as_f64().ok_or("bench_circuits.py reported no median_ms")?;
+    let diff = reference["max_abs_diff_vs_ours"].as_f64().unwrap_or(f64::NAN);
+    // NaN fails the comparison too
+    if diff.is_nan() || diff > CIRCUITS_TOLERANCE {
+        return Err(format!(
+            "get_act_patch_resid_pre differs from ours by {diff} (tolerance \
+             {CIRCUITS_TOLERANCE}); the speed ratio would compare different work"
+        )
+        .into());
+    }
+    let runs = reference["shape"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_u64).product::<u64>())
+        .unwrap_or(0);
+    println!(
+        "\n{:<52} {:>10} {:>10} {:>8} {:>9}",
+        "benchmark (TransformerLens 4.3)", "ours ms", "TL ms", "TL/ours", "max diff"
+    );
+    println!(
+        "{:<52} {patch_ms:>10.0} {tl_ms:>10.0} {:>8.2} {diff:>9.1e}",
+        format!("activation patching, resid_pre, {runs} runs, {tokens} tokens"),
+        tl_ms / patch_ms
+    );
+    println!(
+        "AtP over every head (attn.hook_z x position): {atp_ms:.1} ms = {:.2} forward-equivalents \
+         (one forward {forward_ms:.1} ms)",
+        atp_ms / forward_ms
+    );
+    let report = json!({
+        "command": format!("cargo xtask bench-circuits --threads {threads}"),
+        "threads": threads,
+        "tokens": tokens,
+        "model": SMOLLM2.model_path,
+        "statistic": "median",
+        "reference": {
+            "transformer_lens": reference["transformer_lens"],
+            "torch": reference["torch"],
+            "transformers": reference["transformers"],
+        },
+        "patch_resid_pre": {
+            "runs": runs,
+            "ours_ms": patch_ms,
+            "transformer_lens_ms": tl_ms,
+            "transformer_lens_over_ours": tl_ms / patch_ms,
+            "max_abs_diff": diff,
+        },
+        "atp_head_z": {
+            "ours_ms": atp_ms,
+            "forward_ms": forward_ms,
+            "forward_equivalents": atp_ms / forward_ms,
+        },
+    });
+    let out = target.join("bench-circuits.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("bench-circuits: wrote {} in {}", out.display(), seconds(start));
     Ok(report)
 }

@@ -50,6 +50,12 @@ commands:
                         Captum's FeatureAblation on the same ids, attributions compared in
                         the same run; writes target/bench-perturbation.json (bench-reference
                         runs it too)
+  bench-circuits [--threads N]
+                        criterion `circuits` bench (activation patching of every layer x
+                        position of resid_pre, AtP over every head, one forward) beside
+                        TransformerLens 4.3's get_act_patch_resid_pre on the same ids, patched
+                        metrics compared in the same run, N threads each (default 1); writes
+                        target/bench-circuits.json (bench-reference runs it too)
   bench-dequant [--threads N]
                         dequantise every tensor of the Gemma 3 270M GGUF file with our
                         kernels (1 and N threads, default 2) and with gguf-py's numpy
@@ -158,6 +164,17 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench::bench_perturbation(&project, threads).map(|_| ())
+        }
+        "bench-circuits" => {
+            let threads = match rest {
+                [] => 1,
+                [flag, n] if flag == "--threads" => {
+                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
+                }
+                _ => return Err(format!("bench-circuits: unexpected arguments {rest:?}").into()),
+            };
+            setup::setup(&project)?;
+            bench::bench_circuits(&project, threads).map(|_| ())
         }
         "bench-dequant" => {
             let threads = match rest {

@@ -91,22 +91,26 @@ pub struct LogitLensResult {
     /// The hook point of each entry (`blocks.0.hook_resid_pre`, …, the last
     /// `hook_resid_post`).
     pub labels: Vec<String>,
-    /// `cells[entry][position]`.
+    /// `cells[entry][position − start]`.
     pub cells: Vec<Vec<LensCell>>,
+    /// The position of the first column of `cells` (0 unless the lens ran on a range of
+    /// positions, [`LogitLens::run_positions`]).
+    #[serde(default)]
+    pub start: usize,
 }
 
 impl LogitLensResult {
-    /// `KL(final ‖ lens)` as an `[entry, position]` array.
+    /// `KL(final ‖ lens)` as an `[entry, position − start]` array.
     pub fn kl_matrix(&self) -> ndarray::Array2<f64> {
-        let n_pos = self.tokens.len();
+        let n_pos = self.cells.first().map_or(0, Vec::len);
         ndarray::Array2::from_shape_fn((self.cells.len(), n_pos), |(e, p)| {
             self.cells[e][p].kl_to_final
         })
     }
 
-    /// The target's rank as an `[entry, position]` array (`None` where there is no target).
+    /// The target's rank as an `[entry, position − start]` array (`None` where there is no target).
     pub fn rank_matrix(&self) -> ndarray::Array2<Option<usize>> {
-        let n_pos = self.tokens.len();
+        let n_pos = self.cells.first().map_or(0, Vec::len);
         ndarray::Array2::from_shape_fn((self.cells.len(), n_pos), |(e, p)| {
             self.cells[e][p].target_rank
         })
@@ -166,6 +170,28 @@ impl LogitLens {
     /// [`Error::InvalidArgument`] for `top_k == 0`, [`Error::TokenOutOfRange`] for a target
     /// outside the vocabulary, and as [`lens_logits`].
     pub fn run(&self, model: &dyn LanguageModel, ids: &[i64]) -> Result<LogitLensResult> {
+        self.run_positions(model, ids, 0..ids.len())
+    }
+
+    /// Runs the lens on the positions `positions` of `ids` only (the forward pass still sees
+    /// every token): the lens's logits grow as entries × positions × vocabulary, so a long
+    /// text is read at its last positions.
+    ///
+    /// # Errors
+    /// As [`LogitLens::run`]; [`Error::PositionOutOfRange`] for a range past the input,
+    /// [`Error::InvalidArgument`] for an empty range.
+    pub fn run_positions(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        positions: std::ops::Range<usize>,
+    ) -> Result<LogitLensResult> {
+        if positions.is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "the logit lens needs at least one position, got {positions:?}"
+            )));
+        }
+        crate::metric::check_position(positions.end - 1, ids.len())?;
         if self.top_k == 0 {
             return Err(Error::invalid_argument("top_k must be at least 1"));
         }
@@ -175,14 +201,19 @@ impl LogitLens {
         {
             return Err(Error::TokenOutOfRange { id, vocab_size });
         }
-        let logits = lens_logits(model, ids)?;
+        let residuals = lens_residuals(model, ids)?.f_narrow(
+            1,
+            positions.start as i64,
+            positions.len() as i64,
+        )?;
         let _guard = tch::no_grad_guard();
+        let logits = model.unembed(&model.final_norm(&residuals, NormScale::Recompute)?)?;
         let log_probs = logits.f_to_kind(Kind::Double)?.f_log_softmax(-1, Kind::Double)?;
         let n_entries = log_probs.size()[0];
         let final_lp = log_probs.f_select(0, n_entries - 1)?; // [pos, vocab]
         let final_p = final_lp.f_exp()?;
         let top_k = self.top_k.min(vocab_size) as i64;
-        let n_pos = ids.len();
+        let n_pos = positions.len();
         let mut cells = Vec::with_capacity(n_entries as usize);
         for e in 0..n_entries {
             let lp = log_probs.f_select(0, e)?; // [pos, vocab]
@@ -197,7 +228,7 @@ impl LogitLens {
             for p in 0..n_pos {
                 let target = match self.target {
                     LensTarget::None => None,
-                    LensTarget::NextTokens => ids.get(p + 1).copied(),
+                    LensTarget::NextTokens => ids.get(positions.start + p + 1).copied(),
                     LensTarget::Token(id) => Some(id),
                 };
                 let (target_rank, target_log_prob) = match target {
@@ -230,6 +261,7 @@ impl LogitLens {
             tokens: token_strings(model, ids),
             labels: lens_points(model.info().n_layers).iter().map(ToString::to_string).collect(),
             cells,
+            start: positions.start,
         })
     }
 }

@@ -14,19 +14,26 @@
 //! - [`CausalTracing`]: Meng et al.'s noised subject with one clean hidden state (or a window
 //!   of MLP / attention outputs) restored at a time.
 //!
+//! - Pictures (through explain-viz, SVG and PNG): [`PatchingResult::heatmap`],
+//!   [`CausalTrace::heatmap`], [`DirectLogitAttribution::head_heatmap`] /
+//!   [`DirectLogitAttribution::layer_heatmap`], [`LogitLensResult::table`],
+//!   [`token_group_heatmap`], and [`report_section`] for an HTML report.
+//!
 //! Everything talks to the model through [`LanguageModel`](explainability_core::LanguageModel)
 //! and hook points only: activations are read and replaced by [`Hooks`](explainability_core::Hooks),
 //! the final norm is [`LanguageModel::final_norm`](explainability_core::LanguageModel::final_norm),
 //! and the output projection `blocks.{l}.attn.W_O` and unembedding (`unembed.W_U`, or
 //! `embed.W_E` when tied) come from `named_parameters`. Results are plain serde structs.
 //!
-//! Dependencies: `tch` (tensors), `ndarray` (result grids), `serde` (results).
+//! Dependencies: `tch` (tensors), `ndarray` (result grids), `serde` (results), explain-viz
+//! (pictures).
 
 mod atp;
 mod dla;
 mod lens;
 mod metric;
 mod patching;
+mod pictures;
 mod tracing;
 
 pub use atp::{
@@ -39,4 +46,5 @@ pub use lens::{
 };
 pub use metric::{LogitDiff, check_position, single_token};
 pub use patching::{ActivationPatching, PatchDirection, PatchSite, PatchUnit, PatchingResult};
+pub use pictures::{InternalsPictures, report_section, site_name, token_group_heatmap};
 pub use tracing::{CausalTrace, CausalTracing, TOKEN_GROUPS, TraceKind, average_by_token_group};

@@ -1,5 +1,6 @@
 //! The issue-18 study on SmolLM2 or Gemma 3 270M (`STUDY_MODEL=smollm2|gemma3`; outside CI:
-//! `#[ignore]`, slow): Meng et al. 2022's causal
+//! `#[ignore]`, slow), and its committed results drawn (`the_committed_study_draws`, fast, no
+//! model): Meng et al. 2022's causal
 //! tracing averaged over the factual prompt set, AtP against activation patching over every
 //! head × position with and without the AtP* fixes, and induction heads found by patching
 //! against explain-attention's induction score. Writes one JSON file per part to `STUDY_OUT`;
@@ -60,6 +61,75 @@ impl Args {
                 .map(str::to_owned)
                 .collect(),
         }
+    }
+}
+
+/// Reads one JSON file of the committed study (`docs/circuits-study/`).
+fn committed(name: &str) -> serde_json::Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/circuits-study").join(name);
+    serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A JSON array of arrays of numbers (null: NaN) as a matrix.
+fn matrix(value: &serde_json::Value) -> Array2<f64> {
+    let rows: Vec<Vec<f64>> = value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
+        .collect();
+    let (n, m) = (rows.len(), rows.first().map_or(0, Vec::len));
+    Array2::from_shape_vec((n, m), rows.concat()).unwrap()
+}
+
+/// The committed study drawn: the token-group averages of the three trace kinds and the
+/// induction heads by patching and by induction score, one cell per (group, layer) or (layer,
+/// head), each peak of the JSON in its picture's tooltips. Fast (no model); the SVGs go to
+/// `STUDY_PICTURES` (default: the test's temporary folder); `STUDY_PICTURES=docs/circuits-study`
+/// refreshes the committed pictures.
+#[test]
+fn the_committed_study_draws() {
+    let out = std::env::var("STUDY_PICTURES").map_or_else(
+        |_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("study-pictures"),
+        PathBuf::from,
+    );
+    fs::create_dir_all(&out).unwrap();
+    for kind in ["hidden", "mlp", "attention"] {
+        let json = committed(&format!("tracing-{kind}.json"));
+        let part = &json["kinds"][kind];
+        let average = matrix(&part["average"]);
+        assert_eq!(average.nrows(), TOKEN_GROUPS.len());
+        let counts: [usize; 6] =
+            std::array::from_fn(|g| part["group_counts"][g].as_u64().unwrap() as usize);
+        let title =
+            format!("Causal tracing, {kind}: average indirect effect over {} prompts", counts[5]);
+        let svg = explain_circuits::token_group_heatmap(&average, &counts, &title).unwrap();
+        assert_eq!(svg.as_str().matches("<rect class=\"cell").count(), 6 * average.ncols());
+        let peak = &part["peak"];
+        let layer = peak["layer"].as_u64().unwrap();
+        let tip = format!(
+            "{} ({}), layer {layer} · average indirect effect: {}",
+            peak["group"].as_str().unwrap(),
+            counts
+                [TOKEN_GROUPS.iter().position(|g| *g == peak["group"].as_str().unwrap()).unwrap()],
+            explain_viz::format_score(peak["effect"].as_f64().unwrap())
+        );
+        assert!(svg.as_str().contains(&tip), "{tip}");
+        svg.write(out.join(format!("tracing-{kind}.svg"))).unwrap();
+    }
+    let induction = committed("induction.json");
+    for (key, metric) in
+        [("by_patching", "recovery by patching hook_z"), ("by_attention", "induction score")]
+    {
+        let grid = matrix(&induction[key]);
+        let svg = explain_viz::charts::layer_head_heatmap(&grid, metric)
+            .to_svg(&explain_viz::charts::ChartOptions::titled(format!(
+                "Induction heads: {metric}"
+            )))
+            .unwrap();
+        assert_eq!(svg.as_str().matches("<rect class=\"cell").count(), grid.len());
+        svg.write(out.join(format!("induction-{key}.svg"))).unwrap();
     }
 }
 

@@ -646,3 +646,104 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(lens_logits(&model, &[]), Err(Error::EmptyText)));
     assert!(matches!(lens_logits(&model, &[3, 99]), Err(Error::TokenOutOfRange { id: 99, .. })));
 }
+
+#[test]
+fn logit_lens_on_a_range_of_positions_is_the_slice_of_the_full_lens() {
+    let model = tiny_gpt2();
+    let lens = LogitLens { top_k: 3, target: LensTarget::NextTokens };
+    let full = lens.run(&model, &CLEAN).unwrap();
+    let part = lens.run_positions(&model, &CLEAN, 2..5).unwrap();
+    assert_eq!(part.start, 2);
+    assert_eq!(part.tokens, full.tokens);
+    assert_eq!(part.kl_matrix().dim(), (full.cells.len(), 3));
+    for (row, full_row) in part.cells.iter().zip(&full.cells) {
+        for (cell, want) in row.iter().zip(&full_row[2..5]) {
+            assert_eq!(cell.target_rank, want.target_rank);
+            assert_eq!(
+                cell.top.iter().map(|t| t.id).collect::<Vec<_>>(),
+                want.top.iter().map(|t| t.id).collect::<Vec<_>>()
+            );
+            let (a, b) = (cell.target_log_prob.unwrap(), want.target_log_prob.unwrap());
+            assert!((a - b).abs() < TOL && (cell.kl_to_final - want.kl_to_final).abs() < TOL);
+        }
+    }
+    assert!(matches!(lens.run_positions(&model, &CLEAN, 3..3), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        lens.run_positions(&model, &CLEAN, 4..9),
+        Err(Error::PositionOutOfRange { position: 8, len: 6 })
+    ));
+}
+
+/// Cells of a heatmap in an SVG.
+fn cells(svg: &explain_viz::Svg) -> usize {
+    svg.as_str().matches("<rect class=\"cell").count()
+}
+
+#[test]
+fn pictures_of_every_result_have_one_cell_per_unit() {
+    let model = tiny_llama_untied();
+    let (n_layers, n_heads, len) = (3, 4, CLEAN.len());
+    let metric = LogitDiff::new(7, 12);
+    let lens = LogitLens { top_k: 2, target: LensTarget::Token(7) }.run(&model, &CLEAN).unwrap();
+    let table = lens.table("lens").unwrap();
+    assert_eq!(cells(&table), (n_layers + 1) * len);
+    let rank = lens.cells[0][0].target_rank.unwrap();
+    assert!(table.as_str().contains(&format!(">#{rank}</text>")), "ranks are drawn");
+    assert!(
+        table.as_str().contains(">L0 pre</text>") && table.as_str().contains(">L2 post</text>")
+    );
+
+    let dla = direct_logit_attribution(&model, &CLEAN, metric).unwrap();
+    assert_eq!(cells(&dla.head_heatmap("heads").unwrap()), n_layers * n_heads);
+    let layers = dla.layer_heatmap("layers").unwrap();
+    assert_eq!(cells(&layers), n_layers * 2);
+    let head = dla.heads[(1, 2)];
+    let tip = format!(
+        "layer 1, head 2 · direct effect on the logit difference: {}",
+        explain_viz::format_score(head)
+    );
+    assert!(dla.head_heatmap("heads").unwrap().as_str().contains(&tip));
+
+    let resid = ActivationPatching::new(PatchSite::ResidPre)
+        .run(&model, &CLEAN, &CORRUPTED, metric)
+        .unwrap();
+    assert_eq!(cells(&resid.heatmap("resid").unwrap()), n_layers * len);
+    let by_pos =
+        ActivationPatching::new(PatchSite::HeadZ).run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+    let by_pos_svg = by_pos.heatmap("heads by position").unwrap();
+    assert_eq!(cells(&by_pos_svg), n_layers * n_heads * len);
+    assert!(by_pos_svg.as_str().contains(">L2H3</text>"));
+    let mut all = ActivationPatching::new(PatchSite::HeadZ);
+    all.all_positions = true;
+    let all = all.run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+    assert_eq!(cells(&all.heatmap("heads").unwrap()), n_layers * n_heads);
+
+    let mut tracing = CausalTracing::new(TraceKind::Hidden);
+    tracing.samples = 1;
+    let trace = tracing.run(&model, &CLEAN, 2..4, 7).unwrap();
+    let trace_svg = trace.heatmap("trace").unwrap();
+    assert_eq!(cells(&trace_svg), n_layers * len);
+    let marked: Vec<usize> =
+        (0..len).filter(|p| trace_svg.as_str().contains(&format!(">{p}* "))).collect();
+    assert_eq!(marked, vec![2, 3], "subject positions are marked");
+
+    let patching = [("Activation patching".to_owned(), resid), ("AtP".to_owned(), all)];
+    let traces = [trace];
+    let pictures = explain_circuits::InternalsPictures {
+        lens: Some(&lens),
+        dla: Some(&dla),
+        patching: &patching,
+        traces: &traces,
+    };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("circuits-pictures");
+    let written = pictures.write(&dir, "tiny <model>").unwrap();
+    // lens, 2 DLA grids, 2 patching grids, 1 trace: SVG and PNG each, and the report.
+    assert_eq!(written.len(), 6 * 2 + 1);
+    for path in &written {
+        assert!(std::fs::metadata(path).unwrap().len() > 100, "{}", path.display());
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 6);
+    assert!(html.contains("Model internals") && html.contains("tiny &lt;model&gt;"));
+    assert!(dir.join("patching_1_attn_hook_z.png").exists());
+}

@@ -485,53 +485,314 @@ pub fn attention_heads(
     Ok(canvas.finish())
 }
 
-/// A layer × head grid of any per-head metric (`values[layer, head]`), each cell labelled
-/// with its value when there is room.
-pub fn layer_head_grid(values: &Array2<f64>, metric: &str, options: &ChartOptions) -> Svg {
-    let (layers, heads) = values.dim();
-    let cell_w = (900.0 / heads.max(1) as f64).clamp(10.0, 48.0);
-    let cell_h = (600.0 / layers.max(1) as f64).clamp(8.0, 24.0);
-    let left = 50.0;
-    let top = 52.0;
-    let width = left + cell_w * heads.max(1) as f64 + 20.0;
-    let height = top + cell_h * layers.max(1) as f64 + 50.0;
-    let mut canvas = Canvas::new(width.max(300.0), height, &options.title);
-    canvas.heading(&options.title);
-    if layers == 0 || heads == 0 {
-        canvas.no_data("no layers or no heads");
-        return canvas.finish();
-    }
-    let scale = ColorScale::sequential(values.iter().copied());
-    let small = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
-    for h in (0..heads).step_by(label_stride(cell_w, 14.0)) {
-        canvas.text(left + cell_w * (h as f64 + 0.5), top - 6.0, &format!("H{h}"), small);
-    }
-    for l in (0..layers).step_by(label_stride(cell_h, 10.0)) {
-        canvas.text(
-            left - 6.0,
-            top + cell_h * (l as f64 + 0.5) + 3.0,
-            &format!("L{l}"),
-            TextStyle { anchor: "end", ..small },
-        );
-    }
-    for ((l, h), &v) in values.indexed_iter() {
-        let (x, y) = (left + cell_w * h as f64, top + cell_h * l as f64);
-        let tip = format!("layer {l}, head {h} · {metric}: {}", format_score(v));
-        let class = if v.is_nan() { "cell missing" } else { "cell" };
-        canvas.rect(class, x, y, cell_w, cell_h, &scale.color(v), Some("#ffffff"), Some(&tip));
-        if cell_w >= 34.0 && cell_h >= 14.0 {
-            let fill = if scale.needs_light_text(v) { "#ffffff" } else { "#222222" };
-            let text = if v.is_nan() { "n/a".to_owned() } else { format!("{v:.2}") };
-            canvas.text(
-                x + cell_w / 2.0,
-                y + cell_h / 2.0 + 3.0,
-                &text,
-                TextStyle::new(9.0, "middle").fill(fill).class("cell-label"),
-            );
+/// Which colour scale a [`Heatmap`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeatmapScale {
+    /// Diverging (blue–white–red, symmetric around 0) when some finite value is negative,
+    /// else sequential.
+    #[default]
+    Auto,
+    /// Blue–white–red, symmetric around 0: signed values (patching scores, DLA).
+    Diverging,
+    /// White–purple from the smallest to the largest value.
+    Sequential,
+}
+
+/// A labelled heatmap of any matrix: `values[row, column]` with a label per row and per
+/// column, axis names, a colour legend naming the metric, a tooltip per cell and optional
+/// text inside each cell (several lines separated by `\n`). The one drawer behind
+/// [`layer_head_grid`] and the pictures of model internals (layer × position patching and
+/// causal-tracing grids, layer × head grids, the logit-lens table).
+///
+/// Short column labels are drawn above the grid, long ones (tokens) rotated below it;
+/// labels are drawn as given (pass tokens through [`display_token`] first), truncated to
+/// [`ChartOptions::max_label_width`] with the full text on hover.
+/// Without cell text, cells show their value when there is room.
+///
+/// # Examples
+/// ```
+/// use explain_viz::charts::{ChartOptions, Heatmap, HeatmapScale};
+/// use ndarray::array;
+/// let svg = Heatmap::new(array![[0.1, -0.4], [0.9, 0.0]])
+///     .rows("layer", vec!["L0".into(), "L1".into()])
+///     .columns("position", vec!["The".into(), "▁Paris".into()])
+///     .metric("recovery")
+///     .scale(HeatmapScale::Diverging)
+///     .to_svg(&ChartOptions::titled("patching"))?;
+/// assert!(svg.as_str().contains("recovery"));
+/// # Ok::<(), explainability_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    values: Array2<f64>,
+    row_axis: String,
+    row_labels: Vec<String>,
+    column_axis: String,
+    column_labels: Vec<String>,
+    metric: String,
+    scale: HeatmapScale,
+    cell_text: Option<Array2<String>>,
+    tooltips: Option<Array2<String>>,
+}
+
+impl Heatmap {
+    /// A heatmap of `values` with rows and columns labelled by their index.
+    pub fn new(values: Array2<f64>) -> Self {
+        let (rows, columns) = values.dim();
+        Self {
+            row_axis: "row".to_owned(),
+            row_labels: (0..rows).map(|r| r.to_string()).collect(),
+            column_axis: "column".to_owned(),
+            column_labels: (0..columns).map(|c| c.to_string()).collect(),
+            metric: "value".to_owned(),
+            scale: HeatmapScale::Auto,
+            cell_text: None,
+            tooltips: None,
+            values,
         }
     }
-    legend(&mut canvas, &scale, left, top + cell_h * layers as f64 + 12.0);
-    canvas.finish()
+
+    /// Names the row axis (`layer`) and labels every row.
+    pub fn rows(mut self, axis: &str, labels: Vec<String>) -> Self {
+        axis.clone_into(&mut self.row_axis);
+        self.row_labels = labels;
+        self
+    }
+
+    /// Names the column axis (`position`, `head`) and labels every column.
+    pub fn columns(mut self, axis: &str, labels: Vec<String>) -> Self {
+        axis.clone_into(&mut self.column_axis);
+        self.column_labels = labels;
+        self
+    }
+
+    /// Names the metric (legend and tooltips).
+    pub fn metric(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.metric);
+        self
+    }
+
+    /// The colour scale (default [`HeatmapScale::Auto`]).
+    pub fn scale(mut self, scale: HeatmapScale) -> Self {
+        self.scale = scale;
+        self
+    }
+
+    /// Text drawn inside each cell (lines separated by `\n`), same shape as the values.
+    pub fn cell_text(mut self, text: Array2<String>) -> Self {
+        self.cell_text = Some(text);
+        self
+    }
+
+    /// The hover text of each cell, same shape as the values (default: row, column, metric
+    /// and value).
+    pub fn tooltips(mut self, tooltips: Array2<String>) -> Self {
+        self.tooltips = Some(tooltips);
+        self
+    }
+
+    /// Draws the heatmap.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the row or column labels do not match the values, or
+    /// the cell texts or tooltips do not have the values' shape.
+    pub fn to_svg(&self, options: &ChartOptions) -> Result<Svg> {
+        let (rows, columns) = self.values.dim();
+        if self.row_labels.len() != rows {
+            return Err(mismatch(
+                "heatmap row labels",
+                format!("{rows} labels (one per row)"),
+                &[self.row_labels.len()],
+            ));
+        }
+        if self.column_labels.len() != columns {
+            return Err(mismatch(
+                "heatmap column labels",
+                format!("{columns} labels (one per column)"),
+                &[self.column_labels.len()],
+            ));
+        }
+        for (what, array) in [("cell texts", &self.cell_text), ("tooltips", &self.tooltips)] {
+            if let Some(a) = array
+                && a.dim() != (rows, columns)
+            {
+                return Err(mismatch(
+                    &format!("heatmap {what}"),
+                    format!("[{rows}, {columns}] (the values' shape)"),
+                    a.shape(),
+                ));
+            }
+        }
+        Ok(self.draw(options))
+    }
+
+    /// The colour scale fitted to the values.
+    fn color_scale(&self) -> ColorScale {
+        let signed = self.values.iter().any(|v| v.is_finite() && *v < 0.0);
+        match self.scale {
+            HeatmapScale::Diverging => ColorScale::diverging(self.values.iter().copied()),
+            HeatmapScale::Sequential => ColorScale::sequential(self.values.iter().copied()),
+            HeatmapScale::Auto if signed => ColorScale::diverging(self.values.iter().copied()),
+            HeatmapScale::Auto => ColorScale::sequential(self.values.iter().copied()),
+        }
+    }
+
+    /// Draws a heatmap whose shapes have been checked.
+    fn draw(&self, options: &ChartOptions) -> Svg {
+        let (rows, columns) = self.values.dim();
+        let max_width = options.max_label_width;
+        let shown = |label: &str| truncate(label, max_width);
+        let text_lines = self
+            .cell_text
+            .as_ref()
+            .map(|t| t.iter().map(|s| s.split('\n').count()).max().unwrap_or(1).max(1));
+        let text_width = self.cell_text.as_ref().map_or(0, |t| {
+            t.iter()
+                .flat_map(|s| s.split('\n'))
+                .map(|line| crate::text::display_width(&truncate(line, max_width)))
+                .max()
+                .unwrap_or(0)
+        });
+        let (cell_w, cell_h) = match text_lines {
+            Some(lines) => (
+                (text_width as f64 * 6.2 + 10.0).clamp(28.0, 96.0),
+                (lines as f64 * 12.0 + 6.0).max(18.0),
+            ),
+            None => (
+                (900.0 / columns.max(1) as f64).clamp(10.0, 48.0),
+                (600.0 / rows.max(1) as f64).clamp(8.0, 24.0),
+            ),
+        };
+        let column_width =
+            self.column_labels.iter().map(|l| crate::text::display_width(&shown(l))).max();
+        let columns_above = column_width.is_none_or(|w| w as f64 * 6.0 + 4.0 <= cell_w);
+        let row_width = self.row_labels.iter().map(|l| crate::text::display_width(&shown(l))).max();
+        let left = 30.0 + row_width.unwrap_or(2) as f64 * 6.5 + 10.0;
+        let top = 64.0;
+        let below = if columns_above { 24.0 } else { label_room(max_width) + 18.0 };
+        // The legend (20 swatches, "n/a", the metric's name) must fit too.
+        let legend_w = 8.0 * 20.0 + 52.0 + crate::text::display_width(&self.metric) as f64 * 6.0;
+        let width = (left + cell_w * columns.max(1) as f64 + 20.0).max(left + legend_w + 20.0);
+        let height = top + cell_h * rows.max(1) as f64 + below + 46.0;
+        let mut canvas = Canvas::new(width.max(320.0), height, &options.title);
+        canvas.heading(&options.title);
+        if rows == 0 || columns == 0 {
+            canvas.no_data(&format!("no {} or no {}", self.row_axis, self.column_axis));
+            return canvas.finish();
+        }
+        let scale = self.color_scale();
+        let small = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
+        let axis = TextStyle::new(11.0, "middle").fill("#333333").class("axis-label");
+        let grid_w = cell_w * columns as f64;
+        let grid_h = cell_h * rows as f64;
+        if columns_above {
+            canvas.text(left + grid_w / 2.0, top - 22.0, &self.column_axis, axis);
+            for (c, label) in
+                self.column_labels.iter().enumerate().step_by(label_stride(cell_w, 14.0))
+            {
+                canvas.text_with_tooltip(
+                    left + cell_w * (c as f64 + 0.5),
+                    top - 6.0,
+                    &shown(label),
+                    label,
+                    small,
+                );
+            }
+        } else {
+            let y = top + grid_h + 10.0;
+            let stride = label_stride(cell_w, 12.0);
+            for (c, label) in self.column_labels.iter().enumerate().step_by(stride) {
+                let x = left + cell_w * (c as f64 + 0.5);
+                let style = TextStyle::new(10.0, "end").rotated(-60.0);
+                canvas.text_with_tooltip(x + 3.0, y, &shown(label), label, style);
+            }
+            canvas.text(left + grid_w / 2.0, top + grid_h + below - 4.0, &self.column_axis, axis);
+        }
+        canvas.text(12.0, top + grid_h / 2.0, &self.row_axis, axis.rotated(-90.0));
+        for (r, label) in self.row_labels.iter().enumerate().step_by(label_stride(cell_h, 10.0)) {
+            canvas.text_with_tooltip(
+                left - 6.0,
+                top + cell_h * (r as f64 + 0.5) + 3.0,
+                &shown(label),
+                label,
+                TextStyle { anchor: "end", ..small },
+            );
+        }
+        let value_fits = cell_w >= 34.0 && cell_h >= 14.0;
+        for ((r, c), &v) in self.values.indexed_iter() {
+            let (x, y) = (left + cell_w * c as f64, top + cell_h * r as f64);
+            let tip = match &self.tooltips {
+                Some(t) => t[(r, c)].clone(),
+                None => format!(
+                    "{} {}, {} {} · {}: {}",
+                    self.row_axis,
+                    self.row_labels[r],
+                    self.column_axis,
+                    self.column_labels[c],
+                    self.metric,
+                    format_score(v)
+                ),
+            };
+            let class = if v.is_nan() { "cell missing" } else { "cell" };
+            canvas.rect(class, x, y, cell_w, cell_h, &scale.color(v), Some("#ffffff"), Some(&tip));
+            let fill = if scale.needs_light_text(v) { "#ffffff" } else { "#222222" };
+            let style = TextStyle::new(9.0, "middle").fill(fill).class("cell-label");
+            match &self.cell_text {
+                Some(text) => {
+                    let lines: Vec<&str> = text[(r, c)].split('\n').collect();
+                    let y0 = y + cell_h / 2.0 - 6.0 * (lines.len() as f64 - 1.0) + 3.0;
+                    for (i, line) in lines.iter().enumerate() {
+                        canvas.text(
+                            x + cell_w / 2.0,
+                            y0 + 12.0 * i as f64,
+                            &truncate(line, max_width),
+                            style,
+                        );
+                    }
+                }
+                None if value_fits => {
+                    // No "-0.00": values that round to zero are shown as 0.00.
+                    let text = match v {
+                        v if v.is_nan() => "n/a".to_owned(),
+                        v if v.abs() < 0.005 => "0.00".to_owned(),
+                        v => format!("{v:.2}"),
+                    };
+                    canvas.text(x + cell_w / 2.0, y + cell_h / 2.0 + 3.0, &text, style);
+                }
+                None => {}
+            }
+        }
+        let legend_y = top + grid_h + below;
+        legend(&mut canvas, &scale, left, legend_y);
+        canvas.text(
+            left + 8.0 * 20.0 + 52.0,
+            legend_y + 9.0,
+            &self.metric,
+            TextStyle::new(10.0, "start").fill("#333333").class("legend-label"),
+        );
+        canvas.finish()
+    }
+}
+
+/// A layer × head grid of any per-head metric (`values[layer, head]`) on a sequential scale,
+/// each cell labelled with its value when there is room: a [`Heatmap`] with rows `L{l}` and
+/// columns `H{h}`.
+pub fn layer_head_grid(values: &Array2<f64>, metric: &str, options: &ChartOptions) -> Svg {
+    layer_head_heatmap(values, metric).scale(HeatmapScale::Sequential).draw(options)
+}
+
+/// A [`Heatmap`] of `values[layer, head]` with rows `L{l}`, columns `H{h}` and tooltips
+/// `layer l, head h · metric: value`; the scale is left to the caller.
+pub fn layer_head_heatmap(values: &Array2<f64>, metric: &str) -> Heatmap {
+    let (layers, heads) = values.dim();
+    let tooltips = Array2::from_shape_fn((layers, heads), |(l, h)| {
+        format!("layer {l}, head {h} · {metric}: {}", format_score(values[(l, h)]))
+    });
+    Heatmap::new(values.clone())
+        .rows("layer", (0..layers).map(|l| format!("L{l}")).collect())
+        .columns("head", (0..heads).map(|h| format!("H{h}")).collect())
+        .metric(metric)
+        .tooltips(tooltips)
 }
 
 /// One named series of a [`line_chart`].

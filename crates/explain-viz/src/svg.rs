@@ -101,6 +101,13 @@ impl Svg {
             .map_err(|e| Error::invalid_argument(format!("PNG encoding failed: {e}")))
     }
 
+    /// The PNG scale for a sharp picture: 2× the CSS size, less when that would pass
+    /// [`MAX_PNG_SIDE`].
+    pub fn png_scale(&self) -> f32 {
+        let side = self.width.max(self.height).max(1.0);
+        (2.0_f64).min(f64::from(MAX_PNG_SIDE - 2) / side) as f32
+    }
+
     /// Writes [`Svg::to_png`] at `scale` to `path`.
     ///
     /// # Errors

@@ -60,6 +60,10 @@ pub struct AnalyzeArgs {
     /// Print the summary in Chinese as well.
     #[arg(long)]
     zh: bool,
+    /// Add the model internals: logit lens and direct logit attribution of the prediction
+    /// (decoders only).
+    #[arg(long)]
+    internals: bool,
 }
 
 /// Runs the command line.
@@ -538,7 +542,7 @@ fn analyze(args: &AnalyzeArgs, json: bool) -> CliResult<()> {
     };
     let model =
         load(&args.model.clone().unwrap_or_else(explainability::smollm2_gguf_path), precision)?;
-    let mut analyzer = Analyzer::new().evaluate(!args.no_eval);
+    let mut analyzer = Analyzer::new().evaluate(!args.no_eval).internals(args.internals);
     if let Some(methods) = &args.methods {
         job::check_methods(methods)?;
         let methods: Vec<&str> = methods.iter().map(String::as_str).collect();

@@ -8,14 +8,17 @@
 //! cargo run --release --example activation_patching -- --site head-z --clean "The capital of France is" \
 //!     --corrupted "The capital of Italy is" --answer " Paris" --against " Rome"
 //! ```
+//!
+//! Pictures (SVG, PNG and an HTML page) of the patching grid and its AtP estimate go to
+//! `target/activation_patching/` (`--pictures DIR`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use explainability::circuits::{
-    ActivationPatching, LogitDiff, PatchSite, attribution_patching, attribution_patching_grad_drop,
-    single_token,
+    ActivationPatching, InternalsPictures, LogitDiff, PatchSite, attribution_patching,
+    attribution_patching_grad_drop, single_token,
 };
 use explainability::{LanguageModel, load, smollm2_gguf_path};
 
@@ -56,6 +59,9 @@ struct Args {
     /// Where to write the result as JSON.
     #[arg(long, default_value = "target/activation_patching.json")]
     out: PathBuf,
+    /// Folder for the pictures (SVG, PNG) and report.html.
+    #[arg(long, default_value = "target/activation_patching")]
+    pictures: PathBuf,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -133,6 +139,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
     println!("wrote {}", args.out.display());
+    // The patching grid, then its AtP estimate (same axes).
+    let grids = [("Activation patching".to_owned(), result), ("AtP".to_owned(), atp)];
+    let pictures = InternalsPictures { patching: &grids, ..Default::default() };
+    let title = format!("Activation patching: {:?} → {:?}", args.clean, args.corrupted);
+    for path in pictures.write(&args.pictures, &title)? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

@@ -7,12 +7,15 @@
 //! cargo run --release --example causal_tracing -- --kind mlp --samples 3 \
 //!     "The Eiffel Tower is located in the city of" --subject "The Eiffel Tower" --answer " Paris"
 //! ```
+//!
+//! The layer × position heatmap of the indirect effect (SVG, PNG and an HTML page) goes to
+//! `target/causal_tracing/` (`--pictures DIR`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use explainability::circuits::{CausalTracing, TraceKind, single_token};
+use explainability::circuits::{CausalTracing, InternalsPictures, TraceKind, single_token};
 use explainability::{LanguageModel, load, smollm2_gguf_path};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,6 +49,9 @@ struct Args {
     /// Where to write the trace as JSON.
     #[arg(long, default_value = "target/causal_trace.json")]
     out: PathBuf,
+    /// Folder for the pictures (SVG, PNG) and report.html.
+    #[arg(long, default_value = "target/causal_tracing")]
+    pictures: PathBuf,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -90,5 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&trace)?)?;
     println!("wrote {}", args.out.display());
+    let traces = [trace];
+    let pictures = InternalsPictures { traces: &traces, ..Default::default() };
+    let title = format!("Causal tracing of {:?}", args.prompt);
+    for path in pictures.write(&args.pictures, &title)? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -6,12 +6,16 @@
 //! ```text
 //! cargo run --release --example logit_lens -- "The capital of France is" --target " Paris" --against " London"
 //! ```
+//!
+//! Pictures (SVG, PNG and an HTML page): the lens table, DLA per head and per layer, in
+//! `target/logit_lens/` (`--pictures DIR`).
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use explainability::circuits::{
-    DlaComponentKind, LensTarget, LogitDiff, LogitLens, direct_logit_attribution, single_token,
+    DlaComponentKind, InternalsPictures, LensTarget, LogitDiff, LogitLens,
+    direct_logit_attribution, single_token,
 };
 use explainability::{LanguageModel, load, smollm2_gguf_path};
 
@@ -36,6 +40,9 @@ struct Args {
     /// Where to write the lens as JSON.
     #[arg(long, default_value = "target/logit_lens.json")]
     out: PathBuf,
+    /// Folder for the pictures (SVG, PNG) and report.html.
+    #[arg(long, default_value = "target/logit_lens")]
+    pictures: PathBuf,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -81,5 +88,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&lens)?)?;
     println!("\nwrote {}", args.out.display());
+    let pictures = InternalsPictures { lens: Some(&lens), dla: Some(&dla), ..Default::default() };
+    let title = format!("Logit lens and DLA of {:?}", args.prompt);
+    for path in pictures.write(&args.pictures, &title)? {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -67,6 +67,7 @@ pub struct Analyzer {
     fidelity: FidelityConfig,
     top_k: usize,
     progress: bool,
+    internals: bool,
 }
 
 impl Default for Analyzer {
@@ -89,6 +90,7 @@ impl Analyzer {
             fidelity: FidelityConfig::default(),
             top_k: 5,
             progress: true,
+            internals: false,
         }
     }
 
@@ -134,6 +136,15 @@ impl Analyzer {
         self
     }
 
+    /// Whether to add the model-internals step (off by default): the logit lens and the
+    /// direct logit attribution of the prediction against the runner-up
+    /// ([`InternalsReport`](crate::InternalsReport)), summarised in the report and drawn in
+    /// its HTML page. Needs a model with a final norm (decoders).
+    pub fn internals(mut self, on: bool) -> Self {
+        self.internals = on;
+        self
+    }
+
     /// Whether to show progress bars.
     pub fn progress(mut self, on: bool) -> Self {
         self.progress = on;
@@ -154,7 +165,7 @@ impl Analyzer {
         for m in &self.methods {
             self.framework.get(m)?;
         }
-        let steps = 3 + u64::from(self.evaluate);
+        let steps = 3 + u64::from(self.evaluate) + u64::from(self.internals);
         let bar = self.bar(steps);
         let mut timings = BTreeMap::new();
         let mut clock = Instant::now();
@@ -201,6 +212,16 @@ impl Analyzer {
         } else {
             None
         };
+        let internals = if self.internals {
+            bar.set_message("internals");
+            let report =
+                crate::internals::InternalsReport::compute(model, &ids, &prediction, top.get(1))?;
+            bar.inc(1);
+            lap("internals");
+            Some(report)
+        } else {
+            None
+        };
         bar.finish_and_clear();
 
         let mut analysis = ComprehensiveAnalysis {
@@ -217,6 +238,7 @@ impl Analyzer {
             evaluation,
             timings,
             report: Report::default(),
+            internals,
         };
         analysis.report = analysis.generate_report();
         Ok(analysis)
@@ -332,6 +354,10 @@ pub struct ComprehensiveAnalysis {
     pub timings: BTreeMap<String, f64>,
     /// Summary and recommendations.
     pub report: Report,
+    /// Logit lens and direct logit attribution of the prediction, when
+    /// [`Analyzer::internals`] was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internals: Option<crate::internals::InternalsReport>,
 }
 
 impl ComprehensiveAnalysis {
@@ -373,6 +399,12 @@ impl ComprehensiveAnalysis {
         self.attribution_findings(&mut r);
         if let Some(evaluation) = &self.evaluation {
             crate::evaluation::findings(evaluation, &mut r);
+        }
+        if let Some(internals) = &self.internals {
+            r.summary_en.extend(internals.summary_en());
+            r.summary_zh.extend(internals.summary_zh());
+            r.metrics.insert("internals.dla_metric".into(), internals.dla.metric_value);
+            r.metrics.insert("internals.dla_total".into(), internals.dla.total);
         }
         r
     }
@@ -543,6 +575,9 @@ impl ComprehensiveAnalysis {
         }
         if let Some(evaluation) = &self.evaluation {
             s.push_str(&crate::evaluation::markdown_table(evaluation));
+        }
+        if let Some(internals) = &self.internals {
+            s.push_str(&internals.to_markdown());
         }
         s.push_str("\n## Metrics\n\n| metric | value |\n|---|---|\n");
         for (k, v) in &self.report.metrics {

@@ -60,6 +60,7 @@ mod analyzer;
 mod comparison;
 mod evaluation;
 mod framework;
+mod internals;
 mod visualize;
 
 pub use analyzer::{
@@ -67,6 +68,9 @@ pub use analyzer::{
     Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
 };
 pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
+pub use internals::{
+    INTERNALS_LENS_POSITIONS, INTERNALS_LENS_TOP_K, INTERNALS_TOP_COMPONENTS, InternalsReport,
+};
 pub use visualize::{FLOW_THRESHOLD, INTERACTION_THRESHOLD, LAYERED_ATTENTION_THRESHOLD};
 
 pub use comparison::{

@@ -11,7 +11,10 @@ use explain_viz::charts::{self, ChartOptions, HeatmapRow};
 use explain_viz::{EdgeRule, ExplanationGraph, HtmlReport, Svg, format_score};
 use explainability_core::{Error, Explanation, Result};
 
+use explain_circuits::InternalsPictures;
+
 use crate::analyzer::ComprehensiveAnalysis;
+use crate::internals::InternalsReport;
 
 /// Edges of the token interaction network: pairs whose normalised importances multiply to at
 /// least this (scores are divided by the largest |score| first, so 0.1 keeps pairs where
@@ -39,13 +42,6 @@ fn headline<'a>(explanations: &[&'a Explanation]) -> Option<&'a Explanation> {
         })
         .or_else(|| explanations.first())
         .copied()
-}
-
-/// PNG scale of a chart: 2× its CSS size, less when that would pass
-/// [`explain_viz::MAX_PNG_SIDE`].
-fn png_scale(svg: &Svg) -> f32 {
-    let side = svg.width().max(svg.height()).max(1.0);
-    (2.0_f64).min(f64::from(explain_viz::MAX_PNG_SIDE - 2) / side) as f32
 }
 
 /// File-name-safe form of a method name.
@@ -116,6 +112,11 @@ fn charts(a: &ComprehensiveAnalysis) -> Result<Vec<(String, String, Svg)>> {
             )?,
         ));
     }
+    if let Some(internals) = &a.internals {
+        for (stem, caption, svg) in internal_pictures(internals).pictures()? {
+            out.push((format!("internals_{stem}"), caption, svg));
+        }
+    }
     if let Some(evaluation) = &a.evaluation {
         for m in evaluation {
             let Some(f) = &m.fidelity else { continue };
@@ -134,6 +135,15 @@ fn charts(a: &ComprehensiveAnalysis) -> Result<Vec<(String, String, Svg)>> {
         }
     }
     Ok(out)
+}
+
+/// What the HTML and the chart files draw of the internals: the lens table and the DLA grids.
+fn internal_pictures(internals: &InternalsReport) -> InternalsPictures<'_> {
+    InternalsPictures {
+        lens: Some(&internals.lens),
+        dla: Some(&internals.dla),
+        ..Default::default()
+    }
 }
 
 /// The explanation graphs of an analysis, as `(file stem, graph)`.
@@ -183,7 +193,7 @@ impl ComprehensiveAnalysis {
             std::fs::write(&path, svg.as_str()).map_err(|e| Error::io(&path, e))?;
             written.push(path);
             let path = dir.join(format!("{stem}.png"));
-            svg.write_png(&path, png_scale(&svg))?;
+            svg.write_png(&path, svg.png_scale())?;
             written.push(path);
         }
         for (stem, graph) in graphs(self)? {
@@ -297,6 +307,14 @@ impl ComprehensiveAnalysis {
             html.svg(svg, caption);
         }
         html.end_section();
+
+        if let Some(internals) = &self.internals {
+            explain_circuits::report_section(
+                &mut html,
+                &internal_pictures(internals),
+                &internals.summary_en(),
+            )?;
+        }
 
         let graphs = graphs(self)?;
         if !graphs.is_empty() {
