@@ -19,8 +19,9 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache,
-    LayerKeyValues, ModelOutput, NormScale, RelevanceRule, Result, SplitMix64, check_positions,
+    BackwardMemory, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
+    KeyValueCache, LayerKeyValues, ModelOutput, NormScale, RelevanceRule, Result, SplitMix64,
+    check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -31,21 +32,32 @@ pub use config::{
 pub use families::Family;
 pub use names::WeightNames;
 
-use crate::ops::{embedding, min_value};
-use crate::weights::Checkpoint;
+use crate::loader::{LoadOptions, Weights};
+use crate::ops::{checked_ids, embedding, min_value};
+use crate::weights::{Checkpoint, Weight};
 use names::{BlockParam, Param};
 use rope::RopeTable;
+
+/// Values of a streamed head dequantised at a time (16 MiB in f32): the logits are computed a
+/// slice of vocabulary rows at a time, so a forward pass without gradients never holds the
+/// whole dequantised head.
+const HEAD_CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// A projection in torch layout: `w` is `[out, in]`.
 #[derive(Debug)]
 struct Linear {
-    w: Tensor,
+    w: Weight,
     b: Option<Tensor>,
 }
 
 impl Linear {
+    /// `x · wᵀ + b`. A streamed `w` is dequantised here and lives only as long as this
+    /// product needs it: until the end of the call without gradients, or until the backward
+    /// pass through the product frees its graph (the product saves `w` to pass gradients to
+    /// `x`).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_matmul(&self.w.f_tr()?)?;
+        let w = self.w.tensor()?;
+        let y = x.f_matmul(&w.f_tr()?)?;
         Ok(match &self.b {
             Some(b) => y.f_add(b)?,
             None => y,
@@ -160,14 +172,14 @@ struct Block {
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
-    embed: Tensor,
+    embed: Weight,
     pos_embed: Option<Tensor>,
     /// `embedding_scale` as a scalar of the weights' kind (Hugging Face casts it so).
     embed_scale: Option<Tensor>,
     blocks: Vec<Block>,
     final_norm: Norm,
     /// `None` when tied to `embed`.
-    lm_head: Option<Tensor>,
+    lm_head: Option<Weight>,
     /// Rotary frequencies of global layers and, if they differ, of sliding layers.
     rope_global: Option<RopeTable>,
     rope_local: Option<RopeTable>,
@@ -184,10 +196,39 @@ impl Decoder {
     /// [`Error::UnusedWeights`] naming the checkpoint's keys.
     pub fn from_checkpoint(
         config: DecoderConfig,
+        ckpt: Checkpoint,
+        names: WeightNames,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        Self::build(config, ckpt, names, kind, device, Weights::Resident)
+    }
+
+    /// Builds the model from a checkpoint as [`Decoder::from_checkpoint`] does, with the
+    /// device, precision and weight storage of `options`. With [`Weights::Streamed`], the
+    /// projection matrices, the token embedding and the head of a checkpoint read from a GGUF
+    /// file stay there and are dequantised on each use; tensors already in memory stay
+    /// resident whatever `options` say.
+    ///
+    /// # Errors
+    /// As [`Decoder::from_checkpoint`].
+    pub fn from_checkpoint_with(
+        config: DecoderConfig,
+        ckpt: Checkpoint,
+        names: WeightNames,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let kind = options.precision.kind();
+        Self::build(config, ckpt, names, kind, options.device, options.weights)
+    }
+
+    fn build(
+        config: DecoderConfig,
         mut ckpt: Checkpoint,
         names: WeightNames,
         kind: Kind,
         device: Device,
+        weights: Weights,
     ) -> Result<Self> {
         config.validate()?;
         if config.tie_embeddings {
@@ -195,28 +236,37 @@ impl Decoder {
             // embedding, so it is dropped rather than reported as unused.
             ckpt.discard(&names.key(Param::Head));
         }
-        let mut weights: HashMap<String, Tensor> = HashMap::new();
+        let mut taken: HashMap<String, Weight> = HashMap::new();
         for (param, shape) in names::parameters(&config) {
-            let tensor = ckpt.take(&names.key(param), &shape, kind, device)?;
-            weights.insert(param.canonical(), tensor);
+            let stream = weights == Weights::Streamed && param.is_matrix();
+            let weight = ckpt.take_weight(&names.key(param), &shape, kind, device, stream)?;
+            taken.insert(param.canonical(), weight);
         }
         ckpt.finish()?;
-        Self::from_weights(config, weights, kind, device)
+        Self::from_weights(config, taken, kind, device)
     }
 
     /// Assembles the model from canonically named, already shape-checked weights.
     fn from_weights(
         config: DecoderConfig,
-        mut w: HashMap<String, Tensor>,
+        mut w: HashMap<String, Weight>,
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
-        fn take(w: &mut HashMap<String, Tensor>, param: Param) -> Result<Tensor> {
+        /// A matrix, resident or streamed.
+        fn take_weight(w: &mut HashMap<String, Weight>, param: Param) -> Result<Weight> {
             let name = param.canonical();
             w.remove(&name).ok_or(Error::MissingWeight { name })
         }
+        /// A small tensor, held in memory.
+        fn take(w: &mut HashMap<String, Weight>, param: Param) -> Result<Tensor> {
+            match take_weight(w, param)? {
+                Weight::Resident(t) => Ok(t),
+                streamed => streamed.tensor(),
+            }
+        }
         fn take_if(
-            w: &mut HashMap<String, Tensor>,
+            w: &mut HashMap<String, Weight>,
             param: Param,
             present: bool,
         ) -> Result<Option<Tensor>> {
@@ -229,11 +279,11 @@ impl Decoder {
         for l in 0..config.n_layers {
             let w = &mut w;
             let p = |bp: BlockParam| Param::Block(l, bp);
-            let norm = |w: &mut HashMap<String, Tensor>, bp: BlockParam, present: bool| {
+            let norm = |w: &mut HashMap<String, Weight>, bp: BlockParam, present: bool| {
                 Ok::<_, Error>(take_if(w, p(bp), present)?.map(|w| Norm { w, b: None }))
             };
-            let linear = |w: &mut HashMap<String, Tensor>, wp, bp, bias| -> Result<Linear> {
-                Ok(Linear { w: take(w, p(wp))?, b: take_if(w, p(bp), bias)? })
+            let linear = |w: &mut HashMap<String, Weight>, wp, bp, bias| -> Result<Linear> {
+                Ok(Linear { w: take_weight(w, p(wp))?, b: take_if(w, p(bp), bias)? })
             };
             blocks.push(Block {
                 ln1: Norm {
@@ -251,13 +301,17 @@ impl Decoder {
                     w: take(w, p(BlockParam::Ln2W))?,
                     b: take_if(w, p(BlockParam::Ln2B), layer_norm)?,
                 },
-                gate: take_if(w, p(BlockParam::Gate), gated)?.map(|w| Linear { w, b: None }),
+                gate: if gated {
+                    Some(Linear { w: take_weight(w, p(BlockParam::Gate))?, b: None })
+                } else {
+                    None
+                },
                 up: linear(w, BlockParam::Up, BlockParam::UpBias, config.mlp_bias)?,
                 down: linear(w, BlockParam::Down, BlockParam::DownBias, config.mlp_bias)?,
                 ln2_post: norm(w, BlockParam::Ln2PostW, config.sandwich_norms)?,
             });
         }
-        let embed = take(&mut w, Param::Embed)?;
+        let embed = take_weight(&mut w, Param::Embed)?;
         let pos_embed = if config.positions == Positions::Learned {
             Some(take(&mut w, Param::PosEmbed)?)
         } else {
@@ -267,7 +321,8 @@ impl Decoder {
             w: take(&mut w, Param::FinalNormW)?,
             b: if layer_norm { Some(take(&mut w, Param::FinalNormB)?) } else { None },
         };
-        let lm_head = if config.tie_embeddings { None } else { Some(take(&mut w, Param::Head)?) };
+        let lm_head =
+            if config.tie_embeddings { None } else { Some(take_weight(&mut w, Param::Head)?) };
         let embed_scale = match config.embedding_scale {
             Some(s) => Some(Tensor::f_from_slice(&[s])?.f_to_kind(kind)?.f_to_device(device)?),
             None => None,
@@ -384,7 +439,18 @@ impl Decoder {
     /// [`Error::ShapeMismatch`] for other ranks, [`Error::EmptyText`],
     /// [`Error::SequenceTooLong`], [`Error::TokenOutOfRange`].
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let e = embedding(&self.embed, ids, self.config.max_positions, self.device)?;
+        let e = match self.embed.resident() {
+            Some(table) => embedding(table, ids, self.config.max_positions, self.device)?,
+            None => {
+                // Streamed: dequantise only the rows of the tokens asked for.
+                let vocab = self.config.vocab_size as i64;
+                let ids = checked_ids(ids, self.config.max_positions, vocab, Device::Cpu)?;
+                let flat = Vec::<i64>::try_from(ids.f_flatten(0, -1)?)?;
+                let (batch, seq) = (ids.size()[0], ids.size()[1]);
+                let d = self.config.d_model as i64;
+                self.embed.gather(&flat)?.f_view([batch, seq, d])?
+            }
+        };
         Ok(match &self.embed_scale {
             Some(scale) => e.f_mul(scale)?,
             None => e,
@@ -409,7 +475,44 @@ impl Decoder {
             });
         }
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        softcap(&crate::ops::lm_head(hidden, head)?, self.config.final_softcap)
+        let logits = match head.resident() {
+            Some(head) => crate::ops::lm_head(hidden, head)?,
+            // Streamed, differentiated: the product would keep every slice for its backward
+            // pass anyway, and one product sums the head's gradient over the vocabulary in the
+            // order the resident model does. The dequantised head lives until that backward
+            // pass has run.
+            None if hidden.requires_grad() => crate::ops::lm_head(hidden, &head.tensor()?)?,
+            None => {
+                // Streamed, no gradients: a slice of vocabulary rows at a time, each dropped
+                // after its product, so the whole dequantised head is never held.
+                let vocab = self.config.vocab_size as i64;
+                let rows = (HEAD_CHUNK_ELEMENTS / self.config.d_model as i64).max(1);
+                let mut parts = Vec::with_capacity((vocab / rows + 1) as usize);
+                let mut start = 0;
+                while start < vocab {
+                    let end = (start + rows).min(vocab);
+                    parts.push(crate::ops::lm_head(hidden, &head.rows(start..end)?)?);
+                    start = end;
+                }
+                Tensor::f_cat(&parts, -1)?
+            }
+        };
+        softcap(&logits, self.config.final_softcap)
+    }
+
+    /// Whether the weight matrices are streamed from a GGUF file ([`Weights::Streamed`]).
+    pub fn weights(&self) -> Weights {
+        if self.embed.is_streamed() { Weights::Streamed } else { Weights::Resident }
+    }
+
+    /// How gradients are taken: [`BackwardMemory::Recompute`] for streamed weights (plain
+    /// autograd would keep every block's dequantised weights alive until the backward pass,
+    /// all of them at once), [`BackwardMemory::Stored`] otherwise.
+    pub fn backward_memory(&self) -> BackwardMemory {
+        match self.weights() {
+            Weights::Streamed => BackwardMemory::Recompute,
+            Weights::Resident => BackwardMemory::Stored,
+        }
     }
 
     /// The final normalisation applied to residual-stream states, with statistics from each
@@ -730,9 +833,13 @@ impl Decoder {
 
     /// Parameters under canonical TransformerLens-style names (`embed.W_E`,
     /// `blocks.{l}.attn.W_Q` in `[out, in]` layout, `blocks.{l}.ln1_post.w`, …), sharing
-    /// storage with the model.
+    /// storage with the model. Streamed matrices ([`Weights::Streamed`]) are not listed: they
+    /// have no storage of their own, only their quantised bytes in the file.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut params = vec![("embed.W_E".to_owned(), self.embed.shallow_clone())];
+        let mut params = Vec::new();
+        if let Some(t) = self.embed.resident() {
+            params.push(("embed.W_E".to_owned(), t.shallow_clone()));
+        }
         if let Some(pos) = &self.pos_embed {
             params.push(("pos_embed.W_pos".to_owned(), pos.shallow_clone()));
         }
@@ -740,13 +847,20 @@ impl Decoder {
             let mut push = |p: BlockParam, t: &Tensor| {
                 params.push((Param::Block(l, p).canonical(), t.shallow_clone()));
             };
+            let resident = |linear: &Linear| linear.w.resident().map(Tensor::shallow_clone);
             push(BlockParam::Ln1W, &b.ln1.w);
             if let Some(t) = &b.ln1.b {
                 push(BlockParam::Ln1B, t);
             }
-            push(BlockParam::Q, &b.q.w);
-            push(BlockParam::K, &b.k.w);
-            push(BlockParam::V, &b.v.w);
+            if let Some(t) = resident(&b.q) {
+                push(BlockParam::Q, &t);
+            }
+            if let Some(t) = resident(&b.k) {
+                push(BlockParam::K, &t);
+            }
+            if let Some(t) = resident(&b.v) {
+                push(BlockParam::V, &t);
+            }
             for (p, t) in [
                 (BlockParam::QBias, &b.q.b),
                 (BlockParam::KBias, &b.k.b),
@@ -760,7 +874,9 @@ impl Decoder {
                 push(BlockParam::QNorm, &qn.w);
                 push(BlockParam::KNorm, &kn.w);
             }
-            push(BlockParam::O, &b.o.w);
+            if let Some(t) = resident(&b.o) {
+                push(BlockParam::O, &t);
+            }
             if let Some(t) = &b.o.b {
                 push(BlockParam::OBias, t);
             }
@@ -771,14 +887,18 @@ impl Decoder {
             if let Some(t) = &b.ln2.b {
                 push(BlockParam::Ln2B, t);
             }
-            if let Some(g) = &b.gate {
-                push(BlockParam::Gate, &g.w);
+            if let Some(t) = b.gate.as_ref().and_then(resident) {
+                push(BlockParam::Gate, &t);
             }
-            push(BlockParam::Up, &b.up.w);
+            if let Some(t) = resident(&b.up) {
+                push(BlockParam::Up, &t);
+            }
             if let Some(t) = &b.up.b {
                 push(BlockParam::UpBias, t);
             }
-            push(BlockParam::Down, &b.down.w);
+            if let Some(t) = resident(&b.down) {
+                push(BlockParam::Down, &t);
+            }
             if let Some(t) = &b.down.b {
                 push(BlockParam::DownBias, t);
             }
@@ -790,7 +910,7 @@ impl Decoder {
         if let Some(b) = &self.final_norm.b {
             params.push(("ln_final.b".to_owned(), b.shallow_clone()));
         }
-        if let Some(head) = &self.lm_head {
+        if let Some(head) = self.lm_head.as_ref().and_then(Weight::resident) {
             params.push(("unembed.W_U".to_owned(), head.shallow_clone()));
         }
         params
