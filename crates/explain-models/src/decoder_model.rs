@@ -11,6 +11,7 @@ use explainability_core::{
 use tch::{Device, Kind, Tensor};
 
 use crate::decoder::{Decoder, Family, WeightNames, families::SUPPORTED_FAMILIES};
+use crate::device_map::{DeviceMap, Placement};
 use crate::gguf::{GgufFile, GgufSource};
 use crate::hf::{HfConfig, read_safetensors, safetensors_files};
 use crate::loader::LoadOptions;
@@ -48,6 +49,32 @@ impl DecoderModel {
             special_tokens,
         };
         Self { network: model, tokenizer, info }
+    }
+
+    /// Plans `map` for this model's parts ([`Decoder::footprint`] with
+    /// `activation_reserve_bytes` kept free on every device used) and places them there
+    /// ([`Decoder::place`]); returns the placement.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use explain_models::{DeviceMap, load};
+    /// let mut model = load("model.gguf")?;
+    /// let map = DeviceMap::parse("0-15:cuda:0,16-31:cpu", &[])?;
+    /// if let explain_models::AnyModel::Decoder(m) = &mut model {
+    ///     println!("{}", m.place(&map, 4 << 30)?);
+    /// }
+    /// # Ok::<(), explainability_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::DeviceMap`] when the parts do not fit the caps (item 7 of issue 15) or the map
+    /// is malformed for this model; [`Error::DeviceUnavailable`] for a device this machine
+    /// does not have.
+    pub fn place(&mut self, map: &DeviceMap, activation_reserve_bytes: u64) -> Result<Placement> {
+        let footprint = self.network.footprint(activation_reserve_bytes);
+        let placement = Placement::plan(map, &footprint)?;
+        self.network.place(&placement)?;
+        Ok(placement)
     }
 
     /// Loads a llama.cpp GGUF file of any supported family. Tensors are dequantised one at a

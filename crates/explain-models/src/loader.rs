@@ -112,16 +112,21 @@ impl LoadOptions {
     }
 
     pub(crate) fn check_device(&self) -> Result<()> {
-        if let Device::Cuda(index) = self.device
-            && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
-        {
-            return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
-        }
-        if self.device == Device::Mps && !tch::utils::has_mps() {
-            return Err(Error::DeviceUnavailable { requested: "mps".into() });
-        }
-        Ok(())
+        check_device(self.device)
     }
+}
+
+/// [`Error::DeviceUnavailable`] unless this machine has `device`.
+pub(crate) fn check_device(device: Device) -> Result<()> {
+    if let Device::Cuda(index) = device
+        && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
+    {
+        return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
+    }
+    if device == Device::Mps && !tch::utils::has_mps() {
+        return Err(Error::DeviceUnavailable { requested: "mps".into() });
+    }
+    Ok(())
 }
 
 /// Loads the model at `path` on the CPU in f32. See [`load_with`].

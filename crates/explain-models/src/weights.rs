@@ -167,6 +167,27 @@ impl Weight {
     pub(crate) fn is_streamed(&self) -> bool {
         matches!(self, Weight::Streamed(_))
     }
+
+    /// Moves a resident weight to `device`; a streamed one is produced there from now on.
+    ///
+    /// # Errors
+    /// libtorch's copy errors.
+    pub(crate) fn to_device(&mut self, device: Device) -> Result<()> {
+        match self {
+            Weight::Resident(t) => *t = t.f_to_device(device)?,
+            Weight::Streamed(s) => s.device = device,
+        }
+        Ok(())
+    }
+
+    /// Bytes the weight takes when produced (its kind's width times its elements).
+    pub(crate) fn bytes(&self) -> u64 {
+        let (numel, kind) = match self {
+            Weight::Resident(t) => (t.numel() as u64, t.kind()),
+            Weight::Streamed(s) => (s.shape.iter().product::<i64>().max(0) as u64, s.kind),
+        };
+        numel * kind.elt_size_in_bytes() as u64
+    }
 }
 
 /// Tensors of a checkpoint by key.

@@ -32,6 +32,7 @@ pub use config::{
 pub use families::Family;
 pub use names::WeightNames;
 
+use crate::device_map::{ModelFootprint, Placement};
 use crate::loader::{LoadOptions, Weights};
 use crate::ops::{checked_ids, embedding, min_value};
 use crate::weights::{Checkpoint, Weight};
@@ -63,6 +64,16 @@ impl Linear {
             None => y,
         })
     }
+
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        self.w.to_device(device)?;
+        self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.w.bytes() + self.b.as_ref().map_or(0, tensor_bytes)
+    }
 }
 
 /// A normalisation layer's parameters (`b` only for LayerNorm).
@@ -70,6 +81,23 @@ impl Linear {
 struct Norm {
     w: Tensor,
     b: Option<Tensor>,
+}
+
+impl Norm {
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        self.w = self.w.f_to_device(device)?;
+        self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        tensor_bytes(&self.w) + self.b.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+/// Bytes of a tensor's elements.
+fn tensor_bytes(t: &Tensor) -> u64 {
+    t.numel() as u64 * t.kind().elt_size_in_bytes() as u64
 }
 
 /// Applies a norm of `kind` over the last dimension of `x`.
@@ -166,6 +194,63 @@ struct Block {
     up: Linear,
     down: Linear,
     ln2_post: Option<Norm>,
+    /// Where the block's weights live and its forward pass runs.
+    device: Device,
+}
+
+impl Block {
+    fn norms_mut(&mut self) -> impl Iterator<Item = &mut Norm> {
+        [Some(&mut self.ln1), Some(&mut self.ln2)]
+            .into_iter()
+            .chain([
+                self.q_norm.as_mut(),
+                self.k_norm.as_mut(),
+                self.ln1_post.as_mut(),
+                self.ln2_post.as_mut(),
+            ])
+            .flatten()
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        [
+            Some(&mut self.q),
+            Some(&mut self.k),
+            Some(&mut self.v),
+            Some(&mut self.o),
+            self.gate.as_mut(),
+            Some(&mut self.up),
+            Some(&mut self.down),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Bytes of the block's weights (streamed matrices counted as dequantised).
+    fn bytes(&self) -> u64 {
+        let norms = [Some(&self.ln1), Some(&self.ln2), self.q_norm.as_ref(), self.k_norm.as_ref()]
+            .into_iter()
+            .chain([self.ln1_post.as_ref(), self.ln2_post.as_ref()])
+            .flatten()
+            .map(Norm::bytes)
+            .sum::<u64>();
+        let linears = [&self.q, &self.k, &self.v, &self.o, &self.up, &self.down]
+            .into_iter()
+            .chain(self.gate.as_ref())
+            .map(Linear::bytes)
+            .sum::<u64>();
+        norms + linears
+    }
+
+    fn to_device(&mut self, device: Device) -> Result<()> {
+        for norm in self.norms_mut() {
+            norm.to_device(device)?;
+        }
+        for linear in self.linears_mut() {
+            linear.to_device(device)?;
+        }
+        self.device = device;
+        Ok(())
+    }
 }
 
 /// A decoder-only transformer with hook points, of any supported family.
@@ -184,7 +269,14 @@ pub struct Decoder {
     rope_global: Option<RopeTable>,
     rope_local: Option<RopeTable>,
     kind: Kind,
+    /// Device of the embedding (where inputs go).
     device: Device,
+    /// Device of the final norm and the head.
+    head_device: Device,
+    /// A tied head placed on another device than the embedding: a frozen copy of the
+    /// embedding there (resident weights only; a streamed head is dequantised where the
+    /// embedding lives and moved).
+    tied_head_copy: Option<Tensor>,
 }
 
 impl Decoder {
@@ -309,6 +401,7 @@ impl Decoder {
                 up: linear(w, BlockParam::Up, BlockParam::UpBias, config.mlp_bias)?,
                 down: linear(w, BlockParam::Down, BlockParam::DownBias, config.mlp_bias)?,
                 ln2_post: norm(w, BlockParam::Ln2PostW, config.sandwich_norms)?,
+                device,
             });
         }
         let embed = take_weight(&mut w, Param::Embed)?;
@@ -351,6 +444,8 @@ impl Decoder {
             rope_local,
             kind,
             device,
+            head_device: device,
+            tied_head_copy: None,
         })
     }
 
@@ -423,9 +518,82 @@ impl Decoder {
         self.kind
     }
 
-    /// Device of the weights.
+    /// Device of the embedding, where inputs go (of every weight unless the model was
+    /// placed on several devices, see [`Decoder::place`]).
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Where each part of the model is.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            embed: self.device,
+            blocks: self.blocks.iter().map(|b| b.device).collect(),
+            head: self.head_device,
+        }
+    }
+
+    /// The bytes of the model's parts, for planning a [`DeviceMap`] (streamed matrices counted
+    /// as dequantised, since that is what a device holds while a block runs), with
+    /// `activation_reserve_bytes` to keep free on each device.
+    pub fn footprint(&self, activation_reserve_bytes: u64) -> ModelFootprint {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
+        ModelFootprint {
+            embed_bytes: self.embed.bytes() + self.pos_embed.as_ref().map_or(0, tensor_bytes),
+            block_bytes: self.blocks.iter().map(Block::bytes).collect(),
+            head_bytes: head + self.final_norm.bytes(),
+            tied_head: self.lm_head.is_none(),
+            activation_reserve_bytes,
+        }
+    }
+
+    /// Puts the model's parts where `placement` says: the embedding (and learned positions,
+    /// rotary tables) on `placement.embed`, each block's weights on its device, the final
+    /// norm and the head on `placement.head` (a tied head away from the embedding as a frozen
+    /// copy of it there). The forward pass then moves the residual stream at block
+    /// boundaries, with masks and rotary tables copied to each device once per forward, and
+    /// autograd's backward pass (block-wise or not) follows the same devices back.
+    ///
+    /// # Errors
+    /// [`Error::DeviceMap`] when the placement has another number of blocks;
+    /// [`Error::DeviceUnavailable`] for a device this machine does not have (nothing is moved
+    /// then); libtorch's copy errors.
+    pub fn place(&mut self, placement: &Placement) -> Result<()> {
+        if placement.blocks.len() != self.blocks.len() {
+            return Err(Error::DeviceMap {
+                reason: format!(
+                    "the placement has {} blocks for a model of {}",
+                    placement.blocks.len(),
+                    self.blocks.len()
+                ),
+            });
+        }
+        for device in placement.devices() {
+            crate::loader::check_device(device)?;
+        }
+        let embed = placement.embed;
+        self.embed.to_device(embed)?;
+        self.pos_embed = self.pos_embed.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
+        self.embed_scale = self.embed_scale.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
+        for rope in [self.rope_global.as_mut(), self.rope_local.as_mut()].into_iter().flatten() {
+            rope.to_device(embed)?;
+        }
+        for (block, &device) in self.blocks.iter_mut().zip(&placement.blocks) {
+            block.to_device(device)?;
+        }
+        self.final_norm.to_device(placement.head)?;
+        if let Some(head) = self.lm_head.as_mut() {
+            head.to_device(placement.head)?;
+        }
+        self.tied_head_copy = match (&self.lm_head, self.embed.resident()) {
+            (None, Some(table)) if placement.head != embed => {
+                Some(table.f_to_device(placement.head)?.f_detach()?)
+            }
+            _ => None,
+        };
+        self.device = embed;
+        self.head_device = placement.head;
+        Ok(())
     }
 
     /// Embeds ids: token embeddings times the embedding scale (learned positions are added
@@ -474,15 +642,20 @@ impl Decoder {
                 actual: size,
             });
         }
+        let hidden = &hidden.f_to_device(self.head_device)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = match head.resident() {
-            Some(head) => crate::ops::lm_head(hidden, head)?,
+        let to_head = |t: Tensor| -> Result<Tensor> { Ok(t.f_to_device(self.head_device)?) };
+        let logits = match (head.resident(), &self.tied_head_copy) {
+            (Some(_), Some(copy)) => crate::ops::lm_head(hidden, copy)?,
+            (Some(head), None) => crate::ops::lm_head(hidden, head)?,
             // Streamed, differentiated: the product would keep every slice for its backward
             // pass anyway, and one product sums the head's gradient over the vocabulary in the
             // order the resident model does. The dequantised head lives until that backward
             // pass has run.
-            None if hidden.requires_grad() => crate::ops::lm_head(hidden, &head.tensor()?)?,
-            None => {
+            (None, _) if hidden.requires_grad() => {
+                crate::ops::lm_head(hidden, &to_head(head.tensor()?)?)?
+            }
+            (None, _) => {
                 // Streamed, no gradients: a slice of vocabulary rows at a time, each dropped
                 // after its product, so the whole dequantised head is never held.
                 let vocab = self.config.vocab_size as i64;
@@ -491,7 +664,7 @@ impl Decoder {
                 let mut start = 0;
                 while start < vocab {
                     let end = (start + rows).min(vocab);
-                    parts.push(crate::ops::lm_head(hidden, &head.rows(start..end)?)?);
+                    parts.push(crate::ops::lm_head(hidden, &to_head(head.rows(start..end)?)?)?);
                     start = end;
                 }
                 Tensor::f_cat(&parts, -1)?
@@ -536,7 +709,7 @@ impl Decoder {
                 });
             }
         }
-        let x = residual.f_to_device(self.device)?.f_to_kind(self.kind)?;
+        let x = residual.f_to_device(self.head_device)?.f_to_kind(self.kind)?;
         let NormScale::FrozenAt(reference) = scale else {
             return normalize(&x, &self.final_norm, self.config.norm, self.config.norm_eps);
         };
@@ -558,11 +731,12 @@ impl Decoder {
     ) -> Result<ModelOutput> {
         let inputs = self.forward_inputs(embeddings, options)?;
         let past = options.past_key_values.as_ref();
-        let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
+        let mut residual = self.input_stage(embeddings, inputs.first(), hooks)?;
         let mut present = options.return_key_values.then(Vec::new);
         for (layer, block) in self.blocks.iter().enumerate() {
             let kv = KvStep { past: past.and_then(|c| c.layers.get(layer)), present: &mut present };
-            residual = self.block_forward(layer, block, residual, &inputs, kv, hooks)?;
+            let on = inputs.on(block.device);
+            residual = self.block_forward(layer, block, residual, on, kv, hooks)?;
         }
         self.output_stage(&residual, options, present, hooks)
     }
@@ -591,12 +765,13 @@ impl Decoder {
         })
     }
 
-    /// Checks the embeddings' shape and length and prepares positions, rotary tables and masks.
+    /// Checks the embeddings' shape and length and prepares positions, rotary tables and
+    /// masks, on every device a block runs on.
     fn forward_inputs(
         &self,
         embeddings: &Tensor,
         options: &ForwardOptions,
-    ) -> Result<ForwardInputs> {
+    ) -> Result<PlacedInputs> {
         let size = embeddings.size();
         if size.len() != 3 || size[2] != self.config.d_model as i64 {
             return Err(Error::ShapeMismatch {
@@ -612,7 +787,14 @@ impl Decoder {
             None => 0,
         };
         check_positions(past_len + seq, self.config.max_positions)?;
-        ForwardInputs::new(self, options, batch, seq, past_len)
+        let first = ForwardInputs::new(self, options, batch, seq, past_len)?;
+        let mut copies: Vec<(Device, ForwardInputs)> = Vec::new();
+        for block in &self.blocks {
+            if block.device != self.device && copies.iter().all(|(d, _)| *d != block.device) {
+                copies.push((block.device, first.to_device(block.device)?));
+            }
+        }
+        Ok(PlacedInputs { first, copies })
     }
 
     /// Embeddings → the residual stream entering block 0 (learned positions, `hook_embed`).
@@ -642,6 +824,7 @@ impl Decoder {
         present: Option<Vec<LayerKeyValues>>,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        let residual = &residual.f_to_device(self.head_device)?;
         let normalized = self.norm(residual, &self.final_norm, options.relevance)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
@@ -695,6 +878,8 @@ impl Decoder {
         hooks: &mut Hooks<'_>,
     ) -> Result<Tensor> {
         let a = &self.config.attention;
+        // Activations move to the block's device at its boundary (a no-op on one device).
+        let residual = residual.f_to_device(block.device)?;
         let resid_pre = hooks.fire(HookPoint::resid_pre(layer), residual)?;
         let (batch, seq) = (resid_pre.size()[0], resid_pre.size()[1]);
         let (n_heads, n_kv, d_head) = (a.n_heads as i64, a.n_kv_heads as i64, a.d_head as i64);
@@ -737,8 +922,11 @@ impl Decoder {
         // Past keys and values (already rotated) go before this forward's positions.
         let (k, v) = match kv.past {
             Some(past) => (
-                Tensor::f_cat(&[&past.keys.f_to_kind(k.kind())?, &k], 2)?,
-                Tensor::f_cat(&[&past.values.f_to_kind(v.kind())?, &v], 2)?,
+                Tensor::f_cat(&[&past.keys.f_to_device(k.device())?.f_to_kind(k.kind())?, &k], 2)?,
+                Tensor::f_cat(
+                    &[&past.values.f_to_device(v.device())?.f_to_kind(v.kind())?, &v],
+                    2,
+                )?,
             ),
             None => (k, v),
         };
@@ -927,7 +1115,7 @@ struct KvStep<'a> {
 /// [`Decoder::forward`] as separate stages, for inputs of one shape and one set of options.
 pub struct DecoderStages<'a> {
     model: &'a Decoder,
-    inputs: ForwardInputs,
+    inputs: PlacedInputs,
     options: &'a ForwardOptions,
 }
 
@@ -943,7 +1131,7 @@ impl BlockwiseForward for DecoderStages<'_> {
     }
 
     fn input(&self, embeddings: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
-        self.model.input_stage(embeddings, &self.inputs, hooks)
+        self.model.input_stage(embeddings, self.inputs.first(), hooks)
     }
 
     fn block(&self, layer: usize, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
@@ -952,11 +1140,30 @@ impl BlockwiseForward for DecoderStages<'_> {
             self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
         let past = self.options.past_key_values.as_ref().and_then(|c| c.layers.get(layer));
         let kv = KvStep { past, present: &mut None };
-        self.model.block_forward(layer, block, residual.shallow_clone(), &self.inputs, kv, hooks)
+        let inputs = self.inputs.on(block.device);
+        self.model.block_forward(layer, block, residual.shallow_clone(), inputs, kv, hooks)
     }
 
     fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {
         self.model.output_stage(residual, self.options, None, hooks)
+    }
+}
+
+/// [`ForwardInputs`] on the embedding's device and on every other device a block runs on.
+struct PlacedInputs {
+    first: ForwardInputs,
+    copies: Vec<(Device, ForwardInputs)>,
+}
+
+impl PlacedInputs {
+    /// The inputs on the embedding's device.
+    fn first(&self) -> &ForwardInputs {
+        &self.first
+    }
+
+    /// The inputs on `device` (those on the embedding's device when no copy was made there).
+    fn on(&self, device: Device) -> &ForwardInputs {
+        self.copies.iter().find(|(d, _)| *d == device).map_or(&self.first, |(_, i)| i)
     }
 }
 
@@ -1075,6 +1282,25 @@ impl ForwardInputs {
             padded: options.attention_mask.is_some(),
             past,
             relevance: options.relevance,
+        })
+    }
+
+    /// The same inputs on `device`.
+    fn to_device(&self, device: Device) -> Result<Self> {
+        let move_angles = |a: &Option<rope::RopeAngles>| a.as_ref().map(|a| a.to_device(device));
+        Ok(Self {
+            positions: self.positions.f_to_device(device)?,
+            rope_global: move_angles(&self.rope_global).transpose()?,
+            rope_local: move_angles(&self.rope_local).transpose()?,
+            blocked: self.blocked.f_to_device(device)?,
+            blocked_sliding: self
+                .blocked_sliding
+                .as_ref()
+                .map(|b| b.f_to_device(device))
+                .transpose()?,
+            padded: self.padded,
+            past: self.past,
+            relevance: self.relevance,
         })
     }
 
