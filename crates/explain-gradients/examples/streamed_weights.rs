@@ -5,9 +5,10 @@
 //!
 //! ```text
 //! .venv/bin/python reference/write_llama_gguf.py --out /tmp/llama7b-q4_0.gguf
-//! cargo run --release -p explain-gradients --example streamed_weights -- \
+//! cargo run -p explain-gradients --example streamed_weights \
+//!     --config 'profile.dev.package.explain-models.opt-level=3' -- \
 //!     /tmp/llama7b-q4_0.gguf streamed 256
-//! cargo run --release -p explain-gradients --example streamed_weights -- smollm2 resident 256
+//! cargo run -p explain-gradients --example streamed_weights -- smollm2 resident 256
 //! ```
 //!
 //! The model is `smollm2`, `gemma3` or a path to a GGUF file; the input is `TOKENS` seeded

@@ -172,7 +172,7 @@ impl Weight {
     ///
     /// # Errors
     /// libtorch's copy errors.
-    pub(crate) fn to_device(&mut self, device: Device) -> Result<()> {
+    pub(crate) fn move_to(&mut self, device: Device) -> Result<()> {
         match self {
             Weight::Resident(t) => *t = t.f_to_device(device)?,
             Weight::Streamed(s) => s.device = device,

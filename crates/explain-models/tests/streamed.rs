@@ -14,7 +14,7 @@ use explain_models::{
     LoadOptions, Precision, Weights, gemma3_gguf_path, load_with, minilm_dir, smollm2_gguf_path,
 };
 use explainability_core::{BackwardMemory, Error, ForwardOptions, Hooks, LanguageModel};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 fn logits(model: &dyn LanguageModel, ids: &[i64]) -> Tensor {
     let _guard = tch::no_grad_guard();
@@ -100,4 +100,25 @@ fn a_streamed_model_refuses_out_of_range_tokens_and_streams_only_gguf() {
         "{err}"
     );
     assert!(err.to_string().contains("resident"), "{err}");
+}
+
+#[test]
+fn rows_of_a_quantised_tensor_are_slices_of_the_whole() {
+    let file = explain_models::GgufFile::open(smollm2_gguf_path()).unwrap();
+    let name = "blk.0.ffn_down.weight";
+    let whole = file.tensor(name).unwrap();
+    let rows = file.rows_as(name, 10..30, Kind::Float).unwrap();
+    assert!(rows.equal(&whole.narrow(0, 10, 20)));
+    let picked = file.gather_rows_as(name, &[7, 0, 7, 575], Kind::BFloat16).unwrap();
+    let index = Tensor::from_slice(&[7i64, 0, 7, 575]);
+    assert!(picked.equal(&whole.index_select(0, &index).to_kind(Kind::BFloat16)));
+    assert!(matches!(
+        file.rows_as(name, 570..580, Kind::Float),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        file.gather_rows_as(name, &[576], Kind::Float),
+        Err(Error::TokenOutOfRange { id: 576, .. })
+    ));
+    assert!(matches!(file.rows_as(name, 0..1, Kind::Int64), Err(Error::UnsupportedDtype { .. })));
 }

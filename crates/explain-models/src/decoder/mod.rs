@@ -65,8 +65,8 @@ impl Linear {
         })
     }
 
-    fn to_device(&mut self, device: Device) -> Result<()> {
-        self.w.to_device(device)?;
+    fn move_to(&mut self, device: Device) -> Result<()> {
+        self.w.move_to(device)?;
         self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
         Ok(())
     }
@@ -84,7 +84,7 @@ struct Norm {
 }
 
 impl Norm {
-    fn to_device(&mut self, device: Device) -> Result<()> {
+    fn move_to(&mut self, device: Device) -> Result<()> {
         self.w = self.w.f_to_device(device)?;
         self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
         Ok(())
@@ -241,12 +241,12 @@ impl Block {
         norms + linears
     }
 
-    fn to_device(&mut self, device: Device) -> Result<()> {
+    fn move_to(&mut self, device: Device) -> Result<()> {
         for norm in self.norms_mut() {
-            norm.to_device(device)?;
+            norm.move_to(device)?;
         }
         for linear in self.linears_mut() {
-            linear.to_device(device)?;
+            linear.move_to(device)?;
         }
         self.device = device;
         Ok(())
@@ -572,18 +572,18 @@ impl Decoder {
             crate::loader::check_device(device)?;
         }
         let embed = placement.embed;
-        self.embed.to_device(embed)?;
+        self.embed.move_to(embed)?;
         self.pos_embed = self.pos_embed.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
         self.embed_scale = self.embed_scale.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
         for rope in [self.rope_global.as_mut(), self.rope_local.as_mut()].into_iter().flatten() {
-            rope.to_device(embed)?;
+            rope.move_to(embed)?;
         }
         for (block, &device) in self.blocks.iter_mut().zip(&placement.blocks) {
-            block.to_device(device)?;
+            block.move_to(device)?;
         }
-        self.final_norm.to_device(placement.head)?;
+        self.final_norm.move_to(placement.head)?;
         if let Some(head) = self.lm_head.as_mut() {
-            head.to_device(placement.head)?;
+            head.move_to(placement.head)?;
         }
         self.tied_head_copy = match (&self.lm_head, self.embed.resident()) {
             (None, Some(table)) if placement.head != embed => {

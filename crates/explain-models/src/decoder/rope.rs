@@ -79,7 +79,7 @@ impl RopeTable {
 
     /// Angles for `positions` (`[batch, pos]` f32).
     /// Moves the frequencies to `device`.
-    pub(super) fn to_device(&mut self, device: Device) -> Result<()> {
+    pub(super) fn move_to(&mut self, device: Device) -> Result<()> {
         self.inv_freq = self.inv_freq.f_to_device(device)?;
         Ok(())
     }
