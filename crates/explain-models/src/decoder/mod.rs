@@ -533,7 +533,7 @@ impl Decoder {
         }
     }
 
-    /// The bytes of the model's parts, for planning a [`DeviceMap`] (streamed matrices counted
+    /// The bytes of the model's parts, for planning a [`DeviceMap`](crate::DeviceMap) (streamed matrices counted
     /// as dequantised, since that is what a device holds while a block runs), with
     /// `activation_reserve_bytes` to keep free on each device.
     pub fn footprint(&self, activation_reserve_bytes: u64) -> ModelFootprint {
