@@ -777,6 +777,7 @@ impl BertModel {
     /// without classifier weights.
     pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
         options.check_device()?;
+        options.check_resident(dir)?;
         let config = HfConfig::read(dir)?;
         let bert_config = BertConfig::from_hf(&config)?;
         let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;

@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo, ModelOutput,
-    NormScale, Result, SpecialTokens,
+    Architecture, BackwardMemory, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo,
+    ModelOutput, NormScale, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
 use crate::decoder::{Decoder, Family, WeightNames, families::SUPPORTED_FAMILIES};
-use crate::gguf::GgufFile;
+use crate::device_map::{DeviceMap, Placement};
+use crate::gguf::{GgufFile, GgufSource};
 use crate::hf::{HfConfig, read_safetensors, safetensors_files};
 use crate::loader::LoadOptions;
 use crate::model::{Network, TokenizedModel};
@@ -50,6 +51,32 @@ impl DecoderModel {
         Self { network: model, tokenizer, info }
     }
 
+    /// Plans `map` for this model's parts ([`Decoder::footprint`] with
+    /// `activation_reserve_bytes` kept free on every device used) and places them there
+    /// ([`Decoder::place`]); returns the placement.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use explain_models::{DeviceMap, load};
+    /// let mut model = load("model.gguf")?;
+    /// let map = DeviceMap::parse("0-15:cuda:0,16-31:cpu", &[])?;
+    /// if let explain_models::AnyModel::Decoder(m) = &mut model {
+    ///     println!("{}", m.place(&map, 4 << 30)?);
+    /// }
+    /// # Ok::<(), explainability_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::DeviceMap`] when the parts do not fit the caps (item 7 of issue 15) or the map
+    /// is malformed for this model; [`Error::DeviceUnavailable`] for a device this machine
+    /// does not have.
+    pub fn place(&mut self, map: &DeviceMap, activation_reserve_bytes: u64) -> Result<Placement> {
+        let footprint = self.network.footprint(activation_reserve_bytes);
+        let placement = Placement::plan(map, &footprint)?;
+        self.network.place(&placement)?;
+        Ok(placement)
+    }
+
     /// Loads a llama.cpp GGUF file of any supported family. Tensors are dequantised one at a
     /// time, straight into the precision asked for.
     ///
@@ -70,19 +97,11 @@ impl DecoderModel {
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         let mut ckpt = Checkpoint::new();
         for info in file.tensor_infos() {
-            let name = info.name().to_owned();
-            let file = Arc::clone(&file);
-            let tensor_name = name.clone();
-            ckpt.insert_lazy(name, info.shape(), move |kind| file.tensor_as(&tensor_name, kind));
+            let source = GgufSource::new(Arc::clone(&file), info.name());
+            ckpt.insert_source(info.name(), info.shape(), Box::new(source));
         }
         family.prepare_gguf(&mut ckpt, &config);
-        let model = Decoder::from_checkpoint(
-            config,
-            ckpt,
-            WeightNames::Gguf,
-            options.precision.kind(),
-            options.device,
-        )?;
+        let model = Decoder::from_checkpoint_with(config, ckpt, WeightNames::Gguf, &options)?;
         let special = tokenizer.special_tokens();
         let name = file
             .opt_str("general.name")?
@@ -100,6 +119,7 @@ impl DecoderModel {
     /// JSON, safetensors and weight errors; [`Error::UnsupportedRopeScaling`].
     pub fn from_hf_dir(dir: &Path, family: Family, options: LoadOptions) -> Result<Self> {
         options.check_device()?;
+        options.check_resident(dir)?;
         let hf = HfConfig::read(dir)?;
         let config = family.config_from_hf(&hf)?;
         let tokenizer = TextTokenizer::from_file(dir.join("tokenizer.json"))?;
@@ -152,6 +172,9 @@ impl Network for Decoder {
     }
     fn supports_key_value_cache(&self) -> bool {
         true
+    }
+    fn backward_memory(&self) -> BackwardMemory {
+        Decoder::backward_memory(self)
     }
 
     fn blockwise<'a>(

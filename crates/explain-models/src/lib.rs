@@ -50,7 +50,7 @@ pub use decoder_model::DecoderModel;
 pub use device_map::{DeviceBudget, DeviceMap, ModelFootprint, Placement};
 pub use gguf::GgufFile;
 pub use hf::{HfConfig, read_safetensors, safetensors_files};
-pub use loader::{LoadOptions, OLLAMA_MODELS_ENV, Precision, load, load_with};
+pub use loader::{LoadOptions, OLLAMA_MODELS_ENV, Precision, Weights, load, load_with};
 pub use model::{Network, TokenizedModel};
 pub use paths::{
     MODEL_DIR_ENV, default_model_dir, gemma3_gguf_path, minilm_dir, smollm2_gguf_path,

@@ -37,6 +37,27 @@ impl Precision {
     }
 }
 
+/// Where a model's weight matrices live between uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Weights {
+    /// Converted to the load precision once, at load time, and held in memory (default).
+    #[default]
+    Resident,
+    /// Kept quantised in the GGUF file's memory map: every block's projection matrices, the
+    /// token embedding and the head are dequantised each time they are used (just in time for
+    /// a block's forward pass, and again when a memory-bounded backward pass recomputes it)
+    /// and dropped afterwards, and the mapped pages are released after each read. The token
+    /// embedding is read row by row for the tokens of the input; the head a slice of rows at
+    /// a time. Norms, biases and positional tables stay resident. Peak memory is about one
+    /// block's dequantised weights plus activations instead of the whole dequantised model.
+    /// Such a model takes gradients with [`BackwardMemory::Recompute`] (plain autograd would
+    /// keep every block's dequantised weights for its backward pass) and lists only its
+    /// resident weights in `named_parameters`. GGUF files only.
+    ///
+    /// [`BackwardMemory::Recompute`]: explainability_core::BackwardMemory::Recompute
+    Streamed,
+}
+
 /// Where and how to load a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -44,11 +65,13 @@ pub struct LoadOptions {
     pub device: Device,
     /// Precision of weights and activations (f32 by default).
     pub precision: Precision,
+    /// Whether weight matrices are held in memory (default) or streamed from a GGUF file.
+    pub weights: Weights,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, precision: Precision::F32 }
+        Self { device: Device::Cpu, precision: Precision::F32, weights: Weights::Resident }
     }
 }
 
@@ -63,22 +86,47 @@ impl LoadOptions {
         self.precision = precision;
         self
     }
+    /// Options with `weights` (see [`Weights::Streamed`]).
+    pub fn weights(mut self, weights: Weights) -> Self {
+        self.weights = weights;
+        self
+    }
     /// CUDA device 0 when available, CPU otherwise.
     pub fn cuda_if_available() -> Self {
         Self::default().device(Device::cuda_if_available())
     }
 
-    pub(crate) fn check_device(&self) -> Result<()> {
-        if let Device::Cuda(index) = self.device
-            && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
-        {
-            return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
+    /// [`Error::UnsupportedOperation`] when streamed weights are asked of a model folder:
+    /// only a GGUF file keeps its weights quantised in a memory map.
+    pub(crate) fn check_resident(&self, model: &Path) -> Result<()> {
+        match self.weights {
+            Weights::Resident => Ok(()),
+            Weights::Streamed => Err(Error::UnsupportedOperation {
+                model: model.display().to_string(),
+                operation: "streaming its weights (only a GGUF file keeps weights quantised in \
+                            a memory map to dequantise on use; load this folder with resident \
+                            weights)"
+                    .into(),
+            }),
         }
-        if self.device == Device::Mps && !tch::utils::has_mps() {
-            return Err(Error::DeviceUnavailable { requested: "mps".into() });
-        }
-        Ok(())
     }
+
+    pub(crate) fn check_device(&self) -> Result<()> {
+        check_device(self.device)
+    }
+}
+
+/// [`Error::DeviceUnavailable`] unless this machine has `device`.
+pub(crate) fn check_device(device: Device) -> Result<()> {
+    if let Device::Cuda(index) = device
+        && (!tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize)
+    {
+        return Err(Error::DeviceUnavailable { requested: format!("cuda:{index}") });
+    }
+    if device == Device::Mps && !tch::utils::has_mps() {
+        return Err(Error::DeviceUnavailable { requested: "mps".into() });
+    }
+    Ok(())
 }
 
 /// Loads the model at `path` on the CPU in f32. See [`load_with`].

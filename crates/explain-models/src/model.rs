@@ -3,8 +3,8 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput,
-    NormScale, Result,
+    BackwardMemory, BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo,
+    ModelOutput, NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -47,6 +47,10 @@ pub trait Network: std::fmt::Debug {
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         let _ = (residual, scale);
         None
+    }
+    /// How gradient methods differentiate the network (see [`LanguageModel::backward_memory`]).
+    fn backward_memory(&self) -> BackwardMemory {
+        BackwardMemory::Stored
     }
     /// Whether [`Network::forward`] takes and returns keys and values
     /// (see [`LanguageModel::supports_key_value_cache`]).
@@ -171,6 +175,10 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
         options: &'a ForwardOptions,
     ) -> Result<Option<Box<dyn BlockwiseForward + 'a>>> {
         self.network.blockwise(embeddings, options)
+    }
+
+    fn backward_memory(&self) -> BackwardMemory {
+        self.network.backward_memory()
     }
 
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {

@@ -21,16 +21,32 @@ pub(crate) fn lm_head(hidden: &Tensor, head: &Tensor) -> Result<Tensor> {
     Ok(logits.f_view(shape.as_slice())?.f_to_kind(Kind::Float)?)
 }
 
-/// Looks up `ids` (`[batch, pos]`) in `table` (`[vocab, d]`) on `device`, after checking the
-/// rank, the length against `max_positions` and every id against the vocabulary.
+/// Looks up `ids` (`[batch, pos]`) in `table` (`[vocab, d]`) on `device`, after the checks
+/// of [`checked_ids`].
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`], [`Error::EmptyText`], [`Error::SequenceTooLong`],
-/// [`Error::TokenOutOfRange`].
+/// As [`checked_ids`].
 pub(crate) fn embedding(
     table: &Tensor,
     ids: &Tensor,
     max_positions: usize,
+    device: Device,
+) -> Result<Tensor> {
+    let vocab = table.size().first().copied().unwrap_or(0);
+    let ids = checked_ids(ids, max_positions, vocab, device)?;
+    Ok(Tensor::f_embedding(table, &ids, -1, false, false)?)
+}
+
+/// `ids` (`[batch, pos]`) as int64 on `device`, after checking the rank, the length against
+/// `max_positions` and every id against a vocabulary of `vocab` tokens.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`], [`Error::EmptyText`], [`Error::SequenceTooLong`],
+/// [`Error::TokenOutOfRange`].
+pub(crate) fn checked_ids(
+    ids: &Tensor,
+    max_positions: usize,
+    vocab: i64,
     device: Device,
 ) -> Result<Tensor> {
     let size = ids.size();
@@ -43,7 +59,6 @@ pub(crate) fn embedding(
     }
     check_positions(size[1], max_positions)?;
     let ids = ids.f_to_kind(Kind::Int64)?.f_to_device(device)?;
-    let vocab = table.size().first().copied().unwrap_or(0);
     if ids.numel() > 0 {
         let min = ids.f_min()?.f_int64_value(&[])?;
         let max = ids.f_max()?.f_int64_value(&[])?;
@@ -53,7 +68,7 @@ pub(crate) fn embedding(
             }
         }
     }
-    Ok(Tensor::f_embedding(table, &ids, -1, false, false)?)
+    Ok(ids)
 }
 
 /// The most negative finite value of a floating kind (Hugging Face masks with it, not −∞,

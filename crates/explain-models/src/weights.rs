@@ -7,17 +7,64 @@
 //! config implies, and finally asks [`Checkpoint::finish`] to name anything it did not use.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use explainability_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
-/// Produces a tensor in the requested kind.
-type Loader = Box<dyn FnOnce(Kind) -> Result<Tensor>>;
+/// Where a lazily loaded tensor comes from. A source can be asked again and again (a model
+/// with streamed weights dequantises each weight every time it uses it), whole or by rows.
+pub(crate) trait TensorSource: Send {
+    /// The whole tensor in `kind` (a CPU tensor).
+    ///
+    /// # Errors
+    /// The source's read and conversion errors.
+    fn load(&self, kind: Kind) -> Result<Tensor>;
 
-/// A tensor in memory, or the recipe to produce it.
+    /// Rows `rows` (along the first dimension) in `kind`. The default loads everything and
+    /// slices; a source that can read only the rows asked for overrides it.
+    ///
+    /// # Errors
+    /// As [`TensorSource::load`].
+    fn rows(&self, rows: Range<i64>, kind: Kind) -> Result<Tensor> {
+        Ok(self.load(kind)?.f_narrow(0, rows.start, rows.end - rows.start)?.f_contiguous()?)
+    }
+
+    /// Rows `ids` (along the first dimension) in `kind`, in the order given. The caller has
+    /// checked every id against the first dimension.
+    ///
+    /// # Errors
+    /// As [`TensorSource::load`].
+    fn gather(&self, ids: &[i64], kind: Kind) -> Result<Tensor> {
+        Ok(self.load(kind)?.f_index_select(0, &Tensor::f_from_slice(ids)?)?)
+    }
+}
+
+/// A closure as a [`TensorSource`].
+struct FnSource<F>(F);
+
+impl<F: Fn(Kind) -> Result<Tensor> + Send> TensorSource for FnSource<F> {
+    fn load(&self, kind: Kind) -> Result<Tensor> {
+        (self.0)(kind)
+    }
+}
+
+/// A shape-preserving transform applied to another entry each time it is loaded.
+struct Transformed<F> {
+    inner: Entry,
+    transform: F,
+}
+
+impl<F: Fn(Tensor) -> Result<Tensor> + Send> TensorSource for Transformed<F> {
+    fn load(&self, kind: Kind) -> Result<Tensor> {
+        (self.transform)(self.inner.load(kind)?)
+    }
+}
+
+/// A tensor in memory, or the source to produce it.
 enum Entry {
     Ready(Tensor),
-    Lazy { shape: Vec<i64>, load: Loader },
+    Lazy { shape: Vec<i64>, source: Box<dyn TensorSource> },
 }
 
 impl Entry {
@@ -28,11 +75,118 @@ impl Entry {
         }
     }
 
-    fn load(self, kind: Kind) -> Result<Tensor> {
+    fn load(&self, kind: Kind) -> Result<Tensor> {
         match self {
             Entry::Ready(t) => Ok(t.f_to_kind(kind)?),
-            Entry::Lazy { load, .. } => load(kind),
+            Entry::Lazy { source, .. } => source.load(kind),
         }
+    }
+}
+
+/// A weight as a model holds it: in memory, or kept at its source (quantised in a GGUF file's
+/// memory map) and produced afresh, in the model's kind and on its device, each time it is
+/// used.
+pub(crate) enum Weight {
+    /// In memory.
+    Resident(Tensor),
+    /// Produced on use.
+    Streamed(StreamedWeight),
+}
+
+/// A weight produced on use; see [`Weight::Streamed`].
+pub(crate) struct StreamedWeight {
+    source: Box<dyn TensorSource>,
+    shape: Vec<i64>,
+    kind: Kind,
+    device: Device,
+}
+
+impl std::fmt::Debug for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Weight::Resident(t) => f.debug_tuple("Resident").field(&t.size()).finish(),
+            Weight::Streamed(s) => f
+                .debug_struct("Streamed")
+                .field("shape", &s.shape)
+                .field("kind", &s.kind)
+                .field("device", &s.device)
+                .finish(),
+        }
+    }
+}
+
+impl Weight {
+    /// The tensor: the resident one (sharing storage), or a fresh one from the source. A
+    /// fresh tensor lives as long as its last user: the caller's binding, or the autograd
+    /// graph of a product that saved it for its backward pass.
+    ///
+    /// # Errors
+    /// The source's errors.
+    pub(crate) fn tensor(&self) -> Result<Tensor> {
+        match self {
+            Weight::Resident(t) => Ok(t.shallow_clone()),
+            Weight::Streamed(s) => Ok(s.source.load(s.kind)?.f_to_device(s.device)?),
+        }
+    }
+
+    /// Rows `rows` along the first dimension; a streamed weight reads only those.
+    ///
+    /// # Errors
+    /// The source's errors.
+    pub(crate) fn rows(&self, rows: Range<i64>) -> Result<Tensor> {
+        match self {
+            Weight::Resident(t) => Ok(t.f_narrow(0, rows.start, rows.end - rows.start)?),
+            Weight::Streamed(s) => Ok(s.source.rows(rows, s.kind)?.f_to_device(s.device)?),
+        }
+    }
+
+    /// Rows `ids` along the first dimension, in order, as a `[ids.len(), ...]` tensor; the
+    /// caller has checked the ids. A streamed weight reads only those rows.
+    ///
+    /// # Errors
+    /// The source's errors.
+    pub(crate) fn gather(&self, ids: &[i64]) -> Result<Tensor> {
+        match self {
+            Weight::Resident(t) => {
+                let index = Tensor::f_from_slice(ids)?.f_to_device(t.device())?;
+                Ok(t.f_index_select(0, &index)?)
+            }
+            Weight::Streamed(s) => Ok(s.source.gather(ids, s.kind)?.f_to_device(s.device)?),
+        }
+    }
+
+    /// The resident tensor, `None` for a streamed weight.
+    pub(crate) fn resident(&self) -> Option<&Tensor> {
+        match self {
+            Weight::Resident(t) => Some(t),
+            Weight::Streamed(_) => None,
+        }
+    }
+
+    /// Whether the weight is produced on use.
+    pub(crate) fn is_streamed(&self) -> bool {
+        matches!(self, Weight::Streamed(_))
+    }
+
+    /// Moves a resident weight to `device`; a streamed one is produced there from now on.
+    ///
+    /// # Errors
+    /// libtorch's copy errors.
+    pub(crate) fn move_to(&mut self, device: Device) -> Result<()> {
+        match self {
+            Weight::Resident(t) => *t = t.f_to_device(device)?,
+            Weight::Streamed(s) => s.device = device,
+        }
+        Ok(())
+    }
+
+    /// Bytes the weight takes when produced (its kind's width times its elements).
+    pub(crate) fn bytes(&self) -> u64 {
+        let (numel, kind) = match self {
+            Weight::Resident(t) => (t.numel() as u64, t.kind()),
+            Weight::Streamed(s) => (s.shape.iter().product::<i64>().max(0) as u64, s.kind),
+        };
+        numel * kind.elt_size_in_bytes() as u64
     }
 }
 
@@ -70,9 +224,20 @@ impl Checkpoint {
         &mut self,
         key: impl Into<String>,
         shape: Vec<i64>,
-        load: impl FnOnce(Kind) -> Result<Tensor> + 'static,
+        load: impl Fn(Kind) -> Result<Tensor> + Send + 'static,
     ) {
-        self.tensors.insert(key.into(), Entry::Lazy { shape, load: Box::new(load) });
+        self.insert_source(key, shape, Box::new(FnSource(load)));
+    }
+
+    /// Adds a tensor of `shape` under `key` that `source` produces when a model takes it (or,
+    /// for streamed weights, each time the model uses it).
+    pub(crate) fn insert_source(
+        &mut self,
+        key: impl Into<String>,
+        shape: Vec<i64>,
+        source: Box<dyn TensorSource>,
+    ) {
+        self.tensors.insert(key.into(), Entry::Lazy { shape, source });
     }
 
     /// Applies a shape-preserving `transform` to the tensor at `key` when it is loaded
@@ -80,12 +245,12 @@ impl Checkpoint {
     pub fn transform(
         &mut self,
         key: &str,
-        transform: impl FnOnce(Tensor) -> Result<Tensor> + 'static,
+        transform: impl Fn(Tensor) -> Result<Tensor> + Send + 'static,
     ) {
         if let Some(entry) = self.tensors.remove(key) {
             let shape = entry.shape();
-            let load = move |kind| transform(entry.load(kind)?);
-            self.tensors.insert(key.to_owned(), Entry::Lazy { shape, load: Box::new(load) });
+            let source = Box::new(Transformed { inner: entry, transform });
+            self.tensors.insert(key.to_owned(), Entry::Lazy { shape, source });
         }
     }
 
@@ -141,6 +306,36 @@ impl Checkpoint {
             });
         }
         Ok(tensor.f_to_device(device)?)
+    }
+
+    /// Like [`Checkpoint::take`], but when `stream` is set and the tensor is produced by a
+    /// source (a GGUF tensor, not one already in memory), the source itself is kept and the
+    /// tensor is produced on each use ([`Weight::Streamed`]).
+    ///
+    /// # Errors
+    /// As [`Checkpoint::take`].
+    pub(crate) fn take_weight(
+        &mut self,
+        key: &str,
+        expected: &[i64],
+        kind: Kind,
+        device: Device,
+        stream: bool,
+    ) -> Result<Weight> {
+        if !(stream && matches!(self.tensors.get(key), Some(Entry::Lazy { .. }))) {
+            return self.take(key, expected, kind, device).map(Weight::Resident);
+        }
+        match self.tensors.remove(key) {
+            Some(Entry::Lazy { shape, source }) if shape == expected => {
+                Ok(Weight::Streamed(StreamedWeight { source, shape, kind, device }))
+            }
+            Some(entry) => Err(Error::WeightShape {
+                name: key.into(),
+                expected: expected.to_vec(),
+                actual: entry.shape(),
+            }),
+            None => Err(Error::MissingWeight { name: key.into() }),
+        }
     }
 
     /// Removes and returns the tensor at `key` in `kind`, whatever its shape.
@@ -212,6 +407,8 @@ pub(crate) fn release_free_heap() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -242,19 +439,62 @@ mod tests {
     #[test]
     fn lazy_entries_load_only_when_taken_in_the_kind_asked_for() {
         let mut ckpt = Checkpoint::new();
-        let loaded = std::rc::Rc::new(std::cell::Cell::new(false));
+        let loaded = std::sync::Arc::new(AtomicUsize::new(0));
         let flag = loaded.clone();
         ckpt.insert_lazy("w", vec![2, 2], move |kind| {
-            flag.set(true);
+            flag.fetch_add(1, Ordering::SeqCst);
             Ok(Tensor::f_from_slice(&[1f32, 2., 3., 4.])?.f_view([2, 2])?.f_to_kind(kind)?)
         });
         ckpt.transform("w", |t| Ok(t.f_mul_scalar(2.0)?));
         assert_eq!(ckpt.shape("w"), Some(vec![2, 2]));
-        assert!(!loaded.get());
+        assert_eq!(loaded.load(Ordering::SeqCst), 0);
         let w = ckpt.take("w", &[2, 2], Kind::BFloat16, Device::Cpu).unwrap();
-        assert!(loaded.get());
+        assert_eq!(loaded.load(Ordering::SeqCst), 1);
         assert_eq!(w.kind(), Kind::BFloat16);
         assert_eq!(w.to_kind(Kind::Float).sum(Kind::Float).double_value(&[]), 20.0);
         ckpt.finish().unwrap();
+    }
+
+    #[test]
+    fn streamed_weights_are_produced_on_every_use_and_resident_ones_once() {
+        let mut ckpt = Checkpoint::new();
+        let loads = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = loads.clone();
+        ckpt.insert_lazy("w", vec![3, 2], move |kind| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Tensor::f_from_slice(&[1f32, 2., 3., 4., 5., 6.])?
+                .f_view([3, 2])?
+                .f_to_kind(kind)?)
+        });
+        ckpt.transform("w", |t| Ok(t.f_mul_scalar(2.0)?));
+        ckpt.insert("r", Tensor::ones([2], (Kind::Float, Device::Cpu)));
+        assert!(matches!(
+            ckpt.take_weight("w", &[2, 3], Kind::Float, Device::Cpu, true),
+            Err(Error::WeightShape { .. })
+        ));
+        let mut ckpt = Checkpoint::new();
+        let counter = loads.clone();
+        ckpt.insert_lazy("w", vec![3, 2], move |kind| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Tensor::f_from_slice(&[1f32, 2., 3., 4., 5., 6.])?
+                .f_view([3, 2])?
+                .f_to_kind(kind)?)
+        });
+        ckpt.transform("w", |t| Ok(t.f_mul_scalar(2.0)?));
+        ckpt.insert("r", Tensor::ones([2], (Kind::Float, Device::Cpu)));
+        let before = loads.load(Ordering::SeqCst);
+        let w = ckpt.take_weight("w", &[3, 2], Kind::Float, Device::Cpu, true).unwrap();
+        // An in-memory tensor stays resident even when streaming is asked for.
+        let r = ckpt.take_weight("r", &[2], Kind::Float, Device::Cpu, true).unwrap();
+        ckpt.finish().unwrap();
+        assert!(w.is_streamed() && !r.is_streamed());
+        assert_eq!(loads.load(Ordering::SeqCst), before);
+        let sum = |t: Tensor| t.sum(Kind::Float).double_value(&[]);
+        assert_eq!(sum(w.tensor().unwrap()), 42.0);
+        assert_eq!(sum(w.tensor().unwrap()), 42.0);
+        assert_eq!(loads.load(Ordering::SeqCst), before + 2);
+        assert_eq!(sum(w.rows(1..3).unwrap()), 36.0);
+        assert_eq!(w.gather(&[2, 0, 2]).unwrap().size(), vec![3, 2]);
+        assert_eq!(sum(w.gather(&[2, 0, 2]).unwrap()), 50.0);
     }
 }

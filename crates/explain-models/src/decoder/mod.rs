@@ -19,8 +19,9 @@ mod rope;
 use std::collections::HashMap;
 
 use explainability_core::{
-    BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks, KeyValueCache,
-    LayerKeyValues, ModelOutput, NormScale, RelevanceRule, Result, SplitMix64, check_positions,
+    BackwardMemory, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
+    KeyValueCache, LayerKeyValues, ModelOutput, NormScale, RelevanceRule, Result, SplitMix64,
+    check_positions,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -31,25 +32,47 @@ pub use config::{
 pub use families::Family;
 pub use names::WeightNames;
 
-use crate::ops::{embedding, min_value};
-use crate::weights::Checkpoint;
+use crate::device_map::{ModelFootprint, Placement};
+use crate::loader::{LoadOptions, Weights};
+use crate::ops::{checked_ids, embedding, min_value};
+use crate::weights::{Checkpoint, Weight};
 use names::{BlockParam, Param};
 use rope::RopeTable;
+
+/// Values of a streamed head dequantised at a time (16 MiB in f32): the logits are computed a
+/// slice of vocabulary rows at a time, so a forward pass without gradients never holds the
+/// whole dequantised head.
+const HEAD_CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// A projection in torch layout: `w` is `[out, in]`.
 #[derive(Debug)]
 struct Linear {
-    w: Tensor,
+    w: Weight,
     b: Option<Tensor>,
 }
 
 impl Linear {
+    /// `x · wᵀ + b`. A streamed `w` is dequantised here and lives only as long as this
+    /// product needs it: until the end of the call without gradients, or until the backward
+    /// pass through the product frees its graph (the product saves `w` to pass gradients to
+    /// `x`).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_matmul(&self.w.f_tr()?)?;
+        let w = self.w.tensor()?;
+        let y = x.f_matmul(&w.f_tr()?)?;
         Ok(match &self.b {
             Some(b) => y.f_add(b)?,
             None => y,
         })
+    }
+
+    fn move_to(&mut self, device: Device) -> Result<()> {
+        self.w.move_to(device)?;
+        self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.w.bytes() + self.b.as_ref().map_or(0, tensor_bytes)
     }
 }
 
@@ -58,6 +81,23 @@ impl Linear {
 struct Norm {
     w: Tensor,
     b: Option<Tensor>,
+}
+
+impl Norm {
+    fn move_to(&mut self, device: Device) -> Result<()> {
+        self.w = self.w.f_to_device(device)?;
+        self.b = self.b.as_ref().map(|b| b.f_to_device(device)).transpose()?;
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        tensor_bytes(&self.w) + self.b.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+/// Bytes of a tensor's elements.
+fn tensor_bytes(t: &Tensor) -> u64 {
+    t.numel() as u64 * t.kind().elt_size_in_bytes() as u64
 }
 
 /// Applies a norm of `kind` over the last dimension of `x`.
@@ -154,25 +194,89 @@ struct Block {
     up: Linear,
     down: Linear,
     ln2_post: Option<Norm>,
+    /// Where the block's weights live and its forward pass runs.
+    device: Device,
+}
+
+impl Block {
+    fn norms_mut(&mut self) -> impl Iterator<Item = &mut Norm> {
+        [Some(&mut self.ln1), Some(&mut self.ln2)]
+            .into_iter()
+            .chain([
+                self.q_norm.as_mut(),
+                self.k_norm.as_mut(),
+                self.ln1_post.as_mut(),
+                self.ln2_post.as_mut(),
+            ])
+            .flatten()
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        [
+            Some(&mut self.q),
+            Some(&mut self.k),
+            Some(&mut self.v),
+            Some(&mut self.o),
+            self.gate.as_mut(),
+            Some(&mut self.up),
+            Some(&mut self.down),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Bytes of the block's weights (streamed matrices counted as dequantised).
+    fn bytes(&self) -> u64 {
+        let norms = [Some(&self.ln1), Some(&self.ln2), self.q_norm.as_ref(), self.k_norm.as_ref()]
+            .into_iter()
+            .chain([self.ln1_post.as_ref(), self.ln2_post.as_ref()])
+            .flatten()
+            .map(Norm::bytes)
+            .sum::<u64>();
+        let linears = [&self.q, &self.k, &self.v, &self.o, &self.up, &self.down]
+            .into_iter()
+            .chain(self.gate.as_ref())
+            .map(Linear::bytes)
+            .sum::<u64>();
+        norms + linears
+    }
+
+    fn move_to(&mut self, device: Device) -> Result<()> {
+        for norm in self.norms_mut() {
+            norm.move_to(device)?;
+        }
+        for linear in self.linears_mut() {
+            linear.move_to(device)?;
+        }
+        self.device = device;
+        Ok(())
+    }
 }
 
 /// A decoder-only transformer with hook points, of any supported family.
 #[derive(Debug)]
 pub struct Decoder {
     config: DecoderConfig,
-    embed: Tensor,
+    embed: Weight,
     pos_embed: Option<Tensor>,
     /// `embedding_scale` as a scalar of the weights' kind (Hugging Face casts it so).
     embed_scale: Option<Tensor>,
     blocks: Vec<Block>,
     final_norm: Norm,
     /// `None` when tied to `embed`.
-    lm_head: Option<Tensor>,
+    lm_head: Option<Weight>,
     /// Rotary frequencies of global layers and, if they differ, of sliding layers.
     rope_global: Option<RopeTable>,
     rope_local: Option<RopeTable>,
     kind: Kind,
+    /// Device of the embedding (where inputs go).
     device: Device,
+    /// Device of the final norm and the head.
+    head_device: Device,
+    /// A tied head placed on another device than the embedding: a frozen copy of the
+    /// embedding there (resident weights only; a streamed head is dequantised where the
+    /// embedding lives and moved).
+    tied_head_copy: Option<Tensor>,
 }
 
 impl Decoder {
@@ -184,10 +288,39 @@ impl Decoder {
     /// [`Error::UnusedWeights`] naming the checkpoint's keys.
     pub fn from_checkpoint(
         config: DecoderConfig,
+        ckpt: Checkpoint,
+        names: WeightNames,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        Self::build(config, ckpt, names, kind, device, Weights::Resident)
+    }
+
+    /// Builds the model from a checkpoint as [`Decoder::from_checkpoint`] does, with the
+    /// device, precision and weight storage of `options`. With [`Weights::Streamed`], the
+    /// projection matrices, the token embedding and the head of a checkpoint read from a GGUF
+    /// file stay there and are dequantised on each use; tensors already in memory stay
+    /// resident whatever `options` say.
+    ///
+    /// # Errors
+    /// As [`Decoder::from_checkpoint`].
+    pub fn from_checkpoint_with(
+        config: DecoderConfig,
+        ckpt: Checkpoint,
+        names: WeightNames,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let kind = options.precision.kind();
+        Self::build(config, ckpt, names, kind, options.device, options.weights)
+    }
+
+    fn build(
+        config: DecoderConfig,
         mut ckpt: Checkpoint,
         names: WeightNames,
         kind: Kind,
         device: Device,
+        weights: Weights,
     ) -> Result<Self> {
         config.validate()?;
         if config.tie_embeddings {
@@ -195,28 +328,37 @@ impl Decoder {
             // embedding, so it is dropped rather than reported as unused.
             ckpt.discard(&names.key(Param::Head));
         }
-        let mut weights: HashMap<String, Tensor> = HashMap::new();
+        let mut taken: HashMap<String, Weight> = HashMap::new();
         for (param, shape) in names::parameters(&config) {
-            let tensor = ckpt.take(&names.key(param), &shape, kind, device)?;
-            weights.insert(param.canonical(), tensor);
+            let stream = weights == Weights::Streamed && param.is_matrix();
+            let weight = ckpt.take_weight(&names.key(param), &shape, kind, device, stream)?;
+            taken.insert(param.canonical(), weight);
         }
         ckpt.finish()?;
-        Self::from_weights(config, weights, kind, device)
+        Self::from_weights(config, taken, kind, device)
     }
 
     /// Assembles the model from canonically named, already shape-checked weights.
     fn from_weights(
         config: DecoderConfig,
-        mut w: HashMap<String, Tensor>,
+        mut w: HashMap<String, Weight>,
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
-        fn take(w: &mut HashMap<String, Tensor>, param: Param) -> Result<Tensor> {
+        /// A matrix, resident or streamed.
+        fn take_weight(w: &mut HashMap<String, Weight>, param: Param) -> Result<Weight> {
             let name = param.canonical();
             w.remove(&name).ok_or(Error::MissingWeight { name })
         }
+        /// A small tensor, held in memory.
+        fn take(w: &mut HashMap<String, Weight>, param: Param) -> Result<Tensor> {
+            match take_weight(w, param)? {
+                Weight::Resident(t) => Ok(t),
+                streamed => streamed.tensor(),
+            }
+        }
         fn take_if(
-            w: &mut HashMap<String, Tensor>,
+            w: &mut HashMap<String, Weight>,
             param: Param,
             present: bool,
         ) -> Result<Option<Tensor>> {
@@ -229,11 +371,11 @@ impl Decoder {
         for l in 0..config.n_layers {
             let w = &mut w;
             let p = |bp: BlockParam| Param::Block(l, bp);
-            let norm = |w: &mut HashMap<String, Tensor>, bp: BlockParam, present: bool| {
+            let norm = |w: &mut HashMap<String, Weight>, bp: BlockParam, present: bool| {
                 Ok::<_, Error>(take_if(w, p(bp), present)?.map(|w| Norm { w, b: None }))
             };
-            let linear = |w: &mut HashMap<String, Tensor>, wp, bp, bias| -> Result<Linear> {
-                Ok(Linear { w: take(w, p(wp))?, b: take_if(w, p(bp), bias)? })
+            let linear = |w: &mut HashMap<String, Weight>, wp, bp, bias| -> Result<Linear> {
+                Ok(Linear { w: take_weight(w, p(wp))?, b: take_if(w, p(bp), bias)? })
             };
             blocks.push(Block {
                 ln1: Norm {
@@ -251,13 +393,18 @@ impl Decoder {
                     w: take(w, p(BlockParam::Ln2W))?,
                     b: take_if(w, p(BlockParam::Ln2B), layer_norm)?,
                 },
-                gate: take_if(w, p(BlockParam::Gate), gated)?.map(|w| Linear { w, b: None }),
+                gate: if gated {
+                    Some(Linear { w: take_weight(w, p(BlockParam::Gate))?, b: None })
+                } else {
+                    None
+                },
                 up: linear(w, BlockParam::Up, BlockParam::UpBias, config.mlp_bias)?,
                 down: linear(w, BlockParam::Down, BlockParam::DownBias, config.mlp_bias)?,
                 ln2_post: norm(w, BlockParam::Ln2PostW, config.sandwich_norms)?,
+                device,
             });
         }
-        let embed = take(&mut w, Param::Embed)?;
+        let embed = take_weight(&mut w, Param::Embed)?;
         let pos_embed = if config.positions == Positions::Learned {
             Some(take(&mut w, Param::PosEmbed)?)
         } else {
@@ -267,7 +414,8 @@ impl Decoder {
             w: take(&mut w, Param::FinalNormW)?,
             b: if layer_norm { Some(take(&mut w, Param::FinalNormB)?) } else { None },
         };
-        let lm_head = if config.tie_embeddings { None } else { Some(take(&mut w, Param::Head)?) };
+        let lm_head =
+            if config.tie_embeddings { None } else { Some(take_weight(&mut w, Param::Head)?) };
         let embed_scale = match config.embedding_scale {
             Some(s) => Some(Tensor::f_from_slice(&[s])?.f_to_kind(kind)?.f_to_device(device)?),
             None => None,
@@ -296,6 +444,8 @@ impl Decoder {
             rope_local,
             kind,
             device,
+            head_device: device,
+            tied_head_copy: None,
         })
     }
 
@@ -368,9 +518,82 @@ impl Decoder {
         self.kind
     }
 
-    /// Device of the weights.
+    /// Device of the embedding, where inputs go (of every weight unless the model was
+    /// placed on several devices, see [`Decoder::place`]).
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Where each part of the model is.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            embed: self.device,
+            blocks: self.blocks.iter().map(|b| b.device).collect(),
+            head: self.head_device,
+        }
+    }
+
+    /// The bytes of the model's parts, for planning a [`DeviceMap`](crate::DeviceMap) (streamed matrices counted
+    /// as dequantised, since that is what a device holds while a block runs), with
+    /// `activation_reserve_bytes` to keep free on each device.
+    pub fn footprint(&self, activation_reserve_bytes: u64) -> ModelFootprint {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
+        ModelFootprint {
+            embed_bytes: self.embed.bytes() + self.pos_embed.as_ref().map_or(0, tensor_bytes),
+            block_bytes: self.blocks.iter().map(Block::bytes).collect(),
+            head_bytes: head + self.final_norm.bytes(),
+            tied_head: self.lm_head.is_none(),
+            activation_reserve_bytes,
+        }
+    }
+
+    /// Puts the model's parts where `placement` says: the embedding (and learned positions,
+    /// rotary tables) on `placement.embed`, each block's weights on its device, the final
+    /// norm and the head on `placement.head` (a tied head away from the embedding as a frozen
+    /// copy of it there). The forward pass then moves the residual stream at block
+    /// boundaries, with masks and rotary tables copied to each device once per forward, and
+    /// autograd's backward pass (block-wise or not) follows the same devices back.
+    ///
+    /// # Errors
+    /// [`Error::DeviceMap`] when the placement has another number of blocks;
+    /// [`Error::DeviceUnavailable`] for a device this machine does not have (nothing is moved
+    /// then); libtorch's copy errors.
+    pub fn place(&mut self, placement: &Placement) -> Result<()> {
+        if placement.blocks.len() != self.blocks.len() {
+            return Err(Error::DeviceMap {
+                reason: format!(
+                    "the placement has {} blocks for a model of {}",
+                    placement.blocks.len(),
+                    self.blocks.len()
+                ),
+            });
+        }
+        for device in placement.devices() {
+            crate::loader::check_device(device)?;
+        }
+        let embed = placement.embed;
+        self.embed.move_to(embed)?;
+        self.pos_embed = self.pos_embed.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
+        self.embed_scale = self.embed_scale.as_ref().map(|t| t.f_to_device(embed)).transpose()?;
+        for rope in [self.rope_global.as_mut(), self.rope_local.as_mut()].into_iter().flatten() {
+            rope.move_to(embed)?;
+        }
+        for (block, &device) in self.blocks.iter_mut().zip(&placement.blocks) {
+            block.move_to(device)?;
+        }
+        self.final_norm.move_to(placement.head)?;
+        if let Some(head) = self.lm_head.as_mut() {
+            head.move_to(placement.head)?;
+        }
+        self.tied_head_copy = match (&self.lm_head, self.embed.resident()) {
+            (None, Some(table)) if placement.head != embed => {
+                Some(table.f_to_device(placement.head)?.f_detach()?)
+            }
+            _ => None,
+        };
+        self.device = embed;
+        self.head_device = placement.head;
+        Ok(())
     }
 
     /// Embeds ids: token embeddings times the embedding scale (learned positions are added
@@ -384,7 +607,18 @@ impl Decoder {
     /// [`Error::ShapeMismatch`] for other ranks, [`Error::EmptyText`],
     /// [`Error::SequenceTooLong`], [`Error::TokenOutOfRange`].
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let e = embedding(&self.embed, ids, self.config.max_positions, self.device)?;
+        let e = match self.embed.resident() {
+            Some(table) => embedding(table, ids, self.config.max_positions, self.device)?,
+            None => {
+                // Streamed: dequantise only the rows of the tokens asked for.
+                let vocab = self.config.vocab_size as i64;
+                let ids = checked_ids(ids, self.config.max_positions, vocab, Device::Cpu)?;
+                let flat = Vec::<i64>::try_from(ids.f_flatten(0, -1)?)?;
+                let (batch, seq) = (ids.size()[0], ids.size()[1]);
+                let d = self.config.d_model as i64;
+                self.embed.gather(&flat)?.f_view([batch, seq, d])?
+            }
+        };
         Ok(match &self.embed_scale {
             Some(scale) => e.f_mul(scale)?,
             None => e,
@@ -408,8 +642,50 @@ impl Decoder {
                 actual: size,
             });
         }
+        let hidden = &hidden.f_to_device(self.head_device)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        softcap(&crate::ops::lm_head(hidden, head)?, self.config.final_softcap)
+        let to_head = |t: Tensor| -> Result<Tensor> { Ok(t.f_to_device(self.head_device)?) };
+        let logits = match (head.resident(), &self.tied_head_copy) {
+            (Some(_), Some(copy)) => crate::ops::lm_head(hidden, copy)?,
+            (Some(head), None) => crate::ops::lm_head(hidden, head)?,
+            // Streamed, differentiated: the product would keep every slice for its backward
+            // pass anyway, and one product sums the head's gradient over the vocabulary in the
+            // order the resident model does. The dequantised head lives until that backward
+            // pass has run.
+            (None, _) if hidden.requires_grad() => {
+                crate::ops::lm_head(hidden, &to_head(head.tensor()?)?)?
+            }
+            (None, _) => {
+                // Streamed, no gradients: a slice of vocabulary rows at a time, each dropped
+                // after its product, so the whole dequantised head is never held.
+                let vocab = self.config.vocab_size as i64;
+                let rows = (HEAD_CHUNK_ELEMENTS / self.config.d_model as i64).max(1);
+                let mut parts = Vec::with_capacity((vocab / rows + 1) as usize);
+                let mut start = 0;
+                while start < vocab {
+                    let end = (start + rows).min(vocab);
+                    parts.push(crate::ops::lm_head(hidden, &to_head(head.rows(start..end)?)?)?);
+                    start = end;
+                }
+                Tensor::f_cat(&parts, -1)?
+            }
+        };
+        softcap(&logits, self.config.final_softcap)
+    }
+
+    /// Whether the weight matrices are streamed from a GGUF file ([`Weights::Streamed`]).
+    pub fn weights(&self) -> Weights {
+        if self.embed.is_streamed() { Weights::Streamed } else { Weights::Resident }
+    }
+
+    /// How gradients are taken: [`BackwardMemory::Recompute`] for streamed weights (plain
+    /// autograd would keep every block's dequantised weights alive until the backward pass,
+    /// all of them at once), [`BackwardMemory::Stored`] otherwise.
+    pub fn backward_memory(&self) -> BackwardMemory {
+        match self.weights() {
+            Weights::Streamed => BackwardMemory::Recompute,
+            Weights::Resident => BackwardMemory::Stored,
+        }
     }
 
     /// The final normalisation applied to residual-stream states, with statistics from each
@@ -433,7 +709,7 @@ impl Decoder {
                 });
             }
         }
-        let x = residual.f_to_device(self.device)?.f_to_kind(self.kind)?;
+        let x = residual.f_to_device(self.head_device)?.f_to_kind(self.kind)?;
         let NormScale::FrozenAt(reference) = scale else {
             return normalize(&x, &self.final_norm, self.config.norm, self.config.norm_eps);
         };
@@ -455,11 +731,12 @@ impl Decoder {
     ) -> Result<ModelOutput> {
         let inputs = self.forward_inputs(embeddings, options)?;
         let past = options.past_key_values.as_ref();
-        let mut residual = self.input_stage(embeddings, &inputs, hooks)?;
+        let mut residual = self.input_stage(embeddings, inputs.first(), hooks)?;
         let mut present = options.return_key_values.then(Vec::new);
         for (layer, block) in self.blocks.iter().enumerate() {
             let kv = KvStep { past: past.and_then(|c| c.layers.get(layer)), present: &mut present };
-            residual = self.block_forward(layer, block, residual, &inputs, kv, hooks)?;
+            let on = inputs.on(block.device);
+            residual = self.block_forward(layer, block, residual, on, kv, hooks)?;
         }
         self.output_stage(&residual, options, present, hooks)
     }
@@ -488,12 +765,13 @@ impl Decoder {
         })
     }
 
-    /// Checks the embeddings' shape and length and prepares positions, rotary tables and masks.
+    /// Checks the embeddings' shape and length and prepares positions, rotary tables and
+    /// masks, on every device a block runs on.
     fn forward_inputs(
         &self,
         embeddings: &Tensor,
         options: &ForwardOptions,
-    ) -> Result<ForwardInputs> {
+    ) -> Result<PlacedInputs> {
         let size = embeddings.size();
         if size.len() != 3 || size[2] != self.config.d_model as i64 {
             return Err(Error::ShapeMismatch {
@@ -509,7 +787,14 @@ impl Decoder {
             None => 0,
         };
         check_positions(past_len + seq, self.config.max_positions)?;
-        ForwardInputs::new(self, options, batch, seq, past_len)
+        let first = ForwardInputs::new(self, options, batch, seq, past_len)?;
+        let mut copies: Vec<(Device, ForwardInputs)> = Vec::new();
+        for block in &self.blocks {
+            if block.device != self.device && copies.iter().all(|(d, _)| *d != block.device) {
+                copies.push((block.device, first.to_device(block.device)?));
+            }
+        }
+        Ok(PlacedInputs { first, copies })
     }
 
     /// Embeddings → the residual stream entering block 0 (learned positions, `hook_embed`).
@@ -539,6 +824,7 @@ impl Decoder {
         present: Option<Vec<LayerKeyValues>>,
         hooks: &mut Hooks<'_>,
     ) -> Result<ModelOutput> {
+        let residual = &residual.f_to_device(self.head_device)?;
         let normalized = self.norm(residual, &self.final_norm, options.relevance)?;
         let final_hidden = hooks.fire(HookPoint::ln_final(), normalized)?;
         let logits = self.unembed(&options.logit_hidden(&final_hidden)?)?;
@@ -592,6 +878,8 @@ impl Decoder {
         hooks: &mut Hooks<'_>,
     ) -> Result<Tensor> {
         let a = &self.config.attention;
+        // Activations move to the block's device at its boundary (a no-op on one device).
+        let residual = residual.f_to_device(block.device)?;
         let resid_pre = hooks.fire(HookPoint::resid_pre(layer), residual)?;
         let (batch, seq) = (resid_pre.size()[0], resid_pre.size()[1]);
         let (n_heads, n_kv, d_head) = (a.n_heads as i64, a.n_kv_heads as i64, a.d_head as i64);
@@ -634,8 +922,11 @@ impl Decoder {
         // Past keys and values (already rotated) go before this forward's positions.
         let (k, v) = match kv.past {
             Some(past) => (
-                Tensor::f_cat(&[&past.keys.f_to_kind(k.kind())?, &k], 2)?,
-                Tensor::f_cat(&[&past.values.f_to_kind(v.kind())?, &v], 2)?,
+                Tensor::f_cat(&[&past.keys.f_to_device(k.device())?.f_to_kind(k.kind())?, &k], 2)?,
+                Tensor::f_cat(
+                    &[&past.values.f_to_device(v.device())?.f_to_kind(v.kind())?, &v],
+                    2,
+                )?,
             ),
             None => (k, v),
         };
@@ -730,9 +1021,13 @@ impl Decoder {
 
     /// Parameters under canonical TransformerLens-style names (`embed.W_E`,
     /// `blocks.{l}.attn.W_Q` in `[out, in]` layout, `blocks.{l}.ln1_post.w`, …), sharing
-    /// storage with the model.
+    /// storage with the model. Streamed matrices ([`Weights::Streamed`]) are not listed: they
+    /// have no storage of their own, only their quantised bytes in the file.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut params = vec![("embed.W_E".to_owned(), self.embed.shallow_clone())];
+        let mut params = Vec::new();
+        if let Some(t) = self.embed.resident() {
+            params.push(("embed.W_E".to_owned(), t.shallow_clone()));
+        }
         if let Some(pos) = &self.pos_embed {
             params.push(("pos_embed.W_pos".to_owned(), pos.shallow_clone()));
         }
@@ -740,13 +1035,20 @@ impl Decoder {
             let mut push = |p: BlockParam, t: &Tensor| {
                 params.push((Param::Block(l, p).canonical(), t.shallow_clone()));
             };
+            let resident = |linear: &Linear| linear.w.resident().map(Tensor::shallow_clone);
             push(BlockParam::Ln1W, &b.ln1.w);
             if let Some(t) = &b.ln1.b {
                 push(BlockParam::Ln1B, t);
             }
-            push(BlockParam::Q, &b.q.w);
-            push(BlockParam::K, &b.k.w);
-            push(BlockParam::V, &b.v.w);
+            if let Some(t) = resident(&b.q) {
+                push(BlockParam::Q, &t);
+            }
+            if let Some(t) = resident(&b.k) {
+                push(BlockParam::K, &t);
+            }
+            if let Some(t) = resident(&b.v) {
+                push(BlockParam::V, &t);
+            }
             for (p, t) in [
                 (BlockParam::QBias, &b.q.b),
                 (BlockParam::KBias, &b.k.b),
@@ -760,7 +1062,9 @@ impl Decoder {
                 push(BlockParam::QNorm, &qn.w);
                 push(BlockParam::KNorm, &kn.w);
             }
-            push(BlockParam::O, &b.o.w);
+            if let Some(t) = resident(&b.o) {
+                push(BlockParam::O, &t);
+            }
             if let Some(t) = &b.o.b {
                 push(BlockParam::OBias, t);
             }
@@ -771,14 +1075,18 @@ impl Decoder {
             if let Some(t) = &b.ln2.b {
                 push(BlockParam::Ln2B, t);
             }
-            if let Some(g) = &b.gate {
-                push(BlockParam::Gate, &g.w);
+            if let Some(t) = b.gate.as_ref().and_then(resident) {
+                push(BlockParam::Gate, &t);
             }
-            push(BlockParam::Up, &b.up.w);
+            if let Some(t) = resident(&b.up) {
+                push(BlockParam::Up, &t);
+            }
             if let Some(t) = &b.up.b {
                 push(BlockParam::UpBias, t);
             }
-            push(BlockParam::Down, &b.down.w);
+            if let Some(t) = resident(&b.down) {
+                push(BlockParam::Down, &t);
+            }
             if let Some(t) = &b.down.b {
                 push(BlockParam::DownBias, t);
             }
@@ -790,7 +1098,7 @@ impl Decoder {
         if let Some(b) = &self.final_norm.b {
             params.push(("ln_final.b".to_owned(), b.shallow_clone()));
         }
-        if let Some(head) = &self.lm_head {
+        if let Some(head) = self.lm_head.as_ref().and_then(Weight::resident) {
             params.push(("unembed.W_U".to_owned(), head.shallow_clone()));
         }
         params
@@ -807,7 +1115,7 @@ struct KvStep<'a> {
 /// [`Decoder::forward`] as separate stages, for inputs of one shape and one set of options.
 pub struct DecoderStages<'a> {
     model: &'a Decoder,
-    inputs: ForwardInputs,
+    inputs: PlacedInputs,
     options: &'a ForwardOptions,
 }
 
@@ -823,7 +1131,7 @@ impl BlockwiseForward for DecoderStages<'_> {
     }
 
     fn input(&self, embeddings: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
-        self.model.input_stage(embeddings, &self.inputs, hooks)
+        self.model.input_stage(embeddings, self.inputs.first(), hooks)
     }
 
     fn block(&self, layer: usize, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<Tensor> {
@@ -832,11 +1140,30 @@ impl BlockwiseForward for DecoderStages<'_> {
             self.model.blocks.get(layer).ok_or(Error::LayerOutOfRange { layer, n_layers })?;
         let past = self.options.past_key_values.as_ref().and_then(|c| c.layers.get(layer));
         let kv = KvStep { past, present: &mut None };
-        self.model.block_forward(layer, block, residual.shallow_clone(), &self.inputs, kv, hooks)
+        let inputs = self.inputs.on(block.device);
+        self.model.block_forward(layer, block, residual.shallow_clone(), inputs, kv, hooks)
     }
 
     fn output(&self, residual: &Tensor, hooks: &mut Hooks<'_>) -> Result<ModelOutput> {
         self.model.output_stage(residual, self.options, None, hooks)
+    }
+}
+
+/// [`ForwardInputs`] on the embedding's device and on every other device a block runs on.
+struct PlacedInputs {
+    first: ForwardInputs,
+    copies: Vec<(Device, ForwardInputs)>,
+}
+
+impl PlacedInputs {
+    /// The inputs on the embedding's device.
+    fn first(&self) -> &ForwardInputs {
+        &self.first
+    }
+
+    /// The inputs on `device` (those on the embedding's device when no copy was made there).
+    fn on(&self, device: Device) -> &ForwardInputs {
+        self.copies.iter().find(|(d, _)| *d == device).map_or(&self.first, |(_, i)| i)
     }
 }
 
@@ -955,6 +1282,25 @@ impl ForwardInputs {
             padded: options.attention_mask.is_some(),
             past,
             relevance: options.relevance,
+        })
+    }
+
+    /// The same inputs on `device`.
+    fn to_device(&self, device: Device) -> Result<Self> {
+        let move_angles = |a: &Option<rope::RopeAngles>| a.as_ref().map(|a| a.to_device(device));
+        Ok(Self {
+            positions: self.positions.f_to_device(device)?,
+            rope_global: move_angles(&self.rope_global).transpose()?,
+            rope_local: move_angles(&self.rope_local).transpose()?,
+            blocked: self.blocked.f_to_device(device)?,
+            blocked_sliding: self
+                .blocked_sliding
+                .as_ref()
+                .map(|b| b.f_to_device(device))
+                .transpose()?,
+            padded: self.padded,
+            past: self.past,
+            relevance: self.relevance,
         })
     }
 

@@ -83,6 +83,27 @@ impl Param {
             Param::Block(l, p) => format!("blocks.{l}.{}", p.canonical()),
         }
     }
+
+    /// Whether this is one of the large matrices (token embedding, head, projections), the
+    /// weights a streamed model keeps at their source; norms, biases and learned positions
+    /// are small and stay resident.
+    pub(crate) fn is_matrix(self) -> bool {
+        matches!(
+            self,
+            Param::Embed
+                | Param::Head
+                | Param::Block(
+                    _,
+                    BlockParam::Q
+                        | BlockParam::K
+                        | BlockParam::V
+                        | BlockParam::O
+                        | BlockParam::Gate
+                        | BlockParam::Up
+                        | BlockParam::Down
+                )
+        )
+    }
 }
 
 /// The parameters a configuration has, in the order `named_parameters` lists them, with

@@ -78,6 +78,12 @@ impl RopeTable {
     }
 
     /// Angles for `positions` (`[batch, pos]` f32).
+    /// Moves the frequencies to `device`.
+    pub(super) fn move_to(&mut self, device: Device) -> Result<()> {
+        self.inv_freq = self.inv_freq.f_to_device(device)?;
+        Ok(())
+    }
+
     pub(super) fn angles(&self, positions: &Tensor, kind: Kind) -> Result<RopeAngles> {
         // freqs[b, t, i] = pos[b, t] · inv_freq[i].
         let freqs = positions.f_unsqueeze(-1)?.f_mul(&self.inv_freq.f_view([1, 1, -1])?)?;
@@ -96,6 +102,15 @@ impl RopeTable {
 }
 
 impl RopeAngles {
+    /// The same angles on `device`.
+    pub(super) fn to_device(&self, device: Device) -> Result<Self> {
+        Ok(Self {
+            cos: self.cos.f_to_device(device)?,
+            sin: self.sin.f_to_device(device)?,
+            pairing: self.pairing,
+        })
+    }
+
     /// Rotates `x` (`[batch, pos, head, d_head]`).
     pub(super) fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();

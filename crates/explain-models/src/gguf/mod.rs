@@ -22,10 +22,14 @@ mod types;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use explainability_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
+
+use crate::weights::TensorSource;
 
 pub use dequant::{default_threads, dequantize_into};
 pub use metadata::MetadataValue;
@@ -442,21 +446,141 @@ impl GgufFile {
     /// # Ok::<(), explainability_core::Error>(())
     /// ```
     pub fn tensor_as(&self, name: &str, kind: Kind) -> Result<Tensor> {
-        if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double) {
-            return Err(Error::UnsupportedDtype {
-                name: name.to_owned(),
-                dtype: format!("{kind:?} (GGUF tensors convert to Float, BFloat16, Half, Double)"),
-            });
-        }
+        self.tensor_with(name, kind, default_threads())
+    }
+
+    /// [`tensor_as`](Self::tensor_as) on up to `threads` dequantisation threads.
+    fn tensor_with(&self, name: &str, kind: Kind, threads: NonZeroUsize) -> Result<Tensor> {
+        check_kind(name, kind)?;
         let (info, kernel, bytes) = self.quantised(name)?;
         let n_elements = self.addressable(info)?;
         kernel.check(bytes.len(), n_elements, &info.name)?;
-        let total: i64 = info.shape().iter().product();
-        let result = Tensor::f_empty([total], (kind, Device::Cpu))?;
+        let values = self.dequantize_chunked(name, kernel, bytes, n_elements, kind, threads)?;
+        Ok(values.f_reshape(info.shape())?)
+    }
+
+    /// Rows `rows` of a tensor, dequantised straight into a `[rows.len(), row]` CPU tensor of
+    /// `kind`, a row being the tensor's fastest-varying dimension (`dims()[0]` values: one row
+    /// of a `[out, in]` matrix, one token of an embedding). Only those rows' bytes are read,
+    /// in chunks as [`tensor_as`](Self::tensor_as) reads a whole tensor, and their mapped pages
+    /// are released after use. A model whose weights stay quantised in the map (streamed
+    /// weights) takes its head a slice at a time this way.
+    ///
+    /// # Shapes
+    /// `[rows.end - rows.start, dims()[0]]`.
+    ///
+    /// # Errors
+    /// As [`tensor_as`](Self::tensor_as); [`Error::InvalidArgument`] for rows past the last.
+    pub fn rows_as(&self, name: &str, rows: std::ops::Range<u64>, kind: Kind) -> Result<Tensor> {
+        self.rows_with(name, rows, kind, default_threads())
+    }
+
+    /// [`rows_as`](Self::rows_as) on up to `threads` dequantisation threads.
+    pub(crate) fn rows_with(
+        &self,
+        name: &str,
+        rows: std::ops::Range<u64>,
+        kind: Kind,
+        threads: NonZeroUsize,
+    ) -> Result<Tensor> {
+        let layout = self.row_layout(name, kind)?;
+        if rows.start > rows.end || rows.end > layout.n_rows as u64 {
+            return Err(Error::invalid_argument(format!(
+                "rows {}..{} of tensor {name:?}, which has {} rows",
+                rows.start, rows.end, layout.n_rows
+            )));
+        }
+        // Both ends are at most n_rows, a usize.
+        let (first, end) = (rows.start as usize, rows.end as usize);
+        let bytes =
+            layout.bytes.get(first * layout.row_bytes..end * layout.row_bytes).unwrap_or(&[]);
+        let n = end - first;
+        let values = self.dequantize_chunked(
+            name,
+            layout.kernel,
+            bytes,
+            n * layout.row_values,
+            kind,
+            threads,
+        )?;
+        Ok(values.f_view([n as i64, layout.row_values as i64])?)
+    }
+
+    /// The rows `ids` of a tensor (say, the embeddings of some tokens), each dequantised from
+    /// its own bytes into a `[ids.len(), row]` CPU tensor of `kind`; nothing else of the
+    /// tensor is read.
+    ///
+    /// # Shapes
+    /// `[ids.len(), dims()[0]]`.
+    ///
+    /// # Errors
+    /// As [`rows_as`](Self::rows_as); [`Error::TokenOutOfRange`] for an id outside the rows.
+    pub fn gather_rows_as(&self, name: &str, ids: &[i64], kind: Kind) -> Result<Tensor> {
+        let layout = self.row_layout(name, kind)?;
+        let result =
+            Tensor::f_empty([ids.len() as i64, layout.row_values as i64], (kind, Device::Cpu))?;
+        let mut scratch = vec![0f32; layout.row_values];
+        for (i, &id) in ids.iter().enumerate() {
+            let row = usize::try_from(id)
+                .ok()
+                .filter(|&r| r < layout.n_rows)
+                .ok_or(Error::TokenOutOfRange { id, vocab_size: layout.n_rows })?;
+            let bytes = layout
+                .bytes
+                .get(row * layout.row_bytes..(row + 1) * layout.row_bytes)
+                .unwrap_or(&[]);
+            // One row is too little work to share between threads.
+            layout.kernel.run(bytes, &mut scratch, NonZeroUsize::MIN);
+            result.f_get(i as i64)?.f_copy_(&borrowed_f32(&scratch)?)?;
+        }
+        Ok(result)
+    }
+
+    /// The kernel, bytes and row geometry of a tensor whose rows hold whole blocks.
+    fn row_layout(&self, name: &str, kind: Kind) -> Result<RowLayout<'_>> {
+        check_kind(name, kind)?;
+        let (info, kernel, bytes) = self.quantised(name)?;
+        let n_elements = self.addressable(info)?;
+        kernel.check(bytes.len(), n_elements, &info.name)?;
+        let row_values =
+            info.dims.first().map_or(Ok(1), |&d| usize::try_from(d)).map_err(|_| {
+                Error::GgufMalformed {
+                    reason: format!("tensor {name:?} has rows too long to address"),
+                }
+            })?;
+        if row_values == 0 || !row_values.is_multiple_of(kernel.block_elements) {
+            return Err(Error::GgufMalformed {
+                reason: format!(
+                    "tensor {name:?}: rows of {row_values} values do not hold whole blocks of {}",
+                    kernel.block_elements
+                ),
+            });
+        }
+        Ok(RowLayout {
+            kernel,
+            bytes,
+            row_values,
+            row_bytes: row_values / kernel.block_elements * kernel.block_bytes,
+            n_rows: n_elements / row_values,
+        })
+    }
+
+    /// Dequantises `bytes` (whole blocks, `total` values) into a flat CPU tensor of `kind`,
+    /// `CONVERT_CHUNK_ELEMENTS` values at a time through f32 scratch, releasing each chunk's
+    /// mapped pages once it is converted.
+    fn dequantize_chunked(
+        &self,
+        name: &str,
+        kernel: dequant::Kernel,
+        bytes: &[u8],
+        total: usize,
+        kind: Kind,
+        threads: NonZeroUsize,
+    ) -> Result<Tensor> {
+        let result = Tensor::f_empty([total as i64], (kind, Device::Cpu))?;
         let chunk_blocks = (CONVERT_CHUNK_ELEMENTS / kernel.block_elements).max(1);
         let chunk_elements = chunk_blocks * kernel.block_elements;
-        let mut scratch = vec![0f32; chunk_elements.min(n_elements)];
-        let threads = default_threads();
+        let mut scratch = vec![0f32; chunk_elements.min(total)];
         let mut start = 0i64;
         for input in bytes.chunks(chunk_blocks * kernel.block_bytes) {
             let values = input.len() / kernel.block_bytes * kernel.block_elements;
@@ -475,7 +599,7 @@ impl GgufFile {
         }
         // Pages straddling two chunks, left by the per-chunk releases.
         self.release_pages(bytes);
-        Ok(result.f_reshape(info.shape())?)
+        Ok(result)
     }
 
     /// Tells the kernel that the mapped pages of `bytes` (a slice of this file's map) are not
@@ -552,6 +676,64 @@ impl GgufFile {
             file_len,
         })
     }
+}
+
+/// One tensor of a shared GGUF file as a [`TensorSource`]: dequantised whole, by row ranges or
+/// by gathered rows, as often as asked, on at most as many threads as libtorch's intra-op
+/// setting allows (a streamed model dequantises during its forward pass, where a caller that
+/// limited libtorch's threads expects the limit to hold).
+pub(crate) struct GgufSource {
+    file: Arc<GgufFile>,
+    name: String,
+}
+
+impl GgufSource {
+    /// Tensor `name` of `file`.
+    pub(crate) fn new(file: Arc<GgufFile>, name: impl Into<String>) -> Self {
+        Self { file, name: name.into() }
+    }
+
+    fn threads() -> NonZeroUsize {
+        let torch = usize::try_from(tch::get_num_threads()).ok().and_then(NonZeroUsize::new);
+        default_threads().min(torch.unwrap_or(NonZeroUsize::MIN))
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn load(&self, kind: Kind) -> Result<Tensor> {
+        self.file.tensor_with(&self.name, kind, Self::threads())
+    }
+
+    fn rows(&self, rows: std::ops::Range<i64>, kind: Kind) -> Result<Tensor> {
+        let range =
+            u64::try_from(rows.start).unwrap_or(u64::MAX)..u64::try_from(rows.end).unwrap_or(0);
+        self.file.rows_with(&self.name, range, kind, Self::threads())
+    }
+
+    fn gather(&self, ids: &[i64], kind: Kind) -> Result<Tensor> {
+        self.file.gather_rows_as(&self.name, ids, kind)
+    }
+}
+
+/// Where the rows of a tensor lie in the map.
+struct RowLayout<'a> {
+    kernel: dequant::Kernel,
+    bytes: &'a [u8],
+    /// Values per row (`dims[0]`), a whole number of blocks.
+    row_values: usize,
+    row_bytes: usize,
+    n_rows: usize,
+}
+
+/// [`Error::UnsupportedDtype`] unless GGUF tensors convert to `kind`.
+fn check_kind(name: &str, kind: Kind) -> Result<()> {
+    if matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double) {
+        return Ok(());
+    }
+    Err(Error::UnsupportedDtype {
+        name: name.to_owned(),
+        dtype: format!("{kind:?} (GGUF tensors convert to Float, BFloat16, Half, Double)"),
+    })
 }
 
 /// A one-dimensional `f32` tensor viewing `values` without copying them: the per-chunk copy
