@@ -3,11 +3,13 @@
 //! backward pass (`explain_ids`) against several prompts per pass (`explain_batch` on groups
 //! of similar length from `length_batches`, as `explain attribute --batch-size` runs them),
 //! measured side by side in one run; plus the evaluation step (explanation and its metrics)
-//! on 20 prompts, where only the explanation is batched.
+//! on the first `BATCHED_EVAL_PROMPTS` prompts (default 8), where only the explanation is
+//! batched.
 //!
 //! Prompts: every second prompt of `factual_prompts()` (all three categories), the first 200;
 //! target: log-probability of the argmax next token. Threads: `EXPLAINABILITY_THREADS`
-//! (default 1). Batch sizes: `BATCHED_SIZES` (default `4,8,16,32`). Each sample explains all
+//! (default 1). Batch sizes of saliency: `BATCHED_SIZES` (default `4,8,16,32`); gradient×input
+//! and the evaluation run at the CLI's default, 16. Each sample explains all
 //! 200 prompts, so criterion's time per iteration divided into 200 is the time per prompt.
 
 // criterion_group! generates an undocumented public function.
@@ -23,13 +25,19 @@ use explainability_core::{ExplainInput, Explainer, LanguageModel, Target, length
 
 /// Prompts of the throughput measurement.
 const PROMPTS: usize = 200;
-/// Prompts of the evaluation measurement (its metrics run many forwards per prompt).
-const EVAL_PROMPTS: usize = 20;
 /// Padding bound of the groups (the CLI's `MAX_PADDING`).
 const MAX_PADDING: f64 = 0.25;
+/// The CLI's default `--batch-size`.
+const DEFAULT_BATCH: usize = 16;
 
 fn threads() -> i32 {
     std::env::var("EXPLAINABILITY_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Prompts of the evaluation measurement (`BATCHED_EVAL_PROMPTS`, default 8; its metrics run
+/// many forwards per prompt).
+fn eval_prompts() -> usize {
+    std::env::var("BATCHED_EVAL_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
 }
 
 fn sizes() -> Vec<usize> {
@@ -93,13 +101,17 @@ fn batched_prompts(c: &mut Criterion) {
     group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(PROMPTS as u64));
-    let methods: [(&str, &dyn Explainer); 2] =
-        [("saliency", &Saliency::default()), ("gradient_x_input", &GradientXInput)];
-    for (name, method) in methods {
+    // Saliency at every batch size of `BATCHED_SIZES` (to choose the CLI's default),
+    // gradient×input at the CLI's default.
+    let methods: [(&str, &dyn Explainer, Vec<usize>); 2] = [
+        ("saliency", &Saliency::default(), sizes()),
+        ("gradient_x_input", &GradientXInput, vec![DEFAULT_BATCH]),
+    ];
+    for (name, method, sizes) in methods {
         group.bench_function(BenchmarkId::new(name, "one_at_a_time"), |b| {
             b.iter(|| one_at_a_time(m, method, &ids, &target))
         });
-        for size in sizes() {
+        for size in sizes {
             let groups = length_batches(&lengths, size, MAX_PADDING);
             group.bench_function(BenchmarkId::new(name, format!("batch_{size}")), |b| {
                 b.iter(|| batched(m, method, &ids, &groups, &target))
@@ -108,11 +120,12 @@ fn batched_prompts(c: &mut Criterion) {
     }
     // Evaluation: the explanation (batched or not) and its metrics (per prompt; fidelity's
     // removal curves are already batched within a prompt).
-    let eval_ids = &ids[..EVAL_PROMPTS];
-    let eval_lengths = &lengths[..EVAL_PROMPTS];
+    let eval_prompts = eval_prompts().min(PROMPTS);
+    let eval_ids = &ids[..eval_prompts];
+    let eval_lengths = &lengths[..eval_prompts];
     let config = MetricsConfig { target: target.clone(), ..MetricsConfig::default() };
     let saliency = Saliency::default();
-    group.throughput(Throughput::Elements(EVAL_PROMPTS as u64));
+    group.throughput(Throughput::Elements(eval_prompts as u64));
     let evaluate = |explanations: Vec<explainability_core::Result<explainability_core::Explanation>>| {
         for e in explanations {
             let metrics = e.and_then(|e| metrics_of_explanation(m, &saliency, &e, &config));
@@ -122,8 +135,8 @@ fn batched_prompts(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("evaluate_saliency", "one_at_a_time"), |b| {
         b.iter(|| evaluate(eval_ids.iter().map(|ids| saliency.explain_ids(m, ids, &target)).collect()))
     });
-    let groups = length_batches(eval_lengths, 16, MAX_PADDING);
-    group.bench_function(BenchmarkId::new("evaluate_saliency", "batch_16"), |b| {
+    let groups = length_batches(eval_lengths, DEFAULT_BATCH, MAX_PADDING);
+    group.bench_function(BenchmarkId::new("evaluate_saliency", format!("batch_{DEFAULT_BATCH}")), |b| {
         b.iter(|| {
             for group in &groups {
                 let inputs: Vec<ExplainInput<'_>> = group
