@@ -6,7 +6,8 @@
 //! on the first `BATCHED_EVAL_PROMPTS` prompts (default 8), where only the explanation is
 //! batched.
 //!
-//! Prompts: every second prompt of `factual_prompts()` (all three categories), the first 200;
+//! Prompts: every second prompt of `factual_prompts()` (all three categories), the first 200
+//! (`BATCHED_PROMPTS`);
 //! target: log-probability of the argmax next token. Threads: `EXPLAINABILITY_THREADS`
 //! (default 1). Batch sizes of saliency: `BATCHED_SIZES` (default `4,8,16,32`); gradient×input
 //! and the evaluation run at the CLI's default, 16. Each sample explains all
@@ -17,14 +18,18 @@
 
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use explain_eval::{MetricsConfig, metrics_of_explanation, prompts::factual_prompts};
 use explain_gradients::{GradientXInput, Saliency};
 use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{ExplainInput, Explainer, LanguageModel, Target, length_batches};
 
-/// Prompts of the throughput measurement.
-const PROMPTS: usize = 200;
+/// Prompts of the throughput measurement (`BATCHED_PROMPTS`, default 200).
+fn prompt_count() -> usize {
+    std::env::var("BATCHED_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+}
 /// Padding bound of the groups (the CLI's `MAX_PADDING`).
 const MAX_PADDING: f64 = 0.25;
 /// The CLI's default `--batch-size`.
@@ -34,8 +39,8 @@ fn threads() -> i32 {
     std::env::var("EXPLAINABILITY_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-/// Prompts of the evaluation measurement (`BATCHED_EVAL_PROMPTS`, default 8; its metrics run
-/// many forwards per prompt).
+/// Prompts of the evaluation measurement (`BATCHED_EVAL_PROMPTS`, default 8, 0 skips it; its
+/// metrics run many forwards per prompt).
 fn eval_prompts() -> usize {
     std::env::var("BATCHED_EVAL_PROMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
 }
@@ -81,13 +86,14 @@ fn batched_prompts(c: &mut Criterion) {
         Ok(p) => p,
         Err(e) => panic!("the factual prompts do not parse: {e}"),
     };
+    let n_prompts = prompt_count();
     let ids: Vec<Vec<i64>> = prompts
         .iter()
         .step_by(2)
-        .take(PROMPTS)
+        .take(n_prompts)
         .map(|p| m.encode(&p.prompt, true).unwrap_or_default())
         .collect();
-    assert_eq!(ids.len(), PROMPTS);
+    assert_eq!(ids.len(), n_prompts, "there are {} factual prompts", prompts.len());
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
     eprintln!(
         "{} prompts, {}..={} tokens, {} tokens in all",
@@ -100,7 +106,7 @@ fn batched_prompts(c: &mut Criterion) {
     let mut group = c.benchmark_group("batched_prompts");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(PROMPTS as u64));
+    group.throughput(Throughput::Elements(n_prompts as u64));
     // Saliency at every batch size of `BATCHED_SIZES` (to choose the CLI's default),
     // gradient×input at the CLI's default.
     let methods: [(&str, &dyn Explainer, Vec<usize>); 2] = [
@@ -120,33 +126,43 @@ fn batched_prompts(c: &mut Criterion) {
     }
     // Evaluation: the explanation (batched or not) and its metrics (per prompt; fidelity's
     // removal curves are already batched within a prompt).
-    let eval_prompts = eval_prompts().min(PROMPTS);
+    let eval_prompts = eval_prompts().min(n_prompts);
+    if eval_prompts == 0 {
+        group.finish();
+        return;
+    }
     let eval_ids = &ids[..eval_prompts];
     let eval_lengths = &lengths[..eval_prompts];
     let config = MetricsConfig { target: target.clone(), ..MetricsConfig::default() };
     let saliency = Saliency::default();
     group.throughput(Throughput::Elements(eval_prompts as u64));
-    let evaluate = |explanations: Vec<explainability_core::Result<explainability_core::Explanation>>| {
-        for e in explanations {
-            let metrics = e.and_then(|e| metrics_of_explanation(m, &saliency, &e, &config));
-            assert!(metrics.is_ok(), "{metrics:?}");
-        }
-    };
-    group.bench_function(BenchmarkId::new("evaluate_saliency", "one_at_a_time"), |b| {
-        b.iter(|| evaluate(eval_ids.iter().map(|ids| saliency.explain_ids(m, ids, &target)).collect()))
-    });
-    let groups = length_batches(eval_lengths, DEFAULT_BATCH, MAX_PADDING);
-    group.bench_function(BenchmarkId::new("evaluate_saliency", format!("batch_{DEFAULT_BATCH}")), |b| {
-        b.iter(|| {
-            for group in &groups {
-                let inputs: Vec<ExplainInput<'_>> = group
-                    .iter()
-                    .map(|&i| ExplainInput { ids: &eval_ids[i], target: &target })
-                    .collect();
-                evaluate(saliency.explain_batch(m, &inputs));
+    let evaluate =
+        |explanations: Vec<explainability_core::Result<explainability_core::Explanation>>| {
+            for e in explanations {
+                let metrics = e.and_then(|e| metrics_of_explanation(m, &saliency, &e, &config));
+                assert!(metrics.is_ok(), "{metrics:?}");
             }
+        };
+    group.bench_function(BenchmarkId::new("evaluate_saliency", "one_at_a_time"), |b| {
+        b.iter(|| {
+            evaluate(eval_ids.iter().map(|ids| saliency.explain_ids(m, ids, &target)).collect())
         })
     });
+    let groups = length_batches(eval_lengths, DEFAULT_BATCH, MAX_PADDING);
+    group.bench_function(
+        BenchmarkId::new("evaluate_saliency", format!("batch_{DEFAULT_BATCH}")),
+        |b| {
+            b.iter(|| {
+                for group in &groups {
+                    let inputs: Vec<ExplainInput<'_>> = group
+                        .iter()
+                        .map(|&i| ExplainInput { ids: &eval_ids[i], target: &target })
+                        .collect();
+                    evaluate(saliency.explain_batch(m, &inputs));
+                }
+            })
+        },
+    );
     group.finish();
 }
 

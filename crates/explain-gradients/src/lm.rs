@@ -191,8 +191,9 @@ pub(crate) fn prepare_batch_with_gradient(
         .flatten()
         .next()
         .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
-    let values: Vec<f64> =
-        Vec::<f64>::try_from(&g.value.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?;
+    let values: Vec<f64> = Vec::<f64>::try_from(
+        &g.value.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?,
+    )?;
     let mut out = Vec::with_capacity(inputs.len());
     for (row, ((input, mut target), value)) in inputs.iter().zip(resolved).zip(values).enumerate() {
         let grad = batch.unpad(&gradient, row)?;

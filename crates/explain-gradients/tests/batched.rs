@@ -62,7 +62,7 @@ fn texts() -> Vec<&'static str> {
 fn inputs_of(model: &dyn LanguageModel, texts: &[&str]) -> (Vec<Vec<i64>>, Vec<Target>) {
     let ids: Vec<Vec<i64>> = texts.iter().map(|t| model.encode(t, true).unwrap()).collect();
     // argmax, a given token, a contrast, an explicit earlier position, argmax
-    let targets = vec![
+    let targets = [
         Target::argmax(),
         Target::log_prob(PARIS),
         Target::contrastive(PARIS, LONDON),
@@ -104,7 +104,10 @@ fn batched_gradient_methods_equal_one_at_a_time() {
             assert!(d < tolerance(input.ids.len()), "{}: {d:e}", method.name());
             assert_eq!(got.method, alone.method);
             assert_eq!(got.target_token, alone.target_token);
-            assert_eq!(got.metadata.keys().collect::<Vec<_>>(), alone.metadata.keys().collect::<Vec<_>>());
+            assert_eq!(
+                got.metadata.keys().collect::<Vec<_>>(),
+                alone.metadata.keys().collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -174,4 +177,3 @@ fn a_bad_input_fails_alone() {
     assert!(matches!(results[0], Err(Error::TokenOutOfRange { .. })), "{:?}", results[0]);
     assert!(results[1].is_ok());
 }
-

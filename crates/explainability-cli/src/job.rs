@@ -26,6 +26,14 @@
 //!   same job run by one process, by several, or resumed after a crash writes byte-identical
 //!   parts and merged results (on the same hardware, libtorch build and `--threads`).
 //!
+//! **Batches.** With `--batch-size B > 1`, a shard's records run in consecutive windows of
+//! `B ×` [`BATCHES_PER_WINDOW`] records; the methods that batch inputs run each window in
+//! batches of similar length ([`process_records`]), and the window's lines are appended when
+//! it is done. The grouping depends only on the window's records, and a resumed run
+//! recomputes the batches of its missing records whole, so the bytes stay those of an
+//! uninterrupted run. `B` is part of the configuration (a batch's float summation order
+//! differs from one record's in the last bits).
+//!
 //! A failing record is written with its error and never stops the run.
 
 use std::collections::BTreeMap;
@@ -698,10 +706,8 @@ pub fn process_records(
     if config.batch_size > 1 {
         let shared = Framework::with_defaults();
         let valid: Vec<usize> = (0..records.len()).filter(|&i| inputs[i].is_ok()).collect();
-        let lengths: Vec<usize> = valid
-            .iter()
-            .map(|&i| inputs[i].as_ref().map(|x| x.ids.len()).unwrap_or(0))
-            .collect();
+        let lengths: Vec<usize> =
+            valid.iter().map(|&i| inputs[i].as_ref().map(|x| x.ids.len()).unwrap_or(0)).collect();
         let groups = length_batches(&lengths, config.batch_size, MAX_PADDING);
         for method in &config.methods {
             if !shared.batches_inputs(method).unwrap_or(false) {
@@ -720,15 +726,12 @@ pub fn process_records(
                 let started = Instant::now();
                 let results = shared.explain_batch_ids(model, &explain_inputs, method);
                 let seconds = started.elapsed().as_secs_f64() / members.len().max(1) as f64;
-                match results {
-                    Ok(results) => {
-                        for (&i, result) in members.iter().zip(results) {
-                            batched[i]
-                                .insert(method.clone(), (result.map_err(CliError::from), seconds));
-                        }
+                // An unknown method is left to the per-record path, which reports it.
+                if let Ok(results) = results {
+                    for (&i, result) in members.iter().zip(results) {
+                        batched[i]
+                            .insert(method.clone(), (result.map_err(CliError::from), seconds));
                     }
-                    // unknown method: left to the per-record path, which reports it
-                    Err(_) => {}
                 }
             }
         }
@@ -745,7 +748,15 @@ pub fn process_records(
                 return (row, timing);
             }
             let filled = input.and_then(|input| {
-                fill_record(model, config, &indexed.record, input, &mut precomputed, &mut row, &mut timing)
+                fill_record(
+                    model,
+                    config,
+                    &indexed.record,
+                    input,
+                    &mut precomputed,
+                    &mut row,
+                    &mut timing,
+                )
             });
             if let Err(e) = filled {
                 row.error = Some(e.message());
@@ -826,10 +837,9 @@ fn fill_record(
         };
         let (result, explained_seconds) = match precomputed.remove(method) {
             Some((result, seconds)) => (result, seconds),
-            None => (
-                framework.explain_ids(model, &ids, method, &target).map_err(CliError::from),
-                0.0,
-            ),
+            None => {
+                (framework.explain_ids(model, &ids, method, &target).map_err(CliError::from), 0.0)
+            }
         };
         match result {
             Ok(e) => {
@@ -852,9 +862,7 @@ fn fill_record(
             }
             Err(err) => m.error = Some(err.message()),
         }
-        timing
-            .seconds
-            .insert(method.clone(), explained_seconds + started.elapsed().as_secs_f64());
+        timing.seconds.insert(method.clone(), explained_seconds + started.elapsed().as_secs_f64());
         row.methods.push(m);
     }
     if let (Some(settings), Some(mc)) = (&config.evaluation, &metrics_config) {

@@ -157,7 +157,10 @@ impl RightPadded {
         })?;
         let computed = logits.size().get(1).copied().unwrap_or(0);
         let offset = if computed == self.longest() as i64 { 0 } else { self.logits_from() };
-        Ok(logits.f_select(0, row as i64)?.f_narrow(0, (read - offset) as i64, 1)?.f_unsqueeze(0)?)
+        Ok(logits
+            .f_select(0, row as i64)?
+            .f_narrow(0, (read - offset) as i64, 1)?
+            .f_unsqueeze(0)?)
     }
 
     /// Row `row` of `[rows, longest, ...]` without its padding: `[len, ...]`.
