@@ -7,10 +7,13 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
+    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
 };
 
-use crate::lm::{explanation, prepare, prepare_with_gradient, sum_over_features, target_function};
+use crate::lm::{
+    Prepared, explain_batch_with, explanation, prepare, prepare_with_gradient, sum_over_features,
+    target_function,
+};
 
 /// How a `[pos, d_model]` gradient becomes one score per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,8 +73,39 @@ impl Explainer for Saliency {
         target: &Target,
     ) -> Result<Explanation> {
         let (prepared, gradient) = prepare_with_gradient(model, ids, target)?;
-        let scores = self.norm.reduce(&gradient)?;
-        explanation(model, self.name(), &prepared, scores, vec![("norm", json!(self.norm.name()))])
+        self.finish(model, &prepared, &gradient)
+    }
+
+    /// One right-padded forward and backward pass for all inputs (see
+    /// [`Explainer::explain_batch`]).
+    fn explain_batch(
+        &self,
+        model: &dyn LanguageModel,
+        inputs: &[ExplainInput<'_>],
+    ) -> Vec<Result<Explanation>> {
+        explain_batch_with(
+            model,
+            inputs,
+            None,
+            |i| self.explain_ids(model, i.ids, i.target),
+            |prepared, gradient| self.finish(model, prepared, gradient),
+        )
+    }
+
+    fn batches_inputs(&self) -> bool {
+        true
+    }
+}
+
+impl Saliency {
+    fn finish(
+        &self,
+        model: &dyn LanguageModel,
+        prepared: &Prepared,
+        gradient: &Tensor,
+    ) -> Result<Explanation> {
+        let scores = self.norm.reduce(gradient)?;
+        explanation(model, self.name(), prepared, scores, vec![("norm", json!(self.norm.name()))])
     }
 }
 
@@ -91,9 +125,40 @@ impl Explainer for GradientXInput {
         target: &Target,
     ) -> Result<Explanation> {
         let (prepared, gradient) = prepare_with_gradient(model, ids, target)?;
+        self.finish(model, &prepared, &gradient)
+    }
+
+    /// One right-padded forward and backward pass for all inputs (see
+    /// [`Explainer::explain_batch`]).
+    fn explain_batch(
+        &self,
+        model: &dyn LanguageModel,
+        inputs: &[ExplainInput<'_>],
+    ) -> Vec<Result<Explanation>> {
+        explain_batch_with(
+            model,
+            inputs,
+            None,
+            |i| self.explain_ids(model, i.ids, i.target),
+            |prepared, gradient| self.finish(model, prepared, gradient),
+        )
+    }
+
+    fn batches_inputs(&self) -> bool {
+        true
+    }
+}
+
+impl GradientXInput {
+    fn finish(
+        &self,
+        model: &dyn LanguageModel,
+        prepared: &Prepared,
+        gradient: &Tensor,
+    ) -> Result<Explanation> {
         let product = gradient.f_mul(&prepared.embeddings)?;
         let scores = sum_over_features(&product)?;
-        explanation(model, self.name(), &prepared, scores, Vec::new())
+        explanation(model, self.name(), prepared, scores, Vec::new())
     }
 }
 

@@ -9,8 +9,9 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel, ModelOutput,
-    RelevanceRule, Result, Target, check_positions, gradients,
+    Error, ExplainInput, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel,
+    ModelOutput, RelevanceRule, Result, RightPadded, Target, all_finite, check_positions,
+    gradients,
 };
 
 use crate::path::Objective;
@@ -135,6 +136,114 @@ fn prepare_inner(
     let prepared =
         Prepared { ids: ids.to_vec(), embeddings: embeddings.f_select(0, 0)?, target, value };
     Ok((prepared, gradient))
+}
+
+/// [`prepare_with_gradient_under`] for several inputs in one right-padded forward and
+/// backward pass ([`RightPadded`]): the objective is the sum of the rows' targets, and rows
+/// are independent (padded keys get zero attention, positions restart at 0 in every row), so
+/// row `i` of the gradient is input `i`'s own. Entry `i` is `None` when input `i`'s value or
+/// gradient is not finite: the caller then runs it alone, which locates the non-finite value
+/// as [`prepare_with_gradient`] does.
+///
+/// # Errors
+/// Errors that concern the batch as a whole (an id outside the vocabulary, a bad target
+/// position, model errors): the caller falls back to one input at a time.
+pub(crate) fn prepare_batch_with_gradient(
+    model: &dyn LanguageModel,
+    inputs: &[ExplainInput<'_>],
+    relevance: Option<RelevanceRule>,
+) -> Result<Vec<Option<(Prepared, Tensor)>>> {
+    let batch = RightPadded::new(model, inputs)?;
+    let embeddings = {
+        let _guard = tch::no_grad_guard();
+        model.embed(&batch.ids)?.f_detach()?
+    };
+    let mut options = batch.options(model.info().causal)?;
+    options.relevance = relevance;
+    let mut resolved: Vec<Target> = Vec::with_capacity(inputs.len());
+    let g = tch::with_grad(|| {
+        let leaf = embeddings.f_detach()?.f_set_requires_grad(true)?;
+        gradients(
+            model,
+            &leaf,
+            &[&leaf],
+            &options,
+            &mut Hooks::new(),
+            &mut |output: &ModelOutput| {
+                resolved.clear();
+                let mut values = Vec::with_capacity(inputs.len());
+                for (row, input) in inputs.iter().enumerate() {
+                    let logits = batch.row_logits(&output.logits, row)?;
+                    let target = input
+                        .target
+                        .from_position(batch.reads[row])?
+                        .resolve(&logits.f_detach()?)?;
+                    values.push(target.evaluate(&logits)?);
+                    resolved.push(target);
+                }
+                Ok(Tensor::f_cat(&values, 0)?)
+            },
+        )
+    })?;
+    let gradient = g
+        .gradients
+        .into_iter()
+        .flatten()
+        .next()
+        .ok_or_else(|| Error::invalid_argument("autograd returned no gradient"))?;
+    let values: Vec<f64> = Vec::<f64>::try_from(
+        &g.value.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?,
+    )?;
+    let mut out = Vec::with_capacity(inputs.len());
+    for (row, ((input, mut target), value)) in inputs.iter().zip(resolved).zip(values).enumerate() {
+        let grad = batch.unpad(&gradient, row)?;
+        if !value.is_finite() || !all_finite(&grad)? {
+            out.push(None);
+            continue;
+        }
+        // The resolved target keeps the caller's position (resolution only fixes an argmax id).
+        let (Target::Token { position, .. } | Target::Contrastive { position, .. }) = &mut target;
+        *position = match input.target {
+            Target::Token { position, .. } | Target::Contrastive { position, .. } => *position,
+        };
+        let prepared = Prepared {
+            ids: input.ids.to_vec(),
+            embeddings: batch.unpad(&embeddings, row)?,
+            target,
+            value,
+        };
+        out.push(Some((prepared, grad)));
+    }
+    Ok(out)
+}
+
+/// Explains `inputs` as one batch ([`prepare_batch_with_gradient`]) and `finish`es each
+/// row; runs `single` for every input when the batch fails as a whole, and for each input
+/// whose batched result is not finite or whose `finish` fails — so that every error is the
+/// one-input path's.
+pub(crate) fn explain_batch_with(
+    model: &dyn LanguageModel,
+    inputs: &[ExplainInput<'_>],
+    relevance: Option<RelevanceRule>,
+    single: impl Fn(&ExplainInput<'_>) -> Result<Explanation>,
+    finish: impl Fn(&Prepared, &Tensor) -> Result<Explanation>,
+) -> Vec<Result<Explanation>> {
+    if inputs.len() < 2 {
+        return inputs.iter().map(&single).collect();
+    }
+    match prepare_batch_with_gradient(model, inputs, relevance) {
+        Ok(rows) => inputs
+            .iter()
+            .zip(rows)
+            .map(|(input, row)| match row {
+                Some((prepared, gradient)) => {
+                    finish(&prepared, &gradient).or_else(|_| single(input))
+                }
+                None => single(input),
+            })
+            .collect(),
+        Err(_) => inputs.iter().map(&single).collect(),
+    }
 }
 
 /// The forward options and target that compute logits only from the explained position on
@@ -272,10 +381,6 @@ fn diagnostic_points(n_layers: usize) -> Vec<HookPoint> {
     points
 }
 
-fn is_finite(t: &Tensor) -> Result<bool> {
-    Ok(t.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0)
-}
-
 /// The first hook point whose activation is not finite when running `embeddings`
 /// (`[n, pos, d]`), `None` when all are finite.
 ///
@@ -294,7 +399,7 @@ pub(crate) fn first_non_finite_activation(
     model.forward_embeddings(embeddings, &options, &mut hooks)?;
     for point in &points {
         if let Some(t) = hooks.cached().get(point)
-            && !is_finite(t)?
+            && !all_finite(t)?
         {
             return Ok(Some(point.to_string()));
         }
@@ -336,7 +441,7 @@ pub(crate) fn locate_non_finite(
             .filter_map(|p| hooks.cached().get(p).map(|t| (*p, t.shallow_clone())))
             .collect();
         for (point, t) in &cached {
-            if !is_finite(t)? {
+            if !all_finite(t)? {
                 return Ok(Some(point.to_string()));
             }
         }
@@ -346,7 +451,7 @@ pub(crate) fn locate_non_finite(
         let inputs: Vec<&Tensor> = attached.iter().map(|(_, t)| t).collect();
         let grads = Tensor::f_run_backward(&[&y], &inputs, false, false)?;
         for ((point, _), g) in attached.iter().zip(grads).rev() {
-            if g.defined() && !is_finite(&g)? {
+            if g.defined() && !all_finite(&g)? {
                 return Ok(Some(point.to_string()));
             }
         }

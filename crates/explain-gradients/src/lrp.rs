@@ -16,10 +16,11 @@ use serde_json::json;
 use tch::Kind;
 
 use explainability_core::{
-    Error, Explainer, Explanation, LanguageModel, RelevanceRule, Result, Target, TargetOutput,
+    Error, ExplainInput, Explainer, Explanation, LanguageModel, RelevanceRule, Result, Target,
+    TargetOutput,
 };
 
-use crate::lm::{explanation, prepare_with_gradient_under, sum_over_features};
+use crate::lm::{explain_batch_with, explanation, prepare_with_gradient_under, sum_over_features};
 
 /// AttnLRP or CP-LRP on token embeddings, for any model whose forward pass honours
 /// [`ForwardOptions::relevance`](explainability_core::ForwardOptions::relevance) (every
@@ -145,12 +146,22 @@ impl RelevancePropagation {
         let target = logit_target(target);
         let (prepared, gradient) =
             prepare_with_gradient_under(model, ids, &target, Some(self.rule))?;
+        let (relevance, per_token, conservation) = Self::relevance_of(&prepared, &gradient)?;
+        Ok((prepared, relevance, per_token, conservation))
+    }
+
+    /// The relevance map, per-token relevance and conservation from the relevance-mode
+    /// gradient.
+    fn relevance_of(
+        prepared: &crate::lm::Prepared,
+        gradient: &tch::Tensor,
+    ) -> Result<(tch::Tensor, Vec<f64>, Conservation)> {
         let relevance = gradient
             .f_to_kind(Kind::Double)?
             .f_mul(&prepared.embeddings.f_to_kind(Kind::Double)?)?;
         let per_token = sum_over_features(&relevance)?;
         let conservation = Conservation::new(per_token.iter().sum(), prepared.value);
-        Ok((prepared, relevance, per_token, conservation))
+        Ok((relevance, per_token, conservation))
     }
 }
 
@@ -178,10 +189,52 @@ impl Explainer for RelevancePropagation {
         target: &Target,
     ) -> Result<Explanation> {
         let (prepared, _, scores, c) = self.compute(model, ids, target)?;
+        self.finish(model, &prepared, scores, c)
+    }
+
+    /// One right-padded forward and backward pass in relevance mode for all inputs (see
+    /// [`Explainer::explain_batch`]).
+    fn explain_batch(
+        &self,
+        model: &dyn LanguageModel,
+        inputs: &[ExplainInput<'_>],
+    ) -> Vec<Result<Explanation>> {
+        let targets: Vec<Target> = inputs.iter().map(|i| logit_target(i.target)).collect();
+        let logit_inputs: Vec<ExplainInput<'_>> = inputs
+            .iter()
+            .zip(&targets)
+            .map(|(i, target)| ExplainInput { ids: i.ids, target })
+            .collect();
+        explain_batch_with(
+            model,
+            &logit_inputs,
+            Some(self.rule),
+            // the logit target of a logit target is itself
+            |i| self.explain_ids(model, i.ids, i.target),
+            |prepared, gradient| {
+                let (_, scores, c) = Self::relevance_of(prepared, gradient)?;
+                self.finish(model, prepared, scores, c)
+            },
+        )
+    }
+
+    fn batches_inputs(&self) -> bool {
+        true
+    }
+}
+
+impl RelevancePropagation {
+    fn finish(
+        &self,
+        model: &dyn LanguageModel,
+        prepared: &crate::lm::Prepared,
+        scores: Vec<f64>,
+        c: Conservation,
+    ) -> Result<Explanation> {
         let mut e = explanation(
             model,
             self.name(),
-            &prepared,
+            prepared,
             scores,
             vec![
                 ("rule", json!(self.rule.name())),

@@ -181,7 +181,7 @@ pub fn job_config(
     model_path: &Path,
     methods: &MethodArgs,
     eval: Option<&EvalArgs>,
-    format: job::Format,
+    job_args: &JobArgs,
 ) -> JobConfig {
     JobConfig {
         kind,
@@ -189,7 +189,7 @@ pub fn job_config(
         methods: methods.methods.clone(),
         seed: methods.seed,
         shards: 1,
-        format,
+        format: job_args.format,
         input_sha256: String::new(),
         input_records: 0,
         evaluation: match kind {
@@ -200,6 +200,7 @@ pub fn job_config(
             }),
             JobKind::Attribute => None,
         },
+        batch_size: job_args.batch_size as usize,
         code_version: env!("CARGO_PKG_VERSION").to_owned(),
     }
 }
@@ -222,7 +223,7 @@ fn one_or_dataset(
     match (text, &job_args.input) {
         (Some(text), _) => {
             let model = load(model_path, Precision::F32)?;
-            let config = job_config(kind, &model, model_path, methods, eval, job_args.format);
+            let config = job_config(kind, &model, model_path, methods, eval, job_args);
             let target = target.map(|t| match t.trim().parse::<i64>() {
                 Ok(id) => TargetSpec::Id(id),
                 Err(_) => TargetSpec::Token(t),
@@ -318,7 +319,7 @@ pub fn build_job<'a>(
         (None, None) => 1,
     };
     job::check_shard(0, shards)?;
-    let mut config = job_config(kind, model, model_path, methods, eval, job_args.format);
+    let mut config = job_config(kind, model, model_path, methods, eval, job_args);
     config.shards = shards;
     config.input_sha256 = dataset.sha256.clone();
     config.input_records = dataset.records.len();

@@ -26,6 +26,14 @@
 //!   same job run by one process, by several, or resumed after a crash writes byte-identical
 //!   parts and merged results (on the same hardware, libtorch build and `--threads`).
 //!
+//! **Batches.** With `--batch-size B > 1`, a shard's records run in consecutive windows of
+//! `B ×` [`BATCHES_PER_WINDOW`] records; the methods that batch inputs run each window in
+//! batches of similar length ([`process_records`]), and the window's lines are appended when
+//! it is done. The grouping depends only on the window's records, and a resumed run
+//! recomputes the batches of its missing records whole, so the bytes stay those of an
+//! uninterrupted run. `B` is part of the configuration (a batch's float summation order
+//! differs from one record's in the last bits).
+//!
 //! A failing record is written with its error and never stops the run.
 
 use std::collections::BTreeMap;
@@ -38,7 +46,7 @@ use explainability::eval::{
     completeness, comprehensibility, metrics_of_explanation, random_control_fidelity,
 };
 use explainability::perturbation::{FeatureKind, PerturbationExplainer};
-use explainability::{Framework, LanguageModel};
+use explainability::{ExplainInput, Explanation, Framework, LanguageModel, length_batches};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -109,8 +117,17 @@ pub struct JobConfig {
     pub input_records: usize,
     /// Evaluation settings (evaluation jobs).
     pub evaluation: Option<EvaluationSettings>,
+    /// Records per forward pass of the methods that batch inputs (see [`process_records`]);
+    /// part of the configuration because a batch's float summation order differs from one
+    /// record's in the last bits.
+    #[serde(default = "one")]
+    pub batch_size: usize,
     /// Version of this program.
     pub code_version: String,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl JobConfig {
@@ -407,23 +424,36 @@ impl<'a> Job<'a> {
             .map_err(|e| CliError::write(&partial, e))?;
         let bar = progress_bar(records.len(), &format!("shard {shard}/{n}"));
         bar.set_position(resumed_from as u64);
-        for (written, record) in records.iter().skip(resumed_from).enumerate() {
-            if self.fail_after == Some(written) {
-                // Test hook: die like a killed worker, without cleaning up.
-                std::process::exit(86);
+        let window = window_len(self.config.batch_size);
+        let mut written = 0usize;
+        for start in (0..records.len()).step_by(window) {
+            let end = (start + window).min(records.len());
+            if end <= resumed_from {
+                continue;
             }
-            if self.pause_after == Some(written) {
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
+            // Records of the window already in the progress file are recomputed only where
+            // they share a batch with missing ones, so that the missing ones get exactly the
+            // batches (and bits) of an uninterrupted run.
+            let done = resumed_from.saturating_sub(start);
+            let results = process_records(self.model, &self.config, &records[start..end], done);
+            for (row, timing) in results.into_iter().skip(done) {
+                if self.fail_after == Some(written) {
+                    // Test hook: die like a killed worker, without cleaning up.
+                    std::process::exit(86);
                 }
+                if self.pause_after == Some(written) {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                let mut line = to_json_bytes(&ProgressLine { row, timing })?;
+                line.push(b'\n');
+                file.write_all(&line)
+                    .and_then(|()| file.flush())
+                    .map_err(|e| CliError::write(&partial, e))?;
+                written += 1;
+                bar.inc(1);
             }
-            let (row, timing) = process_record(self.model, &self.config, record);
-            let mut line = to_json_bytes(&ProgressLine { row, timing })?;
-            line.push(b'\n');
-            file.write_all(&line)
-                .and_then(|()| file.flush())
-                .map_err(|e| CliError::write(&partial, e))?;
-            bar.inc(1);
         }
         bar.finish_and_clear();
         // Re-read the whole progress file: the timings of earlier runs are in it.
@@ -624,45 +654,167 @@ pub fn check_methods(methods: &[String]) -> CliResult<()> {
     Ok(())
 }
 
+/// Batches of a window (see [`window_len`]): records of a window are grouped by length
+/// into batches whose padding is at most this share of their real tokens
+/// ([`length_batches`]).
+pub const MAX_PADDING: f64 = 0.25;
+
+/// Batches per window: a shard's records are processed in consecutive windows of
+/// `batch_size × BATCHES_PER_WINDOW` records, each window grouped by length into batches and
+/// written (in input order) when it is done.
+pub const BATCHES_PER_WINDOW: usize = 4;
+
+/// Records per window for a batch size (1 without batching: every record is written as soon
+/// as it is done).
+pub fn window_len(batch_size: usize) -> usize {
+    if batch_size <= 1 { 1 } else { batch_size * BATCHES_PER_WINDOW }
+}
+
 /// Computes one record's row (never fails: errors go into the row).
 pub fn process_record(
     model: &dyn LanguageModel,
     config: &JobConfig,
     indexed: &IndexedRecord,
 ) -> (RecordRow, RecordTiming) {
-    let record = &indexed.record;
-    let mut row = RecordRow {
+    let mut rows = process_records(model, config, std::slice::from_ref(indexed), 0);
+    rows.pop().unwrap_or_else(|| (empty_row(indexed), empty_timing(&indexed.record)))
+}
+
+/// Computes the rows of `records` (one window of a shard), in their order; the first
+/// `done` records are already written, and are computed only as batch-mates of later ones
+/// (their rows are returned as computed, or empty).
+///
+/// Methods that batch inputs ([`Framework::batches_inputs`]: saliency, gradient×input,
+/// AttnLRP, CP-LRP) run the window's records in batches of at most `config.batch_size`
+/// records of similar length ([`length_batches`] with [`MAX_PADDING`]); the grouping depends
+/// only on the window's records, so a record's result does not depend on where a run
+/// resumed. A batch that fails as a whole is rerun one record at a time by the library, so a
+/// bad record never fails its batch-mates. Other methods, metrics and the random control run
+/// per record. Seeds stay per (run seed, record id, method). A batched method's time is the
+/// batch's divided evenly among its records.
+pub fn process_records(
+    model: &dyn LanguageModel,
+    config: &JobConfig,
+    records: &[IndexedRecord],
+    done: usize,
+) -> Vec<(RecordRow, RecordTiming)> {
+    // Each record's ids and target, or its error.
+    let inputs: Vec<CliResult<RecordInput>> =
+        records.iter().map(|r| record_input(model, &r.record)).collect();
+    let mut batched: Vec<BTreeMap<String, (CliResult<Explanation>, f64)>> =
+        records.iter().map(|_| BTreeMap::new()).collect();
+    if config.batch_size > 1 {
+        let shared = Framework::with_defaults();
+        let valid: Vec<usize> = (0..records.len()).filter(|&i| inputs[i].is_ok()).collect();
+        let lengths: Vec<usize> =
+            valid.iter().map(|&i| inputs[i].as_ref().map(|x| x.ids.len()).unwrap_or(0)).collect();
+        let groups = length_batches(&lengths, config.batch_size, MAX_PADDING);
+        for method in &config.methods {
+            if !shared.batches_inputs(method).unwrap_or(false) {
+                continue;
+            }
+            for group in &groups {
+                let members: Vec<usize> = group.iter().map(|&g| valid[g]).collect();
+                if members.iter().all(|&i| i < done) {
+                    continue;
+                }
+                let explain_inputs: Vec<ExplainInput<'_>> = members
+                    .iter()
+                    .filter_map(|&i| inputs[i].as_ref().ok())
+                    .map(|x| ExplainInput { ids: &x.ids, target: &x.target })
+                    .collect();
+                let started = Instant::now();
+                let results = shared.explain_batch_ids(model, &explain_inputs, method);
+                let seconds = started.elapsed().as_secs_f64() / members.len().max(1) as f64;
+                // An unknown method is left to the per-record path, which reports it.
+                if let Ok(results) = results {
+                    for (&i, result) in members.iter().zip(results) {
+                        batched[i]
+                            .insert(method.clone(), (result.map_err(CliError::from), seconds));
+                    }
+                }
+            }
+        }
+    }
+    records
+        .iter()
+        .zip(inputs)
+        .zip(batched)
+        .enumerate()
+        .map(|(i, ((indexed, input), mut precomputed))| {
+            let mut row = empty_row(indexed);
+            let mut timing = empty_timing(&indexed.record);
+            if i < done {
+                return (row, timing);
+            }
+            let filled = input.and_then(|input| {
+                fill_record(
+                    model,
+                    config,
+                    &indexed.record,
+                    input,
+                    &mut precomputed,
+                    &mut row,
+                    &mut timing,
+                )
+            });
+            if let Err(e) = filled {
+                row.error = Some(e.message());
+            }
+            (row, timing)
+        })
+        .collect()
+}
+
+fn empty_row(indexed: &IndexedRecord) -> RecordRow {
+    RecordRow {
         index: indexed.index,
-        id: record.id.clone(),
-        text: record.text.clone(),
+        id: indexed.record.id.clone(),
+        text: indexed.record.text.clone(),
         token_ids: Vec::new(),
         tokens: Vec::new(),
         target_id: None,
         target_token: None,
         methods: Vec::new(),
         error: None,
-    };
-    let mut timing = RecordTiming { id: record.id.clone(), seconds: BTreeMap::new() };
-    if let Err(e) = fill_record(model, config, record, &mut row, &mut timing) {
-        row.error = Some(e.message());
     }
-    (row, timing)
 }
 
-fn fill_record(
-    model: &dyn LanguageModel,
-    config: &JobConfig,
-    record: &InputRecord,
-    row: &mut RecordRow,
-    timing: &mut RecordTiming,
-) -> CliResult<()> {
+fn empty_timing(record: &InputRecord) -> RecordTiming {
+    RecordTiming { id: record.id.clone(), seconds: BTreeMap::new() }
+}
+
+/// A record's token ids, token strings and target.
+struct RecordInput {
+    ids: Vec<i64>,
+    tokens: Vec<String>,
+    target: explainability::Target,
+}
+
+fn record_input(model: &dyn LanguageModel, record: &InputRecord) -> CliResult<RecordInput> {
     let ids = model.encode(&record.text, true)?;
     if ids.is_empty() {
         return Err(explainability::Error::EmptyText.into());
     }
-    row.tokens = model.token_strings(&ids)?;
-    row.token_ids = ids.clone();
+    let tokens = model.token_strings(&ids)?;
     let target = resolve_target(model, record)?;
+    Ok(RecordInput { ids, tokens, target })
+}
+
+/// Fills `row` with every method's result: from `precomputed` (batched methods: the
+/// explanation and seconds per record) where present, computed here otherwise.
+fn fill_record(
+    model: &dyn LanguageModel,
+    config: &JobConfig,
+    record: &InputRecord,
+    input: RecordInput,
+    precomputed: &mut BTreeMap<String, (CliResult<Explanation>, f64)>,
+    row: &mut RecordRow,
+    timing: &mut RecordTiming,
+) -> CliResult<()> {
+    let RecordInput { ids, tokens, target } = input;
+    row.tokens = tokens;
+    row.token_ids = ids.clone();
     let framework = record_framework(config.seed, record);
     let metrics_config = config.evaluation.as_ref().map(|s| MetricsConfig {
         target: target.clone(),
@@ -683,7 +835,12 @@ fn fill_record(
             metrics: None,
             error: None,
         };
-        let result = framework.explain_ids(model, &ids, method, &target).map_err(CliError::from);
+        let (result, explained_seconds) = match precomputed.remove(method) {
+            Some((result, seconds)) => (result, seconds),
+            None => {
+                (framework.explain_ids(model, &ids, method, &target).map_err(CliError::from), 0.0)
+            }
+        };
         match result {
             Ok(e) => {
                 if row.target_token.is_none() {
@@ -705,7 +862,7 @@ fn fill_record(
             }
             Err(err) => m.error = Some(err.message()),
         }
-        timing.seconds.insert(method.clone(), started.elapsed().as_secs_f64());
+        timing.seconds.insert(method.clone(), explained_seconds + started.elapsed().as_secs_f64());
         row.methods.push(m);
     }
     if let (Some(settings), Some(mc)) = (&config.evaluation, &metrics_config) {

@@ -109,6 +109,12 @@ pub struct JobArgs {
     /// Format of the parts and the merged results.
     #[arg(long, value_enum, default_value_t = Format::Parquet)]
     pub format: Format,
+    /// Records per forward pass for the methods that batch inputs (saliency,
+    /// gradient_x_input, attn_lrp, cp_lrp): records of similar length are right-padded into
+    /// one pass; 1 runs every record alone. Scores equal one-at-a-time up to float summation
+    /// order (docs/scale-out.md); part of the job's configuration.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub batch_size: u64,
 }
 
 /// The subcommands.

@@ -52,7 +52,7 @@ pub fn serve(
     };
     let config = match &job {
         Some(j) => j.config.clone(),
-        None => job_config(kind, &model, model_path, methods, Some(eval), job_args.format),
+        None => job_config(kind, &model, model_path, methods, Some(eval), job_args),
     };
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();

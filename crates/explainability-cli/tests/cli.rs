@@ -305,3 +305,143 @@ fn shards_resume_after_kill_and_merge_to_identical_bytes() {
     std::fs::write(&part, bytes).unwrap();
     assert_fails(&run(&["merge", two.to_str().unwrap()]), 6, "does not match its manifest");
 }
+
+/// Records of several lengths (one of a single token), a target id outside the vocabulary
+/// (its methods fail inside a batch), a target that is not one token (the record fails) and
+/// an empty text.
+const BATCH_DATASET: &str = r#"{"id": "a", "text": "The capital of France is"}
+{"id": "b", "text": "Paris"}
+{"id": "c", "text": "The Eiffel Tower is located in the city of", "target": " Paris"}
+{"id": "d", "text": "The capital of Italy is", "target": 999999}
+{"id": "e", "text": "The capital of Spain is"}
+{"id": "f", "text": "Water is made of hydrogen and", "target": " two tokens"}
+{"id": "g", "text": ""}
+{"id": "h", "text": "In the year 1969 the first people to walk on the moon were"}
+{"id": "i", "text": "The capital of Japan is", "continuation": " Tokyo"}
+"#;
+
+/// The merged `results.parquet` of a job folder: every column as JSON values.
+fn parquet_columns(out: &Path) -> Vec<(String, Vec<serde_json::Value>)> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
+    use arrow_schema::DataType;
+    let file = std::fs::File::open(out.join("results.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut columns: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for (k, field) in batch.schema().fields().iter().enumerate() {
+            if columns.len() <= k {
+                columns.push((field.name().clone(), Vec::new()));
+            }
+            let a = batch.column(k);
+            for row in 0..a.len() {
+                let v = if a.is_null(row) {
+                    serde_json::Value::Null
+                } else {
+                    match a.data_type() {
+                        DataType::UInt64 => a.as_primitive::<UInt64Type>().value(row).into(),
+                        DataType::Int64 => a.as_primitive::<Int64Type>().value(row).into(),
+                        DataType::Float64 => a.as_primitive::<Float64Type>().value(row).into(),
+                        DataType::Utf8 => a.as_string::<i32>().value(row).into(),
+                        DataType::List(_) => {
+                            let item = a.as_list::<i32>().value(row);
+                            (0..item.len())
+                                .map(|j| match item.data_type() {
+                                    DataType::Int64 => {
+                                        item.as_primitive::<Int64Type>().value(j).into()
+                                    }
+                                    DataType::Float64 => {
+                                        item.as_primitive::<Float64Type>().value(j).into()
+                                    }
+                                    _ => item.as_string::<i32>().value(j).into(),
+                                })
+                                .collect::<Vec<serde_json::Value>>()
+                                .into()
+                        }
+                        other => panic!("unexpected column type {other}"),
+                    }
+                };
+                columns[k].1.push(v);
+            }
+        }
+    }
+    columns
+}
+
+/// Float values equal within `tol` relative to the largest |value| of their list (or of the
+/// value itself); everything else exactly equal.
+fn assert_close(name: &str, a: &serde_json::Value, b: &serde_json::Value, tol: f64) {
+    match (a, b) {
+        (serde_json::Value::Array(x), serde_json::Value::Array(y))
+            if x.iter().all(serde_json::Value::is_f64) && !x.is_empty() =>
+        {
+            assert_eq!(x.len(), y.len(), "{name}");
+            let scale = x.iter().map(|v| v.as_f64().unwrap().abs()).fold(1e-12, f64::max);
+            for (u, v) in x.iter().zip(y) {
+                let d = (u.as_f64().unwrap() - v.as_f64().unwrap()).abs();
+                assert!(d <= tol * scale, "{name}: {a} vs {b}");
+            }
+        }
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) if x.is_f64() => {
+            let (u, v) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((u - v).abs() <= tol * u.abs().max(1.0), "{name}: {u} vs {v}");
+        }
+        _ => assert_eq!(a, b, "{name}"),
+    }
+}
+
+#[test]
+fn batched_jobs_write_the_results_of_one_record_at_a_time() {
+    let dir = tempdir();
+    let d = dir.path();
+    let input = write(d, "in.jsonl", BATCH_DATASET);
+    let methods = "saliency,gradient_x_input,leave_one_out";
+    let run_job = |out: &Path, batch: &str| {
+        let o = explain()
+            .args(["attribute", "--methods", methods, "--threads", "1", "--batch-size", batch])
+            .args(["--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--shards", "2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        merged_sha(out);
+        parquet_columns(out)
+    };
+    let one = run_job(&d.join("one"), "1");
+    let four = run_job(&d.join("four"), "4");
+    assert_eq!(
+        one.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        four.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    // Same tolerance as explain-gradients' tests/batched.rs: float summation order only.
+    for ((name, a), (_, b)) in one.iter().zip(&four) {
+        assert_eq!(a.len(), 9, "{name}");
+        for (x, y) in a.iter().zip(b) {
+            assert_close(name, x, y, 1e-4);
+        }
+    }
+    let column = |name: &str| &one.iter().find(|(n, _)| n == name).unwrap().1;
+    // The bad target id fails its record's methods only; the two-token target and the empty
+    // text fail their records; every other record has scores.
+    let errors = column("saliency.error");
+    assert!(errors[3].as_str().unwrap().contains("999999"), "{errors:?}");
+    let record_errors = column("error");
+    assert!(record_errors[5].is_string() && record_errors[6].is_string(), "{record_errors:?}");
+    let scores = column("gradient_x_input.scores");
+    for i in [0, 1, 2, 4, 7, 8] {
+        assert!(scores[i].is_array(), "record {i}: {scores:?}");
+    }
+    assert_eq!(scores[1].as_array().unwrap().len(), 1, "the one-token record");
+    // The batch size is part of the configuration: a rerun with another is refused.
+    let o = explain()
+        .args(["attribute", "--methods", methods, "--batch-size", "8", "--shards", "2"])
+        .args(["--input", input.to_str().unwrap(), "--out", d.join("four").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_fails(&o, 6, "batch_size: 4 there, 8 now");
+}

@@ -8,6 +8,7 @@ use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::batching::ExplainInput;
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
 
@@ -325,6 +326,30 @@ pub trait Explainer {
     ) -> Result<Explanation> {
         let ids = model.encode(text, true)?;
         self.explain_ids(model, &ids, target)
+    }
+
+    /// Explains several inputs, each with its own target: entry `i` of the result is what
+    /// [`Explainer::explain_ids`] gives for input `i`, and one input's failure never fails
+    /// the others. The default runs them one at a time. A method whose inputs are independent
+    /// rows of one computation overrides it (and [`Explainer::batches_inputs`]) to run them
+    /// as one right-padded batch ([`RightPadded`](crate::RightPadded)), equal to one at a
+    /// time up to float summation order; it falls back to one at a time for the whole call
+    /// when the batch fails, and for an input whose batched result is not finite (so that
+    /// errors are exactly those of [`Explainer::explain_ids`]). Group inputs of similar
+    /// length first ([`length_batches`](crate::length_batches)): every input is padded to
+    /// the longest.
+    fn explain_batch(
+        &self,
+        model: &dyn LanguageModel,
+        inputs: &[ExplainInput<'_>],
+    ) -> Vec<Result<Explanation>> {
+        inputs.iter().map(|i| self.explain_ids(model, i.ids, i.target)).collect()
+    }
+
+    /// Whether [`Explainer::explain_batch`] runs several inputs per forward pass (default:
+    /// false, one at a time).
+    fn batches_inputs(&self) -> bool {
+        false
     }
 }
 

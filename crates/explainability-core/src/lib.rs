@@ -8,6 +8,8 @@
 //!   embeddings with hooks, logits, facts in [`ModelInfo`]).
 //! - [`Explanation`], [`Target`], [`Explainer`]: what explainers produce, what they explain,
 //!   and the trait every method implements.
+//! - [`ExplainInput`], [`length_batches`], [`RightPadded`]: several inputs per forward pass
+//!   ([`Explainer::explain_batch`]), grouped by length, right-padded with a mask.
 //! - [`KeyValueCache`]: a prefix's keys and values, to continue a causal model's forward.
 //! - [`evaluate_removals`] / [`RemovalStrategy`]: the one implementation of re-running a
 //!   model on inputs with tokens removed (batched, with prefix reuse), used by the fidelity
@@ -18,6 +20,7 @@
 //! - [`RelevanceRule`], [`divide_gradient`], [`identity_rule`]: layer-wise relevance
 //!   propagation (AttnLRP, CP-LRP) as a mode of a model's own forward pass.
 
+mod batching;
 mod blockwise;
 mod correlation;
 mod error;
@@ -30,6 +33,7 @@ mod relevance;
 mod removal;
 mod rng;
 
+pub use batching::{ExplainInput, RightPadded, all_finite, length_batches};
 pub use blockwise::{
     BackwardMemory, BlockwiseForward, Gradients, Objective, RecomputedBackward, gradients,
 };

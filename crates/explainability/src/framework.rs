@@ -14,7 +14,9 @@ use explain_gradients::{
     Baseline, GradientXInput, IntegratedGradients, RelevancePropagation, Saliency, SmoothGrad,
 };
 use explain_perturbation::{FeatureKind, PerturbationExplainer};
-use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
+use explainability_core::{
+    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, Target,
+};
 
 /// Named explainers.
 ///
@@ -191,6 +193,41 @@ impl Framework {
         let mut e = self.get(method)?.explain_ids(model, ids, target)?;
         e.method = method.to_owned();
         Ok(e)
+    }
+
+    /// Explains several inputs with the method registered as `method`, as
+    /// [`Explainer::explain_batch`] does: several inputs per forward pass for methods that
+    /// allow it ([`Framework::batches_inputs`]), one at a time otherwise; entry `i` is input
+    /// `i`'s explanation or error.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMethod`]; each input's own errors are in its entry.
+    pub fn explain_batch_ids(
+        &self,
+        model: &dyn LanguageModel,
+        inputs: &[ExplainInput<'_>],
+        method: &str,
+    ) -> Result<Vec<Result<Explanation>>> {
+        let explainer = self.get(method)?;
+        Ok(explainer
+            .explain_batch(model, inputs)
+            .into_iter()
+            .map(|r| {
+                r.map(|mut e| {
+                    e.method = method.to_owned();
+                    e
+                })
+            })
+            .collect())
+    }
+
+    /// Whether the method registered as `method` runs several inputs per forward pass in
+    /// [`Framework::explain_batch_ids`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownMethod`].
+    pub fn batches_inputs(&self, method: &str) -> Result<bool> {
+        Ok(self.get(method)?.batches_inputs())
     }
 
     /// Explains `text` with each of `methods` (all registered ones when empty). A method that

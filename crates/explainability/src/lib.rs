@@ -102,9 +102,9 @@ pub use explainability_core::ndarray;
 /// instead of a `tch` dependency of your own, so the versions always match.
 pub use explainability_core::tch;
 pub use explainability_core::{
-    ActivationCache, Architecture, Error, Explainer, Explanation, ForwardOptions, HookFilter,
-    HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens,
-    Target, TargetOutput, TargetToken, TokenPrediction,
+    ActivationCache, Architecture, Error, ExplainInput, Explainer, Explanation, ForwardOptions,
+    HookFilter, HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
+    SpecialTokens, Target, TargetOutput, TargetToken, TokenPrediction, length_batches,
 };
 
 /// The README's code blocks, compiled as doctests so that the README stays true.
