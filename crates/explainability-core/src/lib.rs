@@ -29,6 +29,7 @@ mod model;
 mod relevance;
 mod removal;
 mod rng;
+mod steps;
 
 pub use blockwise::{
     BackwardMemory, BlockwiseForward, Gradients, Objective, RecomputedBackward, gradients,
@@ -48,6 +49,7 @@ pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
 pub use rng::SplitMix64;
+pub use steps::{StepOutcome, StepRecord};
 
 /// Re-export of ndarray, in which explanations hold their scores.
 pub use ndarray;
