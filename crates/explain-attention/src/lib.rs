@@ -48,6 +48,5 @@ pub use roles::{
 };
 pub use rollout::{
     DEFAULT_FLOW_MAX_EDGES, FlowRow, MaxFlowAlgorithm, attention_flow, attention_flow_budgeted,
-    attention_flow_segments, attention_rollout, augmented, flow_edges, flow_segments,
-    rollout_row,
+    attention_flow_segments, attention_rollout, augmented, flow_edges, flow_segments, rollout_row,
 };

@@ -193,7 +193,12 @@ impl AttentionAnalysis {
         steps.push(StepRecord::new("attention.rollout", StepOutcome::Exact, secs(clock)));
         let flow = if self.flow {
             let layers = means.len();
-            let exact_edges = flow_edges(layers, if capture.causal { position + 1 } else { n }, position, capture.causal);
+            let exact_edges = flow_edges(
+                layers,
+                if capture.causal { position + 1 } else { n },
+                position,
+                capture.causal,
+            );
             let planned = exact_edges.min(self.flow_max_edges);
             let clock = start("attention.flow", Some(planned as f64 / FLOW_EDGES_PER_SECOND));
             let row = attention_flow_budgeted(
@@ -203,7 +208,11 @@ impl AttentionAnalysis {
                 self.flow_algorithm,
                 self.flow_max_edges,
             )?;
-            steps.push(StepRecord::new("attention.flow", flow_outcome(&row, exact_edges, self.flow_max_edges), secs(clock)));
+            steps.push(StepRecord::new(
+                "attention.flow",
+                flow_outcome(&row, exact_edges, self.flow_max_edges),
+                secs(clock),
+            ));
             Some(row)
         } else {
             steps.push(StepRecord::new(

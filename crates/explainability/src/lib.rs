@@ -63,8 +63,9 @@ mod framework;
 mod visualize;
 
 pub use analyzer::{
-    ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
-    Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
+    ANALYZER_METHODS, AnalysisBudget, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding,
+    MethodAgreement, Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
+    method_token_passes,
 };
 pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
 pub use visualize::{FLOW_THRESHOLD, INTERACTION_THRESHOLD, LAYERED_ATTENTION_THRESHOLD};
@@ -100,7 +101,7 @@ pub use explainability_core::tch;
 pub use explainability_core::{
     ActivationCache, Architecture, Error, Explainer, Explanation, ForwardOptions, HookFilter,
     HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result, SpecialTokens,
-    Target, TargetOutput, TargetToken, TokenPrediction,
+    StepOutcome, StepRecord, Target, TargetOutput, TargetToken, TokenPrediction,
 };
 
 /// The README's code blocks, compiled as doctests so that the README stays true.
