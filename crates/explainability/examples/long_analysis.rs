@@ -57,10 +57,14 @@ fn text_of_length(model: &dyn LanguageModel, n: usize) -> Result<String> {
         for sentence in prompt.split_inclusive(". ") {
             let count = model.encode(sentence, false)?.len();
             if tokens + count > n {
-                return Ok(text.trim_end().to_owned());
+                // Skip a sentence that does not fit; a shorter one later may.
+                continue;
             }
             text.push_str(sentence);
             tokens += count;
+            if tokens + 4 >= n {
+                return Ok(text.trim_end().to_owned());
+            }
         }
     }
     Err(Error::invalid_argument(format!("the long contexts hold fewer than {n} tokens")))

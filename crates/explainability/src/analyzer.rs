@@ -43,7 +43,7 @@ pub const STORED_ATTENTION_MAX_TOKENS: usize = 256;
 /// Budgets of the analysis steps whose cost grows faster than the input, so that a long text
 /// degrades gracefully instead of running for hours. Work is counted in **token-passes**:
 /// tokens fed through the model, summed over forward passes, a backward pass counting as two
-/// more (on SmolLM2-135M, fp32, 2 threads, a token-pass costs about 1.5 ms; see
+/// more (on SmolLM2-135M, fp32, 2 threads, a token-pass costs about 1.3–1.9 ms; see
 /// docs/benchmarks.md). A step over its budget is approximated or skipped, never silently:
 /// [`ComprehensiveAnalysis::steps`] says which and why. Attention flow has its own budget in
 /// [`AttentionAnalysis::flow_max_edges`]. [`AnalysisBudget::unlimited`] computes everything
@@ -65,8 +65,10 @@ pub struct AnalysisBudget {
 }
 
 impl Default for AnalysisBudget {
-    /// Budgets under which a 2,048-token text on SmolLM2-135M finishes within a minute on
-    /// two cores (docs/benchmarks.md, "Analysis at long contexts").
+    /// Budgets chosen so that a 2,048-token text on SmolLM2-135M runs the prediction, the
+    /// capture, the attention steps and the one-pass gradient methods only (about ten
+    /// forward-pass equivalents), aiming at a minute on two cores (docs/benchmarks.md,
+    /// "Analysis at long contexts", records the measurements).
     fn default() -> Self {
         Self {
             attribution_token_passes: 32_768,
