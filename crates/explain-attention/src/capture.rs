@@ -100,7 +100,13 @@ impl AttentionCapture {
             .iter()
             .map(|p| {
                 let n = p.shape()[0].max(1) as f64;
-                p.mapv(f64::from).sum_axis(Axis(0)) / n
+                // Summed head by head into one f64 matrix (no f64 copy of every head).
+                let (_, q, k) = p.dim();
+                let mut sum = Array2::<f64>::zeros((q, k));
+                for head in p.axis_iter(Axis(0)) {
+                    ndarray::Zip::from(&mut sum).and(&head).for_each(|s, &v| *s += f64::from(v));
+                }
+                sum / n
             })
             .collect()
     }

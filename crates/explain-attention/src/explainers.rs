@@ -13,7 +13,9 @@ use serde_json::json;
 use tch::Tensor;
 
 use crate::capture::AttentionCapture;
-use crate::rollout::{MaxFlowAlgorithm, attention_flow, attention_rollout};
+use crate::rollout::{
+    DEFAULT_FLOW_MAX_EDGES, FlowRow, MaxFlowAlgorithm, attention_flow_budgeted, rollout_row,
+};
 
 /// Which attention-derived score an [`AttentionExplainer`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +59,13 @@ impl AttentionExplainer {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a position past the input or an empty capture.
+    ///
+    /// Flow is computed within [`DEFAULT_FLOW_MAX_EDGES`] (coarsened beyond it, see
+    /// [`attention_flow_budgeted`]); [`AttentionExplainer::flow_row`] says which.
     pub fn scores(&self, capture: &AttentionCapture, position: usize) -> Result<Array1<f64>> {
+        if let AttentionScore::Flow = self.score {
+            return Ok(self.flow_row(capture, position)?.scores);
+        }
         if position >= capture.len() {
             return Err(Error::invalid_argument(format!(
                 "position {position} is past the input's {} tokens",
@@ -70,13 +78,24 @@ impl AttentionExplainer {
             .ok_or_else(|| Error::invalid_argument("attention capture of zero layers"))?;
         Ok(match self.score {
             AttentionScore::LastLayer => last.index_axis(Axis(0), position).to_owned(),
-            AttentionScore::Rollout => {
-                attention_rollout(&means)?.index_axis(Axis(0), position).to_owned()
-            }
-            AttentionScore::Flow => {
-                attention_flow(&means, position, capture.causal, MaxFlowAlgorithm::default())?
-            }
+            AttentionScore::Rollout => rollout_row(&means, position)?,
+            AttentionScore::Flow => self.flow_row(capture, position)?.scores,
         })
+    }
+
+    /// The attention-flow row of `position` within [`DEFAULT_FLOW_MAX_EDGES`], with the
+    /// segments it was coarsened to when the exact row was over that budget.
+    ///
+    /// # Errors
+    /// As [`AttentionExplainer::scores`].
+    pub fn flow_row(&self, capture: &AttentionCapture, position: usize) -> Result<FlowRow> {
+        attention_flow_budgeted(
+            &capture.head_means(),
+            position,
+            capture.causal,
+            MaxFlowAlgorithm::default(),
+            DEFAULT_FLOW_MAX_EDGES,
+        )
     }
 }
 
@@ -97,7 +116,13 @@ impl Explainer for AttentionExplainer {
     ) -> Result<Explanation> {
         let capture = AttentionCapture::from_ids(model, ids)?;
         let position = target.position_index(ids.len() as i64)? as usize;
-        let scores = self.scores(&capture, position)?;
+        let (scores, segments) = match self.score {
+            AttentionScore::Flow => {
+                let row = self.flow_row(&capture, position)?;
+                (row.scores, row.segments)
+            }
+            _ => (self.scores(&capture, position)?, None),
+        };
         // The target token is resolved (argmax fixed, ids checked) on the clean logits so the
         // explanation names what it is about, although attention does not depend on it.
         let input = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
@@ -120,6 +145,13 @@ impl Explainer for AttentionExplainer {
         e.target_value = Some(value);
         e.metadata.insert("position".into(), json!(position));
         e.metadata.insert("target_dependent".into(), json!(false));
+        if let Some(segments) = segments {
+            e.metadata.insert("approximated".into(), json!(format!(
+                "attention flow on a graph coarsened to {} token segments (the exact row is over the edge budget of {DEFAULT_FLOW_MAX_EDGES})",
+                segments.len()
+            )));
+            e.metadata.insert("flow_segments".into(), json!(segments));
+        }
         Ok(e)
     }
 }

@@ -8,7 +8,9 @@
 //! - [`HeadRoleScores`]: previous-token, duplicate-token, induction, first-token and self
 //!   heads; [`HeadAblation`] zero- or mean-ablates heads through `hook_z` to test a role
 //!   causally; [`AblatedModel`] is a model with heads ablated, usable by every explainer.
-//! - [`attention_rollout`] and [`attention_flow`] (Abnar & Zuidema 2020, arXiv:2005.00928).
+//! - [`attention_rollout`] and [`attention_flow`] (Abnar & Zuidema 2020, arXiv:2005.00928);
+//!   [`rollout_row`] for one row in O(L·n²), [`attention_flow_budgeted`] exact within an edge
+//!   budget and on a coarsened graph (an upper bound per token segment) beyond it.
 //! - [`AttentionExplainer`]: attention (last layer, rollout or flow) as an
 //!   [`explainability_core::Explainer`], to compare and evaluate it beside gradient methods.
 //! - [`AttentionAnalysis`] → [`AttentionReport`] with summaries in English and Chinese.
@@ -37,11 +39,14 @@ pub use capture::AttentionCapture;
 pub use explainers::{AttentionExplainer, AttentionScore};
 pub use metrics::{AttentionMetrics, DEFAULT_SPARSITY_THRESHOLD, PatternMetrics};
 pub use report::{
-    AttentionAnalysis, AttentionReport, DIFFUSE_ABOVE, FOCUSED_BELOW, LOCAL_ABOVE,
-    LONG_RANGE_BELOW, ROLE_THRESHOLD, VERY_SPARSE_ABOVE,
+    AttentionAnalysis, AttentionReport, DIFFUSE_ABOVE, FLOW_EDGES_PER_SECOND, FOCUSED_BELOW,
+    LOCAL_ABOVE, LONG_RANGE_BELOW, ROLE_THRESHOLD, StepStart, VERY_SPARSE_ABOVE,
 };
 pub use roles::{
     AblationMode, HeadAblation, HeadRole, HeadRoleScores, RoleHead, duplicate_token_score,
     first_token_score, induction_score, previous_token_score, repeated_random_tokens, self_score,
 };
-pub use rollout::{MaxFlowAlgorithm, attention_flow, attention_rollout, augmented};
+pub use rollout::{
+    DEFAULT_FLOW_MAX_EDGES, FlowRow, MaxFlowAlgorithm, attention_flow, attention_flow_budgeted,
+    attention_flow_segments, attention_rollout, augmented, flow_edges, flow_segments, rollout_row,
+};

@@ -2,14 +2,19 @@
 //! head roles, rollout and flow for a chosen position, and summary sentences in English and
 //! Chinese that follow the source document's thresholds.
 
-use explainability_core::{LanguageModel, Result};
+use std::time::Instant;
+
+use explainability_core::{LanguageModel, Result, StepOutcome, StepRecord};
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::AttentionCapture;
 use crate::metrics::{AttentionMetrics, DEFAULT_SPARSITY_THRESHOLD, PatternMetrics};
 use crate::roles::{HeadRole, HeadRoleScores, RoleHead};
-use crate::rollout::{MaxFlowAlgorithm, attention_flow, attention_rollout};
+use crate::rollout::{
+    DEFAULT_FLOW_MAX_EDGES, FlowRow, MaxFlowAlgorithm, attention_flow_budgeted, flow_edges,
+    rollout_row,
+};
 
 /// Locality above which attention is "mostly local" (source document).
 pub const LOCAL_ABOVE: f64 = 0.7;
@@ -39,6 +44,29 @@ pub struct AttentionAnalysis {
     pub flow_algorithm: MaxFlowAlgorithm,
     /// Position whose rollout/flow row is reported (`None`: the last token).
     pub target_position: Option<usize>,
+    /// Edge budget of attention flow (see [`attention_flow_budgeted`]): exact while the row's
+    /// max-flow problems hold at most this many edges, on a coarsened graph beyond.
+    #[serde(default = "default_flow_max_edges")]
+    pub flow_max_edges: u64,
+}
+
+fn default_flow_max_edges() -> u64 {
+    DEFAULT_FLOW_MAX_EDGES
+}
+
+/// Rough throughput of the max-flow step (edges per second, both cores of the 2-core
+/// reference machine), used only to show an estimate before the step starts.
+pub const FLOW_EDGES_PER_SECOND: f64 = 2.0e7;
+
+/// A step of an analysis about to start, with an estimate of its duration when one exists;
+/// handed to the progress callback of [`AttentionAnalysis::run_on_capture_with_progress`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStart {
+    /// Step name (`attention.metrics`, `attention.roles`, `attention.rollout`,
+    /// `attention.flow`).
+    pub step: String,
+    /// Estimated seconds, when the step can estimate itself.
+    pub estimate_seconds: Option<f64>,
 }
 
 impl Default for AttentionAnalysis {
@@ -50,6 +78,7 @@ impl Default for AttentionAnalysis {
             flow: true,
             flow_algorithm: MaxFlowAlgorithm::Dinics,
             target_position: None,
+            flow_max_edges: DEFAULT_FLOW_MAX_EDGES,
         }
     }
 }
@@ -79,6 +108,11 @@ impl AttentionAnalysis {
         self.flow = on;
         self
     }
+    /// Sets the edge budget of attention flow (`u64::MAX`: always exact, whatever it costs).
+    pub fn flow_max_edges(mut self, edges: u64) -> Self {
+        self.flow_max_edges = edges;
+        self
+    }
     /// Sets the reported position.
     pub fn target_position(mut self, position: usize) -> Self {
         self.target_position = Some(position);
@@ -104,15 +138,32 @@ impl AttentionAnalysis {
         model: &dyn LanguageModel,
         capture: AttentionCapture,
     ) -> Result<AttentionReport> {
-        let metrics = AttentionMetrics::compute(&capture, self.sparsity_threshold)?;
-        let roles = if self.induction_block >= 2 {
-            Some(HeadRoleScores::compute(model, &capture, self.induction_block, self.seed)?)
-        } else {
-            None
+        self.run_on_capture_with_progress(model, capture, &mut |_| {})
+    }
+
+    /// [`AttentionAnalysis::run_on_capture`], calling `progress` as each step starts. Every
+    /// step is recorded in [`AttentionReport::steps`] (exact, approximated or skipped, and its
+    /// seconds). Costs per step for `n` tokens, L layers and H heads: metrics O(L·H·n²) (one
+    /// pass over the captured patterns, which are that size), roles O(L·H·n) plus one forward
+    /// pass of a fixed-length block, rollout O(L·n²) (one row), flow L·n³/6 edges when exact
+    /// (bounded by [`AttentionAnalysis::flow_max_edges`]).
+    ///
+    /// # Errors
+    /// As [`AttentionAnalysis::run`].
+    pub fn run_on_capture_with_progress(
+        &self,
+        model: &dyn LanguageModel,
+        capture: AttentionCapture,
+        progress: &mut dyn FnMut(StepStart),
+    ) -> Result<AttentionReport> {
+        let mut steps = Vec::new();
+        let mut start = |step: &str, estimate_seconds: Option<f64>| {
+            progress(StepStart { step: step.to_owned(), estimate_seconds });
+            Instant::now()
         };
         let n = capture.len();
         let position = match self.target_position {
-            None => n - 1,
+            None => n.saturating_sub(1),
             Some(p) if p < n => p,
             Some(p) => {
                 return Err(explainability_core::Error::invalid_argument(format!(
@@ -120,11 +171,55 @@ impl AttentionAnalysis {
                 )));
             }
         };
-        let means = capture.head_means();
-        let rollout = attention_rollout(&means)?.row(position).to_owned();
-        let flow = if self.flow {
-            Some(attention_flow(&means, position, capture.causal, self.flow_algorithm)?)
+        let clock = start("attention.metrics", None);
+        let metrics = AttentionMetrics::compute(&capture, self.sparsity_threshold)?;
+        steps.push(StepRecord::new("attention.metrics", StepOutcome::Exact, secs(clock)));
+        let roles = if self.induction_block >= 2 {
+            let clock = start("attention.roles", None);
+            let roles = HeadRoleScores::compute(model, &capture, self.induction_block, self.seed)?;
+            steps.push(StepRecord::new("attention.roles", StepOutcome::Exact, secs(clock)));
+            Some(roles)
         } else {
+            steps.push(StepRecord::new(
+                "attention.roles",
+                StepOutcome::Skipped { why: "the induction block is shorter than 2 tokens".into() },
+                0.0,
+            ));
+            None
+        };
+        let clock = start("attention.rollout", None);
+        let means = capture.head_means();
+        let rollout = rollout_row(&means, position)?;
+        steps.push(StepRecord::new("attention.rollout", StepOutcome::Exact, secs(clock)));
+        let flow = if self.flow {
+            let layers = means.len();
+            let exact_edges = flow_edges(
+                layers,
+                if capture.causal { position + 1 } else { n },
+                position,
+                capture.causal,
+            );
+            let planned = exact_edges.min(self.flow_max_edges);
+            let clock = start("attention.flow", Some(planned as f64 / FLOW_EDGES_PER_SECOND));
+            let row = attention_flow_budgeted(
+                &means,
+                position,
+                capture.causal,
+                self.flow_algorithm,
+                self.flow_max_edges,
+            )?;
+            steps.push(StepRecord::new(
+                "attention.flow",
+                flow_outcome(&row, exact_edges, self.flow_max_edges),
+                secs(clock),
+            ));
+            Some(row)
+        } else {
+            steps.push(StepRecord::new(
+                "attention.flow",
+                StepOutcome::Skipped { why: "attention flow is turned off".into() },
+                0.0,
+            ));
             None
         };
         let mut report = AttentionReport {
@@ -135,7 +230,9 @@ impl AttentionAnalysis {
             metrics,
             roles,
             rollout,
-            flow,
+            flow: flow.as_ref().map(|f| f.scores.clone()),
+            flow_segments: flow.and_then(|f| f.segments),
+            steps,
             summary_en: Vec::new(),
             summary_zh: Vec::new(),
         };
@@ -143,6 +240,29 @@ impl AttentionAnalysis {
         report.summary_en = en;
         report.summary_zh = zh;
         Ok(report)
+    }
+}
+
+fn secs(clock: Instant) -> f64 {
+    clock.elapsed().as_secs_f64()
+}
+
+/// Exact, or approximated with the segments and the budget that forced them.
+fn flow_outcome(row: &FlowRow, exact_edges: u64, budget: u64) -> StepOutcome {
+    match &row.segments {
+        None => StepOutcome::Exact,
+        Some(segments) => {
+            let longest = segments.iter().map(|s| s[1] - s[0]).max().unwrap_or(1);
+            StepOutcome::Approximated {
+                how: format!(
+                    "max-flow on the graph coarsened to {} contiguous token segments (up to {longest} tokens each, the target alone); each segment's flow, an upper bound of its exact flow, is shared equally by its tokens",
+                    segments.len()
+                ),
+                why: format!(
+                    "the exact row needs {exact_edges} edges of max-flow problems, over the budget of {budget} (flow_max_edges)"
+                ),
+            }
+        }
     }
 }
 
@@ -165,6 +285,13 @@ pub struct AttentionReport {
     pub rollout: Array1<f64>,
     /// Flow row of the target position (absent when flow was skipped).
     pub flow: Option<Array1<f64>>,
+    /// Token segments `[start, end)` the flow graph was coarsened to when the exact flow was
+    /// over budget (`None`: exact, or no flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_segments: Option<Vec<[usize; 2]>>,
+    /// What each step did (exact, approximated or skipped, and why) and its seconds.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
     /// Summary sentences in English.
     pub summary_en: Vec<String>,
     /// The same sentences in Chinese.

@@ -9,8 +9,8 @@ use explainability::eval::{METRIC_NAMES, RandomControl};
 use explainability::models::GgufFile;
 use explainability::models::gguf::MetadataValue;
 use explainability::{
-    Analyzer, AnyModel, ComprehensiveAnalysis, DEFAULT_METHODS, LanguageModel, LoadOptions,
-    ModelComparison, Precision, load_with,
+    AnalysisBudget, Analyzer, AnyModel, AttentionAnalysis, ComprehensiveAnalysis, DEFAULT_METHODS,
+    LanguageModel, LoadOptions, ModelComparison, Precision, load_with,
 };
 use serde::Serialize;
 
@@ -64,6 +64,19 @@ pub struct AnalyzeArgs {
     /// (decoders only).
     #[arg(long)]
     internals: bool,
+    /// Compute every step exactly, whatever it costs (no budgets: exact attention flow, full
+    /// evaluation, every method, per-layer matrices at any length).
+    #[arg(long)]
+    exact: bool,
+    /// Edge budget of attention flow (exact within it, coarsened beyond).
+    #[arg(long)]
+    flow_max_edges: Option<u64>,
+    /// Token-passes one attribution method may need (a method over it is skipped).
+    #[arg(long)]
+    attribution_budget: Option<u64>,
+    /// Token-passes of the whole evaluation (reduced, then skipped, over it).
+    #[arg(long)]
+    evaluation_budget: Option<u64>,
 }
 
 /// Runs the command line.
@@ -543,7 +556,26 @@ fn analyze(args: &AnalyzeArgs, json: bool) -> CliResult<()> {
     };
     let model =
         load(&args.model.clone().unwrap_or_else(explainability::smollm2_gguf_path), precision)?;
-    let mut analyzer = Analyzer::new().evaluate(!args.no_eval).internals(args.internals);
+    let mut budget =
+        if args.exact { AnalysisBudget::unlimited() } else { AnalysisBudget::default() };
+    let mut attention = AttentionAnalysis::new();
+    if args.exact {
+        attention = attention.flow_max_edges(u64::MAX);
+    }
+    if let Some(edges) = args.flow_max_edges {
+        attention = attention.flow_max_edges(edges);
+    }
+    if let Some(passes) = args.attribution_budget {
+        budget.attribution_token_passes = passes;
+    }
+    if let Some(passes) = args.evaluation_budget {
+        budget.evaluation_token_passes = passes;
+    }
+    let mut analyzer = Analyzer::new()
+        .evaluate(!args.no_eval)
+        .internals(args.internals)
+        .budget(budget)
+        .attention(attention);
     if let Some(methods) = &args.methods {
         job::check_methods(methods)?;
         let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
@@ -558,6 +590,15 @@ fn analyze(args: &AnalyzeArgs, json: bool) -> CliResult<()> {
         return Ok(());
     }
     print_summary(&analysis, args.zh);
+    let degraded = analysis.degraded_steps();
+    if !degraded.is_empty() {
+        println!(
+            "\nsteps approximated or skipped to stay within the budgets (--exact computes them):"
+        );
+        for s in degraded {
+            println!("  {} ({}): {}", s.step, s.outcome.label(), s.outcome.explanation());
+        }
+    }
     println!(
         "\nanalysis took {elapsed:.1} s; wrote {} files into {}:",
         files.len(),

@@ -32,6 +32,7 @@ mod model;
 mod relevance;
 mod removal;
 mod rng;
+mod steps;
 
 pub use batching::{ExplainInput, RightPadded, all_finite, length_batches};
 pub use blockwise::{
@@ -52,6 +53,7 @@ pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
 pub use rng::SplitMix64;
+pub use steps::{StepOutcome, StepRecord};
 
 /// Re-export of ndarray, in which explanations hold their scores.
 pub use ndarray;

@@ -12,8 +12,10 @@ use ndarray::{Array2, Array3, Axis};
 use serde::{Deserialize, Serialize};
 
 use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
-use explain_eval::FidelityConfig;
-use explainability_core::{Error, Explanation, LanguageModel, Result, Target, TokenPrediction};
+use explain_eval::{FidelityConfig, RandomControl};
+use explainability_core::{
+    Error, Explanation, LanguageModel, Result, StepOutcome, StepRecord, Target, TokenPrediction,
+};
 
 use crate::comparison::{ModelComparison, TextComparison, spearman};
 use crate::framework::{Framework, MethodComparison};
@@ -37,6 +39,138 @@ pub const SINK_ABOVE: f64 = 0.5;
 /// charts and graphs; longer texts keep the metrics, rollout and flow only (the matrices
 /// grow as layers × tokens²).
 pub const STORED_ATTENTION_MAX_TOKENS: usize = 256;
+
+/// Budgets of the analysis steps whose cost grows faster than the input, so that a long text
+/// degrades gracefully instead of running for hours. Work is counted in **token-passes**:
+/// tokens fed through the model, summed over forward passes, a backward pass counting as two
+/// more (on SmolLM2-135M, fp32, 2 threads, a token-pass costs about 1.3–1.9 ms; see
+/// docs/benchmarks.md). A step over its budget is approximated or skipped, never silently:
+/// [`ComprehensiveAnalysis::steps`] says which and why. Attention flow has its own budget in
+/// [`AttentionAnalysis::flow_max_edges`]. [`AnalysisBudget::unlimited`] computes everything
+/// exactly, whatever it costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisBudget {
+    /// Token-passes one attribution method may need by its smallest known cost (e.g. adaptive
+    /// integrated gradients: 8 gradient evaluations, 26 passes); a method over it is skipped.
+    /// Methods whose cost is not known always run.
+    pub attribution_token_passes: u64,
+    /// Token-passes of the evaluation of all methods together. Over it the evaluation is
+    /// reduced step by step (deletion/insertion curves at 20 points, then no leave-one-out
+    /// τ, then 2 random-control draws instead of 8, then 8 faithfulness subsets instead of
+    /// 32) until it fits, and skipped when even that does not fit.
+    pub evaluation_token_passes: u64,
+    /// Longest text (tokens) whose per-layer head-averaged matrices are kept for the charts
+    /// and graphs drawn from them (L × n² values).
+    pub stored_attention_max_tokens: usize,
+}
+
+impl Default for AnalysisBudget {
+    /// Budgets chosen so that a 2,048-token text on SmolLM2-135M runs the prediction, the
+    /// capture, the attention steps and the one-pass gradient methods only (about ten
+    /// forward-pass equivalents), aiming at a minute on two cores (docs/benchmarks.md,
+    /// "Analysis at long contexts", records the measurements).
+    fn default() -> Self {
+        Self {
+            attribution_token_passes: 32_768,
+            evaluation_token_passes: 200_000,
+            stored_attention_max_tokens: STORED_ATTENTION_MAX_TOKENS,
+        }
+    }
+}
+
+impl AnalysisBudget {
+    /// No budget: every step exact (what the analysis did before budgets existed).
+    pub fn unlimited() -> Self {
+        Self {
+            attribution_token_passes: u64::MAX,
+            evaluation_token_passes: u64::MAX,
+            stored_attention_max_tokens: usize::MAX,
+        }
+    }
+}
+
+/// Smallest known cost of a registered method on `n` tokens, in token-passes (forward pass = 1,
+/// backward = 2), for the methods of [`crate::Framework::with_defaults`]; `None` when unknown.
+pub fn method_token_passes(method: &str, n: usize) -> Option<u64> {
+    let n = n as u64;
+    let passes = match method {
+        "saliency" | "gradient_x_input" | "attn_lrp" | "cp_lrp" => 3,
+        // Adaptive quadrature: 4 intervals × 2 nodes of gradients, and F(x), F(x').
+        "integrated_gradients" => 8 * 3 + 2,
+        "smoothgrad" => 20 * 3,
+        "attention_last_layer" | "attention_rollout" | "attention_flow" => 2,
+        "random" => 0,
+        // One pass per removed token (or window) and the clean one.
+        "leave_one_out" | "occlusion" => n + 1,
+        "shapley_sampling" => 8 * 2 * n,
+        "kernel_shap" | "lime" => 64,
+        _ => return None,
+    };
+    Some(passes.saturating_mul(n))
+}
+
+/// Rows of one fidelity evaluation of an explanation of `n` tokens under `config`.
+fn fidelity_rows(config: &FidelityConfig, n: usize) -> u64 {
+    let m = n.max(1);
+    let steps = if config.curve_steps == 0 { m } else { config.curve_steps.min(m) };
+    let loo = if config.leave_one_out { m } else { 0 };
+    (1 + 2 * config.bins.len() + 2 * (steps + 1) + config.faithfulness_subsets + loo) as u64
+}
+
+/// Token-passes of evaluating `methods` on `n` tokens (the random control `draws` times).
+fn evaluation_token_passes(
+    methods: &[&str],
+    config: &FidelityConfig,
+    draws: usize,
+    n: usize,
+) -> u64 {
+    let calls: u64 = methods.iter().map(|m| if *m == "random" { draws as u64 } else { 1 }).sum();
+    calls.saturating_mul(fidelity_rows(config, n)).saturating_mul(n as u64)
+}
+
+/// The evaluation settings that fit `budget`: the configured ones, or reduced in order (curve
+/// points, leave-one-out, random draws, faithfulness subsets); `None` when nothing fits.
+/// Returns the settings, the control, what was reduced and the planned token-passes.
+fn plan_evaluation(
+    methods: &[&str],
+    config: &FidelityConfig,
+    n: usize,
+    budget: u64,
+) -> (Option<(FidelityConfig, RandomControl)>, Vec<String>, u64) {
+    let mut config = config.clone();
+    let mut control = RandomControl::default();
+    let mut reduced = Vec::new();
+    let cost =
+        |c: &FidelityConfig, r: &RandomControl| evaluation_token_passes(methods, c, r.draws, n);
+    let full = cost(&config, &control);
+    if full <= budget {
+        return (Some((config, control)), reduced, full);
+    }
+    const CURVE_POINTS: usize = 20;
+    if config.curve_steps == 0 || config.curve_steps > CURVE_POINTS {
+        config.curve_steps = CURVE_POINTS;
+        reduced.push(format!(
+            "deletion/insertion curves at {CURVE_POINTS} points instead of one per token"
+        ));
+    }
+    if cost(&config, &control) > budget && config.leave_one_out {
+        config.leave_one_out = false;
+        reduced.push("no leave-one-out Kendall τ".to_owned());
+    }
+    if cost(&config, &control) > budget && control.draws > 2 {
+        control.draws = 2;
+        reduced.push("random control averaged over 2 draws instead of 8".to_owned());
+    }
+    if cost(&config, &control) > budget && config.faithfulness_subsets > 8 {
+        config.faithfulness_subsets = 8;
+        reduced.push("faithfulness correlation over 8 subsets instead of 32".to_owned());
+    }
+    let planned = cost(&config, &control);
+    if planned > budget {
+        return (None, reduced, full);
+    }
+    (Some((config, control)), reduced, planned)
+}
 
 /// `[layer, query, key]` from one matrix per layer (`None` when there are none).
 fn stack_layers(layers: &[Array2<f64>]) -> Option<Array3<f64>> {
@@ -68,6 +202,7 @@ pub struct Analyzer {
     top_k: usize,
     progress: bool,
     internals: bool,
+    budget: AnalysisBudget,
 }
 
 impl Default for Analyzer {
@@ -91,7 +226,15 @@ impl Analyzer {
             top_k: 5,
             progress: true,
             internals: false,
+            budget: AnalysisBudget::default(),
         }
+    }
+
+    /// Budgets of the steps that grow faster than the input (default
+    /// [`AnalysisBudget::default`]; [`AnalysisBudget::unlimited`] for everything exact).
+    pub fn budget(mut self, budget: AnalysisBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Uses `framework` for the attribution methods.
@@ -165,9 +308,10 @@ impl Analyzer {
         for m in &self.methods {
             self.framework.get(m)?;
         }
-        let steps = 3 + u64::from(self.evaluate) + u64::from(self.internals);
-        let bar = self.bar(steps);
+        let steps_total = 3 + u64::from(self.evaluate) + u64::from(self.internals);
+        let bar = self.bar(steps_total);
         let mut timings = BTreeMap::new();
+        let mut steps: Vec<StepRecord> = Vec::new();
         let mut clock = Instant::now();
         let mut lap = |step: &str| {
             timings.insert(step.to_owned(), clock.elapsed().as_secs_f64());
@@ -175,47 +319,155 @@ impl Analyzer {
         };
         bar.set_message("prediction");
         let ids = model.encode(text, true)?;
+        let n = ids.len();
         let tokens = model.token_strings(&ids)?;
+        let prediction_clock = Instant::now();
         let top = model.top_next_tokens(text, self.top_k)?;
+        // Seconds per token-pass, measured on the prediction's forward pass: the estimates
+        // shown beside each later step.
+        let per_token_pass = prediction_clock.elapsed().as_secs_f64() / n.max(1) as f64;
+        let estimate = |token_passes: u64| token_passes as f64 * per_token_pass;
         let prediction = top.first().cloned().ok_or_else(|| {
             Error::invalid_argument("the model returned no next-token candidates")
         })?;
         bar.inc(1);
         lap("prediction");
 
-        bar.set_message("attention");
+        bar.set_message(format!("attention capture ({})", eta(estimate(n as u64))));
         let capture = AttentionCapture::from_ids(model, &ids)?;
-        let layer_attention = (ids.len() <= STORED_ATTENTION_MAX_TOKENS)
-            .then(|| stack_layers(&capture.head_means()))
-            .flatten();
-        let attention = self.attention.run_on_capture(model, capture)?;
+        let layer_attention = if n <= self.budget.stored_attention_max_tokens {
+            steps.push(StepRecord::new("attention.layer_matrices", StepOutcome::Exact, 0.0));
+            stack_layers(&capture.head_means())
+        } else {
+            steps.push(StepRecord::new(
+                "attention.layer_matrices",
+                StepOutcome::Skipped {
+                    why: format!(
+                        "{n} tokens is over the {} of stored_attention_max_tokens: the per-layer matrices ({} layers × {n}² values) and the charts and graphs drawn from them (last-layer heatmap, layered-attention and attention-flow graphs) are left out",
+                        self.budget.stored_attention_max_tokens,
+                        capture.n_layers()
+                    ),
+                },
+                0.0,
+            ));
+            None
+        };
+        let attention = self.attention.run_on_capture_with_progress(model, capture, &mut |s| {
+            let message = match s.estimate_seconds {
+                Some(e) => format!("{} ({})", s.step, eta(e)),
+                None => s.step,
+            };
+            bar.set_message(message);
+        })?;
+        steps.extend(attention.steps.iter().cloned());
         bar.inc(1);
         lap("attention");
 
-        bar.set_message("attributions");
-        let methods: Vec<&str> = self.methods.iter().map(String::as_str).collect();
+        let mut methods: Vec<&str> = Vec::new();
+        let mut planned = 0u64;
+        for m in &self.methods {
+            match method_token_passes(m, n) {
+                Some(cost) if cost > self.budget.attribution_token_passes => {
+                    steps.push(StepRecord::new(
+                        format!("attribution.{m}"),
+                        StepOutcome::Skipped {
+                            why: format!(
+                                "{m} needs at least {cost} token-passes on {n} tokens, over the budget of {} (attribution_token_passes)",
+                                self.budget.attribution_token_passes
+                            ),
+                        },
+                        0.0,
+                    ));
+                }
+                cost => {
+                    planned = planned.saturating_add(cost.unwrap_or(0));
+                    methods.push(m.as_str());
+                }
+            }
+        }
+        bar.set_message(format!("attributions ({})", eta(estimate(planned))));
+        let attribution_clock = Instant::now();
         let attributions = self.framework.compare_methods(model, text, &methods, &self.target)?;
+        steps.push(StepRecord::new(
+            "attributions",
+            StepOutcome::Exact,
+            attribution_clock.elapsed().as_secs_f64(),
+        ));
         let agreement = MethodAgreement::of(&attributions.explanations());
         bar.inc(1);
         lap("attributions");
 
         let evaluation = if self.evaluate {
-            bar.set_message("evaluation");
-            let e = crate::evaluation::evaluate_all(
-                model,
-                &attributions.explanations(),
-                &self.fidelity,
-            );
-            bar.inc(1);
-            lap("evaluation");
-            Some(e)
+            let explanations = attributions.explanations();
+            let evaluated: Vec<&str> = explanations.iter().map(|e| e.method.as_str()).collect();
+            let (plan, reduced, planned) =
+                plan_evaluation(&evaluated, &self.fidelity, n, self.budget.evaluation_token_passes);
+            let why = |planned: u64| {
+                format!(
+                    "evaluating {} methods on {n} tokens needs {planned} token-passes, over the budget of {} (evaluation_token_passes)",
+                    evaluated.len(),
+                    self.budget.evaluation_token_passes
+                )
+            };
+            match plan {
+                Some((config, control)) => {
+                    bar.set_message(format!("evaluation ({})", eta(estimate(planned))));
+                    let eval_clock = Instant::now();
+                    let e = crate::evaluation::evaluate_all(model, &explanations, &config, control);
+                    let outcome = if reduced.is_empty() {
+                        StepOutcome::Exact
+                    } else {
+                        StepOutcome::Approximated {
+                            how: reduced.join("; "),
+                            why: why(evaluation_token_passes(
+                                &evaluated,
+                                &self.fidelity,
+                                RandomControl::default().draws,
+                                n,
+                            )),
+                        }
+                    };
+                    steps.push(StepRecord::new(
+                        "evaluation",
+                        outcome,
+                        eval_clock.elapsed().as_secs_f64(),
+                    ));
+                    bar.inc(1);
+                    lap("evaluation");
+                    Some(e)
+                }
+                None => {
+                    steps.push(StepRecord::new(
+                        "evaluation",
+                        StepOutcome::Skipped {
+                            why: format!("{} even with the cheapest settings", why(planned)),
+                        },
+                        0.0,
+                    ));
+                    bar.inc(1);
+                    None
+                }
+            }
         } else {
+            steps.push(StepRecord::new(
+                "evaluation",
+                StepOutcome::Skipped { why: "evaluation is turned off".into() },
+                0.0,
+            ));
             None
         };
         let internals = if self.internals {
             bar.set_message("internals");
+            let clock = Instant::now();
             let report =
                 crate::internals::InternalsReport::compute(model, &ids, &prediction, top.get(1))?;
+            // The lens covers a fixed window of the last positions and DLA one position: the
+            // step grows linearly with the input and needs no budget.
+            steps.push(StepRecord::new(
+                "internals",
+                StepOutcome::Exact,
+                clock.elapsed().as_secs_f64(),
+            ));
             bar.inc(1);
             lap("internals");
             Some(report)
@@ -237,6 +489,7 @@ impl Analyzer {
             agreement,
             evaluation,
             timings,
+            steps,
             report: Report::default(),
             internals,
         };
@@ -265,7 +518,8 @@ impl Analyzer {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(steps);
-        if let Ok(style) = ProgressStyle::with_template("analysis: {msg:14} [{bar:20}] {pos}/{len}")
+        if let Ok(style) =
+            ProgressStyle::with_template("analysis: [{bar:20}] {pos}/{len} {elapsed:>4} {msg}")
         {
             bar.set_style(style);
         }
@@ -352,6 +606,11 @@ pub struct ComprehensiveAnalysis {
     /// Seconds spent per step (`prediction`, `attention`, `attributions`, `evaluation`).
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
+    /// What each budgeted step did (exact, approximated or skipped, and why), with its
+    /// seconds: the attention steps, each attribution method skipped, the evaluation and the
+    /// per-layer matrices (see [`AnalysisBudget`]).
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
     /// Summary and recommendations.
     pub report: Report,
     /// Logit lens and direct logit attribution of the prediction, when
@@ -397,6 +656,7 @@ impl ComprehensiveAnalysis {
         r.summary_zh.extend(self.attention.summary_zh.iter().cloned());
         self.attention_findings(&mut r);
         self.attribution_findings(&mut r);
+        self.budget_findings(&mut r);
         if let Some(evaluation) = &self.evaluation {
             crate::evaluation::findings(evaluation, &mut r);
         }
@@ -444,6 +704,63 @@ impl ComprehensiveAnalysis {
                 format!("注意力展开（rollout）将 {:.0}% 的权重放在第一个词元上（注意力汇聚点在层间累积）；解读 rollout 时需谨慎，并与注意力流对比。", 100.0 * first),
             ));
         }
+    }
+
+    /// Steps approximated or skipped for a budget (not those the user turned off).
+    pub fn degraded_steps(&self) -> Vec<&StepRecord> {
+        self.steps
+            .iter()
+            .filter(|s| match &s.outcome {
+                StepOutcome::Exact => false,
+                StepOutcome::Approximated { .. } => true,
+                StepOutcome::Skipped { why } => !why.contains("turned off"),
+            })
+            .collect()
+    }
+
+    fn budget_findings(&self, r: &mut Report) {
+        let degraded = self.degraded_steps();
+        if degraded.is_empty() {
+            return;
+        }
+        let list: Vec<String> =
+            degraded.iter().map(|s| format!("{} ({})", s.step, s.outcome.label())).collect();
+        let zh_list: Vec<String> = degraded
+            .iter()
+            .map(|s| {
+                let label = if matches!(s.outcome, StepOutcome::Skipped { .. }) {
+                    "已跳过"
+                } else {
+                    "近似计算"
+                };
+                format!("{}（{label}）", s.step)
+            })
+            .collect();
+        r.recommendations.push(Finding::new(
+            "budget_degraded",
+            format!("To stay within the analysis budgets on {} tokens, some steps were approximated or skipped: {}. The Steps section says how and why; raise the budgets (Analyzer::budget, AttentionAnalysis::flow_max_edges, or `explain analyze --exact`) to compute them exactly.", self.tokens.len(), list.join(", ")),
+            format!("为了在 {} 个词元上不超出分析预算，部分步骤做了近似或被跳过：{}。“步骤”一节说明了方式与原因；提高预算（Analyzer::budget、AttentionAnalysis::flow_max_edges 或 `explain analyze --exact`）即可精确计算。", self.tokens.len(), zh_list.join("、")),
+        ));
+    }
+
+    /// The step records as a Markdown section (empty when there are none).
+    fn steps_markdown(&self) -> String {
+        if self.steps.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "\n## Steps / 步骤\n\n| step | status | seconds | how / why |\n|---|---|---|---|\n",
+        );
+        for step in &self.steps {
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {} |\n",
+                step.step,
+                step.outcome.label(),
+                step.seconds,
+                step.outcome.explanation().replace('|', "\\|")
+            ));
+        }
+        s
     }
 
     fn attribution_findings(&self, r: &mut Report) {
@@ -583,6 +900,7 @@ impl ComprehensiveAnalysis {
         for (k, v) in &self.report.metrics {
             s.push_str(&format!("| {k} | {v:.4} |\n"));
         }
+        s.push_str(&self.steps_markdown());
         s
     }
 
@@ -608,10 +926,57 @@ impl ComprehensiveAnalysis {
     }
 }
 
+/// "about 3 s" for a progress message.
+fn eta(seconds: f64) -> String {
+    if seconds < 1.0 { "under 1 s".to_owned() } else { format!("about {seconds:.0} s") }
+}
+
 fn is_control(method: &str) -> bool {
     method == "random"
 }
 
 fn is_gradient(method: &str) -> bool {
     !method.starts_with("attention") && !is_control(method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_evaluation_is_reduced_step_by_step_until_it_fits() {
+        let methods = ["saliency", "integrated_gradients", "random"];
+        let config = FidelityConfig::default();
+        let n = 512;
+        let full = evaluation_token_passes(&methods, &config, 8, n);
+        // Rows per call: 1 + 2·5 bins + 2·(512 + 1) curve points + 32 subsets + 512 LOO.
+        assert_eq!(full, 10 * (1 + 10 + 1026 + 32 + 512) * 512);
+        let (plan, reduced, planned) = plan_evaluation(&methods, &config, n, full);
+        assert!(plan.is_some() && reduced.is_empty() && planned == full);
+
+        let (plan, reduced, planned) = plan_evaluation(&methods, &config, n, full / 4);
+        let (c, control) = plan.unwrap();
+        assert_eq!((c.curve_steps, c.leave_one_out, control.draws), (20, false, 8));
+        assert_eq!(reduced.len(), 2);
+        assert!(planned <= full / 4);
+
+        let cheapest = 4 * (1 + 10 + 42 + 8) * 512;
+        let (plan, reduced, planned) = plan_evaluation(&methods, &config, n, cheapest as u64);
+        let (c, control) = plan.unwrap();
+        assert_eq!((c.faithfulness_subsets, control.draws), (8, 2));
+        assert_eq!((reduced.len(), planned), (4, cheapest as u64));
+
+        let (plan, _, _) = plan_evaluation(&methods, &config, n, cheapest as u64 - 1);
+        assert!(plan.is_none());
+    }
+
+    #[test]
+    fn known_methods_have_costs_and_unknown_ones_none() {
+        assert_eq!(method_token_passes("integrated_gradients", 100), Some(2600));
+        assert_eq!(method_token_passes("random", 100), Some(0));
+        assert_eq!(method_token_passes("leave_one_out", 10), Some(110));
+        assert_eq!(method_token_passes("my_method", 10), None);
+        // A budget that is never reached keeps every step.
+        assert_eq!(AnalysisBudget::unlimited().evaluation_token_passes, u64::MAX);
+    }
 }

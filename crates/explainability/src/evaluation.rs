@@ -78,11 +78,12 @@ impl MethodEvaluation {
     }
 }
 
-/// Evaluates each explanation on `model`.
+/// Evaluates each explanation on `model`, the random control over `control`'s draws.
 pub fn evaluate_all(
     model: &dyn LanguageModel,
     explanations: &[&Explanation],
     config: &FidelityConfig,
+    control: RandomControl,
 ) -> Vec<MethodEvaluation> {
     explanations
         .iter()
@@ -90,7 +91,7 @@ pub fn evaluate_all(
             let scores: Vec<f64> = e.scores.to_vec();
             let mut errors = Vec::new();
             let fidelity = if e.method == RANDOM {
-                random_control_fidelity(model, e, config, RandomControl::default())
+                random_control_fidelity(model, e, config, control)
             } else {
                 fidelity(model, e, config)
             };

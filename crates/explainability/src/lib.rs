@@ -64,8 +64,9 @@ mod internals;
 mod visualize;
 
 pub use analyzer::{
-    ANALYZER_METHODS, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding, MethodAgreement,
-    Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
+    ANALYZER_METHODS, AnalysisBudget, Analyzer, ComprehensiveAnalysis, DISAGREE_BELOW, Finding,
+    MethodAgreement, Report, SINK_ABOVE, STORED_ATTENTION_MAX_TOKENS, UNRELIABLE_DELTA_ABOVE,
+    method_token_passes,
 };
 pub use evaluation::{EVALUATION_COLUMNS, INCONCLUSIVE_BELOW, MethodEvaluation, TOP_K_SHARE};
 pub use internals::{
@@ -104,7 +105,8 @@ pub use explainability_core::tch;
 pub use explainability_core::{
     ActivationCache, Architecture, Error, ExplainInput, Explainer, Explanation, ForwardOptions,
     HookFilter, HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
-    SpecialTokens, Target, TargetOutput, TargetToken, TokenPrediction, length_batches,
+    SpecialTokens, StepOutcome, StepRecord, Target, TargetOutput, TargetToken, TokenPrediction,
+    length_batches,
 };
 
 /// The README's code blocks, compiled as doctests so that the README stays true.

@@ -297,11 +297,14 @@ impl ComprehensiveAnalysis {
             "Attention rollout of the last position",
         )?;
         if let Some(flow) = &self.attention.flow {
-            html.token_highlight(
-                &self.attention.tokens,
-                &flow.to_vec(),
-                "Attention flow of the last position",
-            )?;
+            let caption = match &self.attention.flow_segments {
+                None => "Attention flow of the last position".to_owned(),
+                Some(segments) => format!(
+                    "Attention flow of the last position, on a graph coarsened to {} token segments (each token shows an equal share of its segment's flow)",
+                    segments.len()
+                ),
+            };
+            html.token_highlight(&self.attention.tokens, &flow.to_vec(), &caption)?;
         }
         for (_, caption, svg) in charts_of("attention_") {
             html.svg(svg, caption);
@@ -325,6 +328,23 @@ impl ComprehensiveAnalysis {
                     &format!("{} (also as {stem}.dot, .graphml, .json)", graph.kind().name()),
                 );
             }
+            html.end_section();
+        }
+        if !self.steps.is_empty() {
+            html.section("Steps and budgets / 步骤与预算", false);
+            let rows: Vec<Vec<String>> = self
+                .steps
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.step.clone(),
+                        s.outcome.label().to_owned(),
+                        format!("{:.2}", s.seconds),
+                        s.outcome.explanation(),
+                    ]
+                })
+                .collect();
+            html.table(&["step", "status", "seconds", "how / why"], &rows)?;
             html.end_section();
         }
         Ok(html.render())

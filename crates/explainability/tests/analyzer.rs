@@ -8,8 +8,8 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use explainability::{
-    ANALYZER_METHODS, Analyzer, AnyModel, ComprehensiveAnalysis, Error, LanguageModel,
-    UNRELIABLE_DELTA_ABOVE, load, smollm2_gguf_path,
+    ANALYZER_METHODS, AnalysisBudget, Analyzer, AnyModel, AttentionAnalysis, ComprehensiveAnalysis,
+    Error, LanguageModel, UNRELIABLE_DELTA_ABOVE, load, smollm2_gguf_path,
 };
 
 const TEXT: &str = "The capital of France is";
@@ -271,4 +271,74 @@ fn bad_input_is_a_typed_error() {
         analyzer.comprehensive_analysis(model, &long),
         Err(Error::SequenceTooLong { .. })
     ));
+}
+
+#[test]
+fn a_short_text_is_analysed_exactly_within_the_default_budgets() {
+    let a = analysis();
+    assert!(!a.steps.is_empty());
+    assert!(a.degraded_steps().is_empty(), "{:?}", a.degraded_steps());
+    assert!(a.attention.flow_segments.is_none());
+    assert!(!codes(a).contains(&"budget_degraded".to_owned()));
+}
+
+/// Tiny budgets force every budgeted step of a short text onto its degraded path: the
+/// report says what was approximated or skipped and why, and what was computed is still
+/// sound (flow a distribution over the tokens, the methods that fit still explained).
+#[test]
+fn tiny_budgets_degrade_every_budgeted_step_and_say_so() {
+    let text = "The capital of France is Paris. The capital of Italy is";
+    let budget = AnalysisBudget {
+        attribution_token_passes: 100,
+        evaluation_token_passes: 0,
+        stored_attention_max_tokens: 4,
+    };
+    let a = Analyzer::new()
+        .progress(false)
+        .budget(budget)
+        .attention(AttentionAnalysis::new().flow_max_edges(0))
+        .comprehensive_analysis(&*model(), text)
+        .unwrap();
+    let n = a.tokens.len();
+    assert!((4..=33).contains(&n), "saliency (3 passes) must fit 100 token-passes, IG not: {n}");
+    let status = |step: &str| {
+        a.steps.iter().find(|s| s.step == step).map(|s| s.outcome.label()).unwrap_or("missing")
+    };
+    assert_eq!(status("attention.flow"), "approximated");
+    assert_eq!(status("attention.layer_matrices"), "skipped");
+    assert_eq!(status("attribution.integrated_gradients"), "skipped");
+    assert_eq!(status("evaluation"), "skipped");
+    assert_eq!(status("attention.metrics"), "exact");
+    assert_eq!(status("attention.rollout"), "exact");
+    assert_eq!(status("attention.roles"), "exact");
+
+    let flow = a.attention.flow.as_ref().unwrap();
+    assert_eq!(flow.len(), n);
+    assert!(flow.iter().all(|&x| x >= 0.0 && x.is_finite()));
+    assert!((flow.sum() - 1.0).abs() < 1e-9, "flow sums to {}", flow.sum());
+    let segments = a.attention.flow_segments.as_ref().unwrap();
+    assert!(segments.len() < n && segments.contains(&[n - 1, n]));
+    // Tokens of one segment share its flow equally.
+    for s in segments {
+        let first = flow[s[0]];
+        assert!((s[0]..s[1]).all(|k| (flow[k] - first).abs() < 1e-12));
+    }
+    let methods: Vec<&str> =
+        a.attributions.explanations().iter().map(|e| e.method.as_str()).collect();
+    assert!(!methods.contains(&"integrated_gradients"));
+    assert!(methods.contains(&"saliency") && methods.contains(&"gradient_x_input"));
+    assert!(a.layer_attention.is_none() && a.evaluation.is_none());
+
+    assert!(codes(&a).contains(&"budget_degraded".to_owned()));
+    let md = a.to_markdown();
+    assert!(md.contains("## Steps") && md.contains("| attention.flow | approximated |"));
+    assert!(md.contains("flow_max_edges") && md.contains("attribution_token_passes"));
+    let html = a.to_html().unwrap();
+    assert!(html.contains("Steps and budgets") && html.contains("coarsened"));
+    let json: serde_json::Value = serde_json::from_str(&a.to_json().unwrap()).unwrap();
+    let steps = json["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["step"] == "evaluation" && s["status"] == "skipped"));
+    assert!(steps.iter().any(|s| s["step"] == "attention.flow" && s["how"].is_string()));
+    let back = ComprehensiveAnalysis::from_json(&a.to_json().unwrap()).unwrap();
+    assert_eq!(back.steps, a.steps);
 }
