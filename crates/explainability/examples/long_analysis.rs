@@ -33,17 +33,6 @@ use explainability::{
 };
 use serde_json::{Value, json};
 
-/// `VmHWM` (peak resident set) of this process in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// Real text of about `n` tokens: sentences of the long-context facts, in file order.
 fn text_of_length(model: &dyn LanguageModel, n: usize) -> Result<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../explain-eval/data/long_contexts.jsonl");
@@ -165,7 +154,8 @@ fn main() -> Result<()> {
     out["mode"] = json!(mode);
     out["threads"] = json!(threads);
     out["total_s"] = json!(clock.elapsed().as_secs_f64());
-    out["peak_rss_mib"] = json!(peak_rss_mib());
+    let peak = explainability::core::ProcessMemory::now().map_or(f64::NAN, |m| m.peak_mib());
+    out["peak_rss_mib"] = json!(peak);
     println!("{out}");
     Ok(())
 }
