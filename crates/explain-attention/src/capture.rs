@@ -37,6 +37,18 @@ impl AttentionCapture {
     /// # Errors
     /// [`Error::EmptyText`], [`Error::SequenceTooLong`], [`Error::TokenOutOfRange`].
     pub fn from_ids(model: &dyn LanguageModel, ids: &[i64]) -> Result<Self> {
+        Ok(Self::from_ids_with_logits(model, ids)?.0)
+    }
+
+    /// [`AttentionCapture::from_ids`] that also returns the forward pass's logits
+    /// (`[1, pos, vocab]`), so that a caller needing the prediction too runs one pass.
+    ///
+    /// Each layer's pattern leaves libtorch's memory as it is copied out, so the peak holds
+    /// the patterns once plus one layer, not twice.
+    ///
+    /// # Errors
+    /// As [`AttentionCapture::from_ids`].
+    pub fn from_ids_with_logits(model: &dyn LanguageModel, ids: &[i64]) -> Result<(Self, Tensor)> {
         let info = model.info();
         check_positions(ids.len() as i64, info.max_positions)?;
         let tokens = model.token_strings(ids)?;
@@ -44,11 +56,11 @@ impl AttentionCapture {
         let _guard = tch::no_grad_guard();
         let mut hooks = Hooks::new();
         hooks.cache_detached(HookFilter::kind(HookKind::Pattern));
-        model.forward_ids(&input, &ForwardOptions::default(), &mut hooks)?;
-        let cache = hooks.take_cache();
+        let output = model.forward_ids(&input, &ForwardOptions::default(), &mut hooks)?;
+        let mut cache = hooks.take_cache();
         let mut patterns = Vec::with_capacity(info.n_layers);
         for layer in 0..info.n_layers {
-            let pattern = cache.get(&HookPoint::pattern(layer)).ok_or_else(|| {
+            let pattern = cache.remove(&HookPoint::pattern(layer)).ok_or_else(|| {
                 Error::invalid_argument(format!(
                     "the model fired no {} hook: it cannot be explained through attention",
                     HookPoint::pattern(layer)
@@ -56,7 +68,8 @@ impl AttentionCapture {
             })?;
             patterns.push(tensor_to_array3(&pattern.f_select(0, 0)?)?);
         }
-        Ok(Self { token_ids: ids.to_vec(), tokens, causal: info.causal, patterns })
+        let capture = Self { token_ids: ids.to_vec(), tokens, causal: info.causal, patterns };
+        Ok((capture, output.logits))
     }
 
     /// Number of layers.

@@ -7,8 +7,11 @@
 //! that attention can be compared with gradient attributions on the same footing (and
 //! evaluated by the same fidelity metrics), which is where its limits show.
 
-use explainability_core::{Error, Explainer, Explanation, LanguageModel, Result, Target};
-use ndarray::{Array1, Axis};
+use explainability_core::{
+    Error, Explainer, Explanation, LanguageModel, RESOLVED_TARGET, ResolvedTarget, Result,
+    SharedPasses, Target,
+};
+use ndarray::{Array1, Array2, Axis};
 use serde_json::json;
 use tch::Tensor;
 
@@ -63,24 +66,7 @@ impl AttentionExplainer {
     /// Flow is computed within [`DEFAULT_FLOW_MAX_EDGES`] (coarsened beyond it, see
     /// [`attention_flow_budgeted`]); [`AttentionExplainer::flow_row`] says which.
     pub fn scores(&self, capture: &AttentionCapture, position: usize) -> Result<Array1<f64>> {
-        if let AttentionScore::Flow = self.score {
-            return Ok(self.flow_row(capture, position)?.scores);
-        }
-        if position >= capture.len() {
-            return Err(Error::invalid_argument(format!(
-                "position {position} is past the input's {} tokens",
-                capture.len()
-            )));
-        }
-        let means = capture.head_means();
-        let last = means
-            .last()
-            .ok_or_else(|| Error::invalid_argument("attention capture of zero layers"))?;
-        Ok(match self.score {
-            AttentionScore::LastLayer => last.index_axis(Axis(0), position).to_owned(),
-            AttentionScore::Rollout => rollout_row(&means, position)?,
-            AttentionScore::Flow => self.flow_row(capture, position)?.scores,
-        })
+        Ok(self.scores_of_means(&AttentionMeans::of(capture), position)?.0)
     }
 
     /// The attention-flow row of `position` within [`DEFAULT_FLOW_MAX_EDGES`], with the
@@ -89,14 +75,135 @@ impl AttentionExplainer {
     /// # Errors
     /// As [`AttentionExplainer::scores`].
     pub fn flow_row(&self, capture: &AttentionCapture, position: usize) -> Result<FlowRow> {
-        attention_flow_budgeted(
-            &capture.head_means(),
-            position,
-            capture.causal,
-            MaxFlowAlgorithm::default(),
-            DEFAULT_FLOW_MAX_EDGES,
-        )
+        flow_of_means(&AttentionMeans::of(capture), position)
     }
+
+    /// Scores for `position` from head means, with the flow's segments when it was coarsened.
+    fn scores_of_means(
+        &self,
+        means: &AttentionMeans,
+        position: usize,
+    ) -> Result<(Array1<f64>, Option<Vec<[usize; 2]>>)> {
+        if position >= means.tokens.len() {
+            return Err(Error::invalid_argument(format!(
+                "position {position} is past the input's {} tokens",
+                means.tokens.len()
+            )));
+        }
+        let last = means
+            .means
+            .last()
+            .ok_or_else(|| Error::invalid_argument("attention capture of zero layers"))?;
+        Ok(match self.score {
+            AttentionScore::LastLayer => (last.index_axis(Axis(0), position).to_owned(), None),
+            AttentionScore::Rollout => (rollout_row(&means.means, position)?, None),
+            AttentionScore::Flow => {
+                let row = flow_of_means(means, position)?;
+                (row.scores, row.segments)
+            }
+        })
+    }
+
+    /// Stores `means` (of `ids`) in `shared`, for attention explainers of the same input and
+    /// target that run later: a caller that already captured the attention (the analyzer)
+    /// spares them a capture of their own. Returns whether it was stored (`shared` is for
+    /// `ids` and `target`).
+    pub fn share_means(
+        shared: &mut SharedPasses,
+        ids: &[i64],
+        target: &Target,
+        means: AttentionMeans,
+    ) -> bool {
+        shared.insert(HEAD_MEANS, ids, target, means)
+    }
+
+    fn explain_from_means(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+        means: &AttentionMeans,
+        resolved: Option<ResolvedTarget>,
+    ) -> Result<(Explanation, ResolvedTarget)> {
+        let position = target.position_index(ids.len() as i64)? as usize;
+        let (scores, segments) = self.scores_of_means(means, position)?;
+        // The target token is resolved (argmax fixed, ids checked) on the clean logits so the
+        // explanation names what it is about, although attention does not depend on it.
+        let resolved = match resolved {
+            Some(r) => r,
+            None => {
+                let input =
+                    Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
+                let logits = {
+                    let _guard = tch::no_grad_guard();
+                    model
+                        .forward_ids(
+                            &input,
+                            &explainability_core::ForwardOptions::default(),
+                            &mut explainability_core::Hooks::new(),
+                        )?
+                        .logits
+                };
+                let target = target.resolve(&logits)?;
+                let value = target.evaluate(&logits)?.f_double_value(&[0])?;
+                ResolvedTarget { target, value }
+            }
+        };
+        let mut e = Explanation::new(
+            self.name(),
+            ids.to_vec(),
+            means.tokens.clone(),
+            scores,
+            resolved.target.clone(),
+        )?;
+        if let Some(id) = e.target.token_id() {
+            e.target_token = model.token_strings(&[id])?.into_iter().next();
+        }
+        e.target_value = Some(resolved.value);
+        e.metadata.insert("position".into(), json!(position));
+        e.metadata.insert("target_dependent".into(), json!(false));
+        if let Some(segments) = segments {
+            e.metadata.insert("approximated".into(), json!(format!(
+                "attention flow on a graph coarsened to {} token segments (the exact row is over the edge budget of {DEFAULT_FLOW_MAX_EDGES})",
+                segments.len()
+            )));
+            e.metadata.insert("flow_segments".into(), json!(segments));
+        }
+        Ok((e, resolved))
+    }
+}
+
+/// Key of the [`AttentionMeans`] entry in [`SharedPasses`].
+const HEAD_MEANS: &str = "explain_attention::head_means";
+
+/// What the attention explainers read from a capture: each layer's head-averaged pattern
+/// (f64, `[query, key]`), the tokens and whether the model is causal — a head's share of the
+/// capture's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionMeans {
+    /// A readable string per token.
+    pub tokens: Vec<String>,
+    /// Whether row `i` has `i + 1` valid keys.
+    pub causal: bool,
+    /// One `[query, key]` mean over heads per layer.
+    pub means: Vec<Array2<f64>>,
+}
+
+impl AttentionMeans {
+    /// The head means of `capture`.
+    pub fn of(capture: &AttentionCapture) -> Self {
+        Self { tokens: capture.tokens.clone(), causal: capture.causal, means: capture.head_means() }
+    }
+}
+
+fn flow_of_means(means: &AttentionMeans, position: usize) -> Result<FlowRow> {
+    attention_flow_budgeted(
+        &means.means,
+        position,
+        means.causal,
+        MaxFlowAlgorithm::default(),
+        DEFAULT_FLOW_MAX_EDGES,
+    )
 }
 
 impl Explainer for AttentionExplainer {
@@ -114,43 +221,34 @@ impl Explainer for AttentionExplainer {
         ids: &[i64],
         target: &Target,
     ) -> Result<Explanation> {
-        let capture = AttentionCapture::from_ids(model, ids)?;
-        let position = target.position_index(ids.len() as i64)? as usize;
-        let (scores, segments) = match self.score {
-            AttentionScore::Flow => {
-                let row = self.flow_row(&capture, position)?;
-                (row.scores, row.segments)
-            }
-            _ => (self.scores(&capture, position)?, None),
-        };
-        // The target token is resolved (argmax fixed, ids checked) on the clean logits so the
-        // explanation names what it is about, although attention does not depend on it.
-        let input = Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
-        let logits = {
-            let _guard = tch::no_grad_guard();
-            model
-                .forward_ids(
-                    &input,
-                    &explainability_core::ForwardOptions::default(),
-                    &mut explainability_core::Hooks::new(),
-                )?
-                .logits
-        };
-        let resolved = target.resolve(&logits)?;
-        let value = resolved.evaluate(&logits)?.f_double_value(&[0])?;
-        let mut e = Explanation::new(self.name(), ids.to_vec(), capture.tokens, scores, resolved)?;
-        if let Some(id) = e.target.token_id() {
-            e.target_token = model.token_strings(&[id])?.into_iter().next();
+        let means = AttentionMeans::of(&AttentionCapture::from_ids(model, ids)?);
+        Ok(self.explain_from_means(model, ids, target, &means, None)?.0)
+    }
+
+    /// One capture (its head means) and one target resolution for every attention
+    /// explainer of the input, and for other methods that resolve the target.
+    fn explain_ids_shared(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<Explanation> {
+        if !shared.is_for(ids, target) {
+            return self.explain_ids(model, ids, target);
         }
-        e.target_value = Some(value);
-        e.metadata.insert("position".into(), json!(position));
-        e.metadata.insert("target_dependent".into(), json!(false));
-        if let Some(segments) = segments {
-            e.metadata.insert("approximated".into(), json!(format!(
-                "attention flow on a graph coarsened to {} token segments (the exact row is over the edge budget of {DEFAULT_FLOW_MAX_EDGES})",
-                segments.len()
-            )));
-            e.metadata.insert("flow_segments".into(), json!(segments));
+        if shared.get::<AttentionMeans>(HEAD_MEANS, ids, target).is_none() {
+            let means = AttentionMeans::of(&AttentionCapture::from_ids(model, ids)?);
+            shared.insert(HEAD_MEANS, ids, target, means);
+        }
+        let resolved = shared.resolved_target(ids, target).cloned();
+        let stored = resolved.is_some();
+        let means = shared
+            .get::<AttentionMeans>(HEAD_MEANS, ids, target)
+            .ok_or_else(|| Error::invalid_argument("attention means were not stored"))?;
+        let (e, resolved) = self.explain_from_means(model, ids, target, means, resolved)?;
+        if !stored {
+            shared.insert(RESOLVED_TARGET, ids, target, resolved);
         }
         Ok(e)
     }

@@ -36,7 +36,7 @@ mod rollout;
 
 pub use ablated::AblatedModel;
 pub use capture::AttentionCapture;
-pub use explainers::{AttentionExplainer, AttentionScore};
+pub use explainers::{AttentionExplainer, AttentionMeans, AttentionScore};
 pub use metrics::{AttentionMetrics, DEFAULT_SPARSITY_THRESHOLD, PatternMetrics};
 pub use report::{
     AttentionAnalysis, AttentionReport, DIFFUSE_ABOVE, FLOW_EDGES_PER_SECOND, FOCUSED_BELOW,

@@ -224,10 +224,18 @@ pub fn flow_segments(kept: usize, target: usize, count: usize) -> Vec<[usize; 2]
     // Share the non-target segments between the two sides in proportion to their tokens.
     let others = count.saturating_sub(1).max(usize::from(before > 0) + usize::from(after > 0));
     let total = (before + after).max(1);
-    let mut before_count = if before == 0 { 0 } else { (others * before).div_ceil(total).max(1) };
-    let mut after_count = if after == 0 { 0 } else { others.saturating_sub(before_count).max(1) };
-    before_count = before_count.min(before);
-    after_count = after_count.min(after);
+    // With both sides present `others` ≥ 2, and each side keeps at least one of them (a
+    // side given them all would leave the other one over the count).
+    let (before_count, after_count) = match (before > 0, after > 0) {
+        (true, true) => {
+            let b = (others * before).div_ceil(total).clamp(1, others - 1);
+            (b, others - b)
+        }
+        (true, false) => (others, 0),
+        (false, true) => (0, others),
+        (false, false) => (0, 0),
+    };
+    let (before_count, after_count) = (before_count.min(before), after_count.min(after));
     let windows = |out: &mut Vec<[usize; 2]>, start: usize, len: usize, parts: usize| {
         for p in 0..parts {
             let a = start + len * p / parts;

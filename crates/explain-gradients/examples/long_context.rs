@@ -8,31 +8,29 @@
 //! cargo run --release -p explain-gradients --example long_context -- ig stored 1024 8
 //! ```
 //!
-//! Methods: `saliency`, `gxi` (gradient × input), `ig` (integrated gradients, all-eos
+//! Methods: `saliency`, `gxi` (gradient × input), `attn_lrp` (AttnLRP), `ig` (integrated gradients, all-eos
 //! baseline, Gauss–Legendre with the given steps, internal batch size 1). Prints one JSON line
 //! on stdout. The figures in docs/benchmarks.md ("Long contexts") come from this example.
 
 use std::time::Instant;
 
-use explain_gradients::{Baseline, GradientXInput, IntegratedGradients, PathOptions, Quadrature};
+use explain_gradients::{
+    Baseline, GradientXInput, IntegratedGradients, PathOptions, Quadrature, RelevancePropagation,
+};
 use explain_gradients::{Saliency, SaliencyNorm};
 use explain_models::{load, smollm2_gguf_path};
-use explainability_core::{Error, Explainer, LanguageModel, RecomputedBackward, Result, Target};
+use explainability_core::{
+    Error, Explainer, LanguageModel, ProcessMemory, RecomputedBackward, Result, Target,
+};
 use serde_json::json;
 
 const PARAGRAPH: &str = "The river left its banks in the spring, and the village moved to the \
 hill above the mill. Old maps still show the lanes that ran down to the water, the bakery by \
 the bridge, and the school whose bell could be heard across the fields. ";
 
-/// `VmHWM` (peak resident set) of this process in MiB.
+/// `VmHWM` (peak resident set) of this process in MiB (NaN where it cannot be read).
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    ProcessMemory::now().map_or(f64::NAN, |m| m.peak_bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `n` token ids of a repeated paragraph.
@@ -50,7 +48,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
         Error::invalid_argument(
-            "usage: long_context saliency|gxi|ig stored|recompute TOKENS [IG_STEPS]",
+            "usage: long_context saliency|gxi|attn_lrp|ig stored|recompute TOKENS [IG_STEPS]",
         )
     };
     let method = args.first().ok_or_else(usage)?.clone();
@@ -67,6 +65,7 @@ fn main() -> Result<()> {
     let explainer: Box<dyn Explainer> = match method.as_str() {
         "saliency" => Box::new(Saliency { norm: SaliencyNorm::L2 }),
         "gxi" => Box::new(GradientXInput),
+        "attn_lrp" => Box::new(RelevancePropagation::attn_lrp()),
         "ig" => Box::new(IntegratedGradients {
             quadrature: Quadrature::Fixed(PathOptions {
                 n_steps: steps,

@@ -7,12 +7,13 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use explainability_core::{
-    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, SplitMix64, Target,
+    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, SharedPasses, SplitMix64,
+    Target,
 };
 
 use crate::lm::{
-    Prepared, explain_batch_with, explanation, prepare, prepare_with_gradient, sum_over_features,
-    target_function,
+    Prepared, explain_batch_with, explanation, prepare, prepare_with_gradient,
+    shared_input_gradient, sum_over_features, target_function,
 };
 
 /// How a `[pos, d_model]` gradient becomes one score per token.
@@ -95,6 +96,20 @@ impl Explainer for Saliency {
     fn batches_inputs(&self) -> bool {
         true
     }
+
+    /// One forward and backward pass for saliency and gradient × input together.
+    fn explain_ids_shared(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<Explanation> {
+        match shared_input_gradient(model, ids, target, shared)? {
+            Some((prepared, gradient)) => self.finish(model, prepared, gradient),
+            None => self.explain_ids(model, ids, target),
+        }
+    }
 }
 
 impl Saliency {
@@ -146,6 +161,20 @@ impl Explainer for GradientXInput {
 
     fn batches_inputs(&self) -> bool {
         true
+    }
+
+    /// One forward and backward pass for saliency and gradient × input together.
+    fn explain_ids_shared(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<Explanation> {
+        match shared_input_gradient(model, ids, target, shared)? {
+            Some((prepared, gradient)) => self.finish(model, prepared, gradient),
+            None => self.explain_ids(model, ids, target),
+        }
     }
 }
 

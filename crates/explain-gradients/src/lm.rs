@@ -10,8 +10,8 @@ use tch::{Kind, Tensor};
 
 use explainability_core::{
     Error, ExplainInput, Explanation, ForwardOptions, HookFilter, HookPoint, Hooks, LanguageModel,
-    ModelOutput, RelevanceRule, Result, RightPadded, Target, all_finite, check_positions,
-    gradients,
+    ModelOutput, RESOLVED_TARGET, RelevanceRule, ResolvedTarget, Result, RightPadded, SharedPasses,
+    Target, all_finite, check_positions, gradients,
 };
 
 use crate::path::Objective;
@@ -49,6 +49,32 @@ pub(crate) fn prepare_with_gradient(
     target: &Target,
 ) -> Result<(Prepared, Tensor)> {
     prepare_with_gradient_under(model, ids, target, None)
+}
+
+/// Key of the input gradient in [`SharedPasses`] (saliency and gradient × input).
+const INPUT_GRADIENT: &str = "explain_gradients::input_gradient";
+
+/// [`prepare_with_gradient`] read from `shared` when an earlier method of the same input and
+/// target stored it, computed and stored (with the [`ResolvedTarget`]) otherwise.
+///
+/// # Errors
+/// As [`prepare_with_gradient`].
+pub(crate) fn shared_input_gradient<'s>(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+    shared: &'s mut SharedPasses,
+) -> Result<Option<&'s (Prepared, Tensor)>> {
+    if shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target).is_none() {
+        if !shared.is_for(ids, target) {
+            return Ok(None);
+        }
+        let (prepared, gradient) = prepare_with_gradient(model, ids, target)?;
+        let resolved = ResolvedTarget { target: prepared.target.clone(), value: prepared.value };
+        shared.insert(RESOLVED_TARGET, ids, target, resolved);
+        shared.insert(INPUT_GRADIENT, ids, target, (prepared, gradient));
+    }
+    Ok(shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target))
 }
 
 /// [`prepare_with_gradient`] with the forward pass in a relevance-propagation mode

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 use crate::batching::ExplainInput;
 use crate::error::{Error, Result};
 use crate::model::LanguageModel;
+use crate::shared::SharedPasses;
 
 /// Which token a next-token target is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +351,25 @@ pub trait Explainer {
     /// false, one at a time).
     fn batches_inputs(&self) -> bool {
         false
+    }
+
+    /// [`Explainer::explain_ids`] when other methods explain the same input for the same
+    /// target: reads the passes an earlier method stored in `shared` (the input gradient,
+    /// the attention capture, the resolved target) and stores its own for later ones, so
+    /// that a pass runs once however many methods need it. The explanation equals
+    /// [`Explainer::explain_ids`]'s. The default ignores `shared`.
+    ///
+    /// # Errors
+    /// As [`Explainer::explain_ids`].
+    fn explain_ids_shared(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<Explanation> {
+        let _ = shared;
+        self.explain_ids(model, ids, target)
     }
 }
 

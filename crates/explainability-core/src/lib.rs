@@ -16,6 +16,8 @@
 //!   metrics and the perturbation explainers alike; [`pearson`] / [`spearman`] correlations.
 //! - [`BlockwiseForward`], [`BackwardMemory`], [`gradients`]: a forward pass run block by
 //!   block, and gradients that recompute each block instead of holding its activations.
+//! - [`SharedPasses`]: passes several methods explaining one input share (the input
+//!   gradient, the attention capture, the resolved target).
 //! - [`ProcessMemory`]: resident and peak memory of the process, for measurements.
 //! - [`RelevanceRule`], [`divide_gradient`], [`identity_rule`]: layer-wise relevance
 //!   propagation (AttnLRP, CP-LRP) as a mode of a model's own forward pass.
@@ -32,6 +34,7 @@ mod model;
 mod relevance;
 mod removal;
 mod rng;
+mod shared;
 mod steps;
 
 pub use batching::{ExplainInput, RightPadded, all_finite, length_batches};
@@ -46,13 +49,14 @@ pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
 pub use memory::{ProcessMemory, process_cpu_seconds};
 pub use model::{
     Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,
-    ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions,
+    ModelOutput, NormScale, SpecialTokens, TokenPrediction, check_positions, top_predictions,
 };
 pub use relevance::{IDENTITY_RULE_EPSILON, RelevanceRule, divide_gradient, identity_rule};
 pub use removal::{
     RemovalOptions, RemovalStrategy, RemovalValues, evaluate_removals, evaluate_removals_with,
 };
 pub use rng::SplitMix64;
+pub use shared::{RESOLVED_TARGET, ResolvedTarget, SharedPasses};
 pub use steps::{StepOutcome, StepRecord};
 
 /// Re-export of ndarray, in which explanations hold their scores.

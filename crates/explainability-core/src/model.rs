@@ -511,20 +511,37 @@ pub trait LanguageModel {
         let ids = self.ids_tensor(text)?;
         let _guard = tch::no_grad_guard();
         let output = self.forward_ids(&ids, &ForwardOptions::default(), &mut Hooks::new())?;
-        let last = output.logits.f_select(0, 0)?.f_select(0, -1)?.f_to_kind(Kind::Double)?;
-        let probs = last.f_softmax(-1, Kind::Double)?;
-        let k = k.min(self.info().vocab_size);
-        let (top_p, top_i) = probs.f_topk(k as i64, -1, true, true)?;
-        let ids: Vec<i64> = Vec::<i64>::try_from(&top_i)?;
-        let p: Vec<f64> = Vec::<f64>::try_from(&top_p)?;
-        let tokens = self.token_strings(&ids)?;
-        let mut predictions = Vec::with_capacity(k);
-        for ((id, probability), token) in ids.into_iter().zip(p).zip(tokens) {
-            let logit = last.f_double_value(&[id])?;
-            predictions.push(TokenPrediction { id, token, probability, logit });
-        }
-        Ok(predictions)
+        top_predictions(self, &output.logits, k)
     }
+}
+
+/// The `k` most likely next tokens after the last position of `logits` (`[1, pos, vocab]`),
+/// most likely first: what [`LanguageModel::top_next_tokens`] reads from a forward pass, for
+/// callers that ran one already.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `k == 0`; libtorch errors for logits of another shape.
+pub fn top_predictions<M: LanguageModel + ?Sized>(
+    model: &M,
+    logits: &Tensor,
+    k: usize,
+) -> Result<Vec<TokenPrediction>> {
+    if k == 0 {
+        return Err(Error::invalid_argument("k must be at least 1"));
+    }
+    let last = logits.f_select(0, 0)?.f_select(0, -1)?.f_to_kind(Kind::Double)?;
+    let probs = last.f_softmax(-1, Kind::Double)?;
+    let k = k.min(model.info().vocab_size);
+    let (top_p, top_i) = probs.f_topk(k as i64, -1, true, true)?;
+    let ids: Vec<i64> = Vec::<i64>::try_from(&top_i)?;
+    let p: Vec<f64> = Vec::<f64>::try_from(&top_p)?;
+    let tokens = model.token_strings(&ids)?;
+    let mut predictions = Vec::with_capacity(k);
+    for ((id, probability), token) in ids.into_iter().zip(p).zip(tokens) {
+        let logit = last.f_double_value(&[id])?;
+        predictions.push(TokenPrediction { id, token, probability, logit });
+    }
+    Ok(predictions)
 }
 
 /// Checks a sequence length against a context window.

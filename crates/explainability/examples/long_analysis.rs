@@ -33,24 +33,26 @@ use explainability::{
 };
 use serde_json::{Value, json};
 
-/// Real text of about `n` tokens: sentences of the long-context facts, in file order.
+/// Real text of about `n` tokens: sentences of the long-context facts, in file order. The
+/// length is the joined text's own token count (a sentence tokenised alone counts its leading
+/// word differently from the same sentence after a space).
 fn text_of_length(model: &dyn LanguageModel, n: usize) -> Result<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../explain-eval/data/long_contexts.jsonl");
     let data = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut text = String::new();
-    let mut tokens = 1; // BOS
     for line in data.lines() {
         let record: Value = serde_json::from_str(line)
             .map_err(|e| Error::invalid_argument(format!("long_contexts.jsonl: {e}")))?;
         let prompt = record["prompt"].as_str().unwrap_or_default();
         for sentence in prompt.split_inclusive(". ") {
-            let count = model.encode(sentence, false)?.len();
-            if tokens + count > n {
+            let kept = text.len();
+            text.push_str(sentence);
+            let tokens = model.encode(text.trim_end(), true)?.len();
+            if tokens > n {
                 // Skip a sentence that does not fit; a shorter one later may.
+                text.truncate(kept);
                 continue;
             }
-            text.push_str(sentence);
-            tokens += count;
             if tokens + 4 >= n {
                 return Ok(text.trim_end().to_owned());
             }

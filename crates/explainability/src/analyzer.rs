@@ -11,10 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array3, Axis};
 use serde::{Deserialize, Serialize};
 
-use explain_attention::{AttentionAnalysis, AttentionCapture, AttentionReport};
+use explain_attention::{
+    AttentionAnalysis, AttentionCapture, AttentionExplainer, AttentionMeans, AttentionReport,
+};
 use explain_eval::{FidelityConfig, RandomControl};
 use explainability_core::{
-    Error, Explanation, LanguageModel, Result, StepOutcome, StepRecord, Target, TokenPrediction,
+    Error, Explanation, LanguageModel, RESOLVED_TARGET, ResolvedTarget, Result, SharedPasses,
+    StepOutcome, StepRecord, Target, TokenPrediction, top_predictions,
 };
 
 use crate::comparison::{ModelComparison, TextComparison, spearman};
@@ -322,22 +325,38 @@ impl Analyzer {
         let n = ids.len();
         let tokens = model.token_strings(&ids)?;
         let prediction_clock = Instant::now();
-        let top = model.top_next_tokens(text, self.top_k)?;
-        // Seconds per token-pass, measured on the prediction's forward pass: the estimates
-        // shown beside each later step.
+        // One forward pass gives the prediction and the attention capture.
+        let (capture, logits) = AttentionCapture::from_ids_with_logits(model, &ids)?;
+        let top = top_predictions(model, &logits, self.top_k)?;
+        // Seconds per token-pass, measured on that forward pass: the estimates shown beside
+        // each later step.
         let per_token_pass = prediction_clock.elapsed().as_secs_f64() / n.max(1) as f64;
         let estimate = |token_passes: u64| token_passes as f64 * per_token_pass;
         let prediction = top.first().cloned().ok_or_else(|| {
             Error::invalid_argument("the model returned no next-token candidates")
         })?;
+        // Passes the attribution methods share: the target resolved on these logits and,
+        // for the attention methods, the head means of this capture.
+        let mut shared = SharedPasses::new(&ids, &self.target);
+        let resolved = self.target.resolve(&logits)?;
+        let value = resolved.evaluate(&logits)?.f_double_value(&[0])?;
+        shared.insert(
+            RESOLVED_TARGET,
+            &ids,
+            &self.target,
+            ResolvedTarget { target: resolved, value },
+        );
+        drop(logits);
         bar.inc(1);
         lap("prediction");
 
-        bar.set_message(format!("attention capture ({})", eta(estimate(n as u64))));
-        let capture = AttentionCapture::from_ids(model, &ids)?;
-        let layer_attention = if n <= self.budget.stored_attention_max_tokens {
+        bar.set_message("attention");
+        let store_layers = n <= self.budget.stored_attention_max_tokens;
+        let means = (store_layers || self.methods.iter().any(|m| m.starts_with("attention_")))
+            .then(|| AttentionMeans::of(&capture));
+        let layer_attention = if store_layers {
             steps.push(StepRecord::new("attention.layer_matrices", StepOutcome::Exact, 0.0));
-            stack_layers(&capture.head_means())
+            means.as_ref().and_then(|m| stack_layers(&m.means))
         } else {
             steps.push(StepRecord::new(
                 "attention.layer_matrices",
@@ -387,7 +406,18 @@ impl Analyzer {
         }
         bar.set_message(format!("attributions ({})", eta(estimate(planned))));
         let attribution_clock = Instant::now();
-        let attributions = self.framework.compare_methods(model, text, &methods, &self.target)?;
+        if let Some(means) = means {
+            AttentionExplainer::share_means(&mut shared, &ids, &self.target, means);
+        }
+        let attributions = self.framework.compare_methods_shared(
+            model,
+            text,
+            &ids,
+            &methods,
+            &self.target,
+            &mut shared,
+        )?;
+        drop(shared);
         steps.push(StepRecord::new(
             "attributions",
             StepOutcome::Exact,

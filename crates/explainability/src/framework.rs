@@ -15,7 +15,7 @@ use explain_gradients::{
 };
 use explain_perturbation::{FeatureKind, PerturbationExplainer};
 use explainability_core::{
-    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, Target,
+    Error, ExplainInput, Explainer, Explanation, LanguageModel, Result, SharedPasses, Target,
 };
 
 /// Named explainers.
@@ -195,6 +195,26 @@ impl Framework {
         Ok(e)
     }
 
+    /// [`Framework::explain_ids`] sharing passes with the other methods that explain the same
+    /// input for the same target ([`Explainer::explain_ids_shared`]): saliency and gradient ×
+    /// input run one forward and backward pass between them, the attention methods one
+    /// capture, and the target is resolved once.
+    ///
+    /// # Errors
+    /// As [`Framework::explain_ids`].
+    pub fn explain_ids_shared(
+        &self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        method: &str,
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<Explanation> {
+        let mut e = self.get(method)?.explain_ids_shared(model, ids, target, shared)?;
+        e.method = method.to_owned();
+        Ok(e)
+    }
+
     /// Explains several inputs with the method registered as `method`, as
     /// [`Explainer::explain_batch`] does: several inputs per forward pass for methods that
     /// allow it ([`Framework::batches_inputs`]), one at a time otherwise; entry `i` is input
@@ -243,17 +263,37 @@ impl Framework {
         target: &Target,
     ) -> Result<MethodComparison> {
         let ids = model.encode(text, true)?;
-        let tokens = model.token_strings(&ids)?;
+        let mut shared = SharedPasses::new(&ids, target);
+        self.compare_methods_shared(model, text, &ids, methods, target, &mut shared)
+    }
+
+    /// [`Framework::compare_methods`] on token ids, with passes already in `shared` (a
+    /// caller that captured the attention or resolved the target passes them on) and the
+    /// methods sharing theirs ([`Framework::explain_ids_shared`]). A method's seconds are
+    /// those of the passes it ran: one that found a pass computed pays nothing for it.
+    ///
+    /// # Errors
+    /// As [`Framework::compare_methods`].
+    pub fn compare_methods_shared(
+        &self,
+        model: &dyn LanguageModel,
+        text: &str,
+        ids: &[i64],
+        methods: &[&str],
+        target: &Target,
+        shared: &mut SharedPasses,
+    ) -> Result<MethodComparison> {
+        let tokens = model.token_strings(ids)?;
         let methods: Vec<&str> = if methods.is_empty() { self.methods() } else { methods.to_vec() };
         let outcomes = methods
             .into_iter()
             .map(|m| {
                 let started = std::time::Instant::now();
-                let result = self.explain_ids(model, &ids, m, target);
+                let result = self.explain_ids_shared(model, ids, m, target, shared);
                 MethodOutcome::new(m, result, started.elapsed().as_secs_f64())
             })
             .collect();
-        Ok(MethodComparison { text: text.to_owned(), token_ids: ids, tokens, outcomes })
+        Ok(MethodComparison { text: text.to_owned(), token_ids: ids.to_vec(), tokens, outcomes })
     }
 }
 

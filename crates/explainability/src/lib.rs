@@ -105,8 +105,8 @@ pub use explainability_core::tch;
 pub use explainability_core::{
     ActivationCache, Architecture, Error, ExplainInput, Explainer, Explanation, ForwardOptions,
     HookFilter, HookKind, HookPoint, Hooks, LanguageModel, ModelInfo, ModelOutput, Result,
-    SpecialTokens, StepOutcome, StepRecord, Target, TargetOutput, TargetToken, TokenPrediction,
-    length_batches,
+    SharedPasses, SpecialTokens, StepOutcome, StepRecord, Target, TargetOutput, TargetToken,
+    TokenPrediction, length_batches,
 };
 
 /// The README's code blocks, compiled as doctests so that the README stays true.

@@ -164,3 +164,85 @@ fn models_with_other_vocabularies_are_refused() {
         Ok(_) => panic!("expected VocabularyMismatch, got a comparison"),
     }
 }
+
+/// SmolLM2 counting its forward passes.
+struct Counting<'m> {
+    inner: &'m AnyModel,
+    forwards: std::cell::Cell<usize>,
+}
+
+impl LanguageModel for Counting<'_> {
+    fn info(&self) -> &explainability::ModelInfo {
+        self.inner.info()
+    }
+    fn device(&self) -> tch::Device {
+        self.inner.device()
+    }
+    fn kind(&self) -> tch::Kind {
+        self.inner.kind()
+    }
+    fn encode(&self, text: &str, add_special_tokens: bool) -> explainability::Result<Vec<i64>> {
+        self.inner.encode(text, add_special_tokens)
+    }
+    fn decode(&self, ids: &[i64]) -> explainability::Result<String> {
+        self.inner.decode(ids)
+    }
+    fn token_strings(&self, ids: &[i64]) -> explainability::Result<Vec<String>> {
+        self.inner.token_strings(ids)
+    }
+    fn embed(&self, ids: &tch::Tensor) -> explainability::Result<tch::Tensor> {
+        self.inner.embed(ids)
+    }
+    fn forward_embeddings(
+        &self,
+        embeddings: &tch::Tensor,
+        options: &explainability::ForwardOptions,
+        hooks: &mut explainability::Hooks<'_>,
+    ) -> explainability::Result<explainability::ModelOutput> {
+        self.forwards.set(self.forwards.get() + 1);
+        self.inner.forward_embeddings(embeddings, options, hooks)
+    }
+    fn unembed(&self, final_hidden: &tch::Tensor) -> explainability::Result<tch::Tensor> {
+        self.inner.unembed(final_hidden)
+    }
+    fn named_parameters(&self) -> Vec<(String, tch::Tensor)> {
+        self.inner.named_parameters()
+    }
+}
+
+#[test]
+fn methods_of_one_input_share_their_passes_and_give_what_they_give_alone() {
+    let model = model();
+    let counting = Counting { inner: &model, forwards: std::cell::Cell::new(0) };
+    let framework = Framework::with_defaults();
+    let methods =
+        ["saliency", "gradient_x_input", "attention_rollout", "attention_last_layer", "random"];
+    let target = Target::argmax();
+    let ids = counting.encode(TEXT, true).unwrap();
+    let mut alone = Vec::new();
+    let mut forwards_alone = 0;
+    for m in methods {
+        counting.forwards.set(0);
+        alone.push(framework.explain_ids(&counting, &ids, m, &target).unwrap());
+        forwards_alone += counting.forwards.get();
+    }
+    counting.forwards.set(0);
+    let shared = framework.compare_methods(&counting, TEXT, &methods, &target).unwrap();
+    // Alone: saliency 1, gradient × input 1, each attention method a capture and a forward
+    // for the target, random 1. Shared: one differentiated pass for both gradient methods,
+    // one capture for both attention methods, the target resolved once.
+    assert_eq!(forwards_alone, 7);
+    assert_eq!(counting.forwards.get(), 2);
+    for (a, outcome) in alone.iter().zip(&shared.outcomes) {
+        let s = outcome.explanation.as_ref().unwrap();
+        assert_eq!(a.method, s.method);
+        // The same computation: identical scores and target.
+        assert_eq!(a.scores, s.scores, "{}", a.method);
+        assert_eq!(a.target, s.target, "{}", a.method);
+        assert_eq!(a.target_token, s.target_token, "{}", a.method);
+        // F(x) read from another method's pass: the same logit, computed for one position
+        // instead of all (f32 summation order).
+        let (va, vs) = (a.target_value.unwrap(), s.target_value.unwrap());
+        assert!((va - vs).abs() <= 1e-5 * va.abs().max(1.0), "{}: {va} vs {vs}", a.method);
+    }
+}
