@@ -28,12 +28,13 @@ def prepare(threads):
     transformers.logging.disable_progress_bar()
 
 
-def load(gguf):
-    """(tokenizer, model) from a GGUF file, float32, eager attention, in eval mode."""
+def load(gguf, attn_implementation="eager"):
+    """(tokenizer, model) from a GGUF file, float32, eager attention (or the one given), in
+    eval mode."""
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
+        folder, gguf_file=name, dtype=torch.float32, attn_implementation=attn_implementation
     )
     model.eval()
     return tokenizer, model

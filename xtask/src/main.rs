@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dequant;
+mod bench_length;
 mod browser;
 mod ci;
 mod downstream;
@@ -60,6 +61,13 @@ commands:
                         dequantise every tensor of the Gemma 3 270M GGUF file with our
                         kernels (1 and N threads, default 2) and with gguf-py's numpy
                         reference in one run; writes target/bench-dequant.json
+  bench-length [--lengths 128,512,...] [--methods saliency,gxi,ig] [--ig-steps N]
+               [--ig-max-tokens N] [--cap-gib G] [--no-captum]
+                        time and peak RSS of one gradient attribution against length (default
+                        128 to 8,192 tokens; IG with 8 steps up to 4,096): ours stored and
+                        recomputed beside Captum on transformers, each in its own capped
+                        process, one thread; resumable; writes target/bench-length/ (table,
+                        charts)
   faithfulness [--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]
                         the faithfulness-versus-cost benchmark: the anchors' attributions
                         (Captum) and ours on the same prompts (default: the factual set of
@@ -186,6 +194,11 @@ fn dispatch(args: &[String]) -> Result<()> {
             };
             setup::setup(&project)?;
             bench_dequant::bench_dequant(&project, threads)
+        }
+        "bench-length" => {
+            let options = bench_length::Options::parse(rest)?;
+            setup::setup(&project)?;
+            bench_length::bench_length(&project, &options)
         }
         "faithfulness" => {
             let options = faithfulness::Options::parse(rest)?;

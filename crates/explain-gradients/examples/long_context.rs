@@ -21,6 +21,7 @@ use explain_gradients::{Saliency, SaliencyNorm};
 use explain_models::{load, smollm2_gguf_path};
 use explainability_core::{
     Error, Explainer, LanguageModel, ProcessMemory, RecomputedBackward, Result, Target,
+    process_cpu_seconds,
 };
 use serde_json::json;
 
@@ -79,8 +80,13 @@ fn main() -> Result<()> {
     let ids = ids_of_length(&model, tokens)?;
     let after_load = peak_rss_mib();
     let start = Instant::now();
+    let cpu_start = process_cpu_seconds();
     let e = explainer.explain_ids(subject, &ids, &Target::argmax())?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = match (cpu_start, process_cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let top = e
         .scores
         .iter()
@@ -95,6 +101,7 @@ fn main() -> Result<()> {
             "tokens": tokens,
             "ig_steps": (method == "ig").then_some(steps),
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "peak_rss_mib": peak_rss_mib(),
             "peak_rss_after_load_mib": after_load,
             "top_token": top,
