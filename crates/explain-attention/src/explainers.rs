@@ -79,11 +79,7 @@ impl AttentionExplainer {
     }
 
     /// Scores for `position` from head means, with the flow's segments when it was coarsened.
-    fn scores_of_means(
-        &self,
-        means: &AttentionMeans,
-        position: usize,
-    ) -> Result<(Array1<f64>, Option<Vec<[usize; 2]>>)> {
+    fn scores_of_means(&self, means: &AttentionMeans, position: usize) -> Result<Scored> {
         if position >= means.tokens.len() {
             return Err(Error::invalid_argument(format!(
                 "position {position} is past the input's {} tokens",
@@ -172,6 +168,9 @@ impl AttentionExplainer {
         Ok((e, resolved))
     }
 }
+
+/// Scores per token, and the segments of a coarsened flow.
+type Scored = (Array1<f64>, Option<Vec<[usize; 2]>>);
 
 /// Key of the [`AttentionMeans`] entry in [`SharedPasses`].
 const HEAD_MEANS: &str = "explain_attention::head_means";
