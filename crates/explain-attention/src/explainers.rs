@@ -236,7 +236,8 @@ impl Explainer for AttentionExplainer {
         if !shared.is_for(ids, target) {
             return self.explain_ids(model, ids, target);
         }
-        if shared.get::<AttentionMeans>(HEAD_MEANS, ids, target).is_none() {
+        let reused = shared.get::<AttentionMeans>(HEAD_MEANS, ids, target).is_some();
+        if !reused {
             let means = AttentionMeans::of(&AttentionCapture::from_ids(model, ids)?);
             shared.insert(HEAD_MEANS, ids, target, means);
         }
@@ -245,7 +246,10 @@ impl Explainer for AttentionExplainer {
         let means = shared
             .get::<AttentionMeans>(HEAD_MEANS, ids, target)
             .ok_or_else(|| Error::invalid_argument("attention means were not stored"))?;
-        let (e, resolved) = self.explain_from_means(model, ids, target, means, resolved)?;
+        let (mut e, resolved) = self.explain_from_means(model, ids, target, means, resolved)?;
+        if reused {
+            e.metadata.insert("shared_pass".into(), json!("attention_head_means"));
+        }
         if !stored {
             shared.insert(RESOLVED_TARGET, ids, target, resolved);
         }

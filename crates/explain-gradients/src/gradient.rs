@@ -106,7 +106,13 @@ impl Explainer for Saliency {
         shared: &mut SharedPasses,
     ) -> Result<Explanation> {
         match shared_input_gradient(model, ids, target, shared)? {
-            Some((prepared, gradient)) => self.finish(model, prepared, gradient),
+            Some((reused, (prepared, gradient))) => {
+                let mut e = self.finish(model, prepared, gradient)?;
+                if reused {
+                    e.metadata.insert("shared_pass".into(), json!("input_gradient"));
+                }
+                Ok(e)
+            }
             None => self.explain_ids(model, ids, target),
         }
     }
@@ -172,7 +178,13 @@ impl Explainer for GradientXInput {
         shared: &mut SharedPasses,
     ) -> Result<Explanation> {
         match shared_input_gradient(model, ids, target, shared)? {
-            Some((prepared, gradient)) => self.finish(model, prepared, gradient),
+            Some((reused, (prepared, gradient))) => {
+                let mut e = self.finish(model, prepared, gradient)?;
+                if reused {
+                    e.metadata.insert("shared_pass".into(), json!("input_gradient"));
+                }
+                Ok(e)
+            }
             None => self.explain_ids(model, ids, target),
         }
     }

@@ -55,7 +55,8 @@ pub(crate) fn prepare_with_gradient(
 const INPUT_GRADIENT: &str = "explain_gradients::input_gradient";
 
 /// [`prepare_with_gradient`] read from `shared` when an earlier method of the same input and
-/// target stored it, computed and stored (with the [`ResolvedTarget`]) otherwise.
+/// target stored it (then with `true`), computed and stored (with the [`ResolvedTarget`])
+/// otherwise; `None` when `shared` is for another input or target.
 ///
 /// # Errors
 /// As [`prepare_with_gradient`].
@@ -64,8 +65,9 @@ pub(crate) fn shared_input_gradient<'s>(
     ids: &[i64],
     target: &Target,
     shared: &'s mut SharedPasses,
-) -> Result<Option<&'s (Prepared, Tensor)>> {
-    if shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target).is_none() {
+) -> Result<Option<(bool, &'s (Prepared, Tensor))>> {
+    let reused = shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target).is_some();
+    if !reused {
         if !shared.is_for(ids, target) {
             return Ok(None);
         }
@@ -74,7 +76,7 @@ pub(crate) fn shared_input_gradient<'s>(
         shared.insert(RESOLVED_TARGET, ids, target, resolved);
         shared.insert(INPUT_GRADIENT, ids, target, (prepared, gradient));
     }
-    Ok(shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target))
+    Ok(shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target).map(|p| (reused, p)))
 }
 
 /// [`prepare_with_gradient`] with the forward pass in a relevance-propagation mode

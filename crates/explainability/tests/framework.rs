@@ -233,6 +233,15 @@ fn methods_of_one_input_share_their_passes_and_give_what_they_give_alone() {
     // one capture for both attention methods, the target resolved once.
     assert_eq!(forwards_alone, 7);
     assert_eq!(counting.forwards.get(), 2);
+    // The methods that read another's pass say so.
+    let shared_pass = |m: &str| {
+        let outcome = shared.outcomes.iter().find(|o| o.method == m).unwrap();
+        outcome.explanation.as_ref().unwrap().metadata.get("shared_pass").cloned()
+    };
+    assert_eq!(shared_pass("saliency"), None);
+    assert_eq!(shared_pass("gradient_x_input"), Some(serde_json::json!("input_gradient")));
+    assert_eq!(shared_pass("attention_rollout"), None);
+    assert_eq!(shared_pass("attention_last_layer"), Some(serde_json::json!("attention_head_means")));
     for (a, outcome) in alone.iter().zip(&shared.outcomes) {
         let s = outcome.explanation.as_ref().unwrap();
         assert_eq!(a.method, s.method);
