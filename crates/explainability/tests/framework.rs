@@ -110,7 +110,9 @@ fn a_model_compared_with_itself_agrees_fully() {
     let c = comparison.compare(TEXT).unwrap();
     assert!(c.all_agree && c.disagreeing.is_empty());
     assert_eq!(c.majority, " Paris");
-    assert_eq!(c.js_divergence[[0, 1]], 0.0);
+    // Two forward passes of one model: equal up to libtorch choosing kernels by buffer
+    // alignment (measured 4e-17 with one thread), far below any real divergence.
+    assert!(c.js_divergence[[0, 1]].abs() < 1e-12, "{}", c.js_divergence[[0, 1]]);
     let framework = Framework::with_defaults();
     let texts = ["The capital of France is", "Two plus two equals"];
     let d = comparison
