@@ -27,8 +27,13 @@ const COLUMNS: [(&str, &str, &str); 3] = [
 fn cell(record: Option<&Value>) -> (String, f64, f64) {
     let Some(r) = record else { return ("—".into(), f64::NAN, f64::NAN) };
     if r["oom"].as_bool() == Some(true) {
-        let cap = r["cap_gib"].as_f64().map_or(String::new(), |c| format!(" (cap {c} GiB)"));
-        return (format!("out of memory{cap}"), f64::NAN, f64::NAN);
+        // The cap is on address space; the resident peak reached before the failed
+        // allocation is a lower bound of what the attribution needs.
+        let cap = r["cap_gib"].as_f64().map_or(String::new(), |c| format!(", cap {c} GiB"));
+        let reached = r["peak_rss_mib"]
+            .as_f64()
+            .map_or(String::new(), |m| format!(" after {:.2} GiB resident", m / 1024.0));
+        return (format!("out of memory{reached}{cap}"), f64::NAN, f64::NAN);
     }
     if r.get("error").is_some_and(|e| !e.is_null()) {
         return ("failed".into(), f64::NAN, f64::NAN);

@@ -243,7 +243,10 @@ fn methods_of_one_input_share_their_passes_and_give_what_they_give_alone() {
     assert_eq!(shared_pass("saliency"), None);
     assert_eq!(shared_pass("gradient_x_input"), Some(serde_json::json!("input_gradient")));
     assert_eq!(shared_pass("attention_rollout"), None);
-    assert_eq!(shared_pass("attention_last_layer"), Some(serde_json::json!("attention_head_means")));
+    assert_eq!(
+        shared_pass("attention_last_layer"),
+        Some(serde_json::json!("attention_head_means"))
+    );
     for (a, outcome) in alone.iter().zip(&shared.outcomes) {
         let s = outcome.explanation.as_ref().unwrap();
         assert_eq!(a.method, s.method);
