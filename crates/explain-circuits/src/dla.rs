@@ -18,7 +18,8 @@ use crate::metric::{LogitDiff, has_parameter, ids_tensor, parameter, token_strin
 pub enum DlaComponentKind {
     /// `hook_embed`: token embeddings (with learned positions where the model has them).
     Embed,
-    /// One head's output `z_h · W_O[:, h]`.
+    /// One head's output `z_h · W_O[:, h]` (through the frozen post-attention norm in
+    /// sandwich-norm families).
     Head,
     /// The part of `hook_attn_out` no head accounts for: the output bias `b_O` (through the
     /// frozen post-attention norm in sandwich-norm families), or the whole attention output
