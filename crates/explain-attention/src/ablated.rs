@@ -115,6 +115,15 @@ impl LanguageModel for AblatedModel<'_> {
         self.inner.final_norm(residual, scale)
     }
 
+    fn norm_at(
+        &self,
+        point: HookPoint,
+        input: &Tensor,
+        scale: explainability_core::NormScale<'_>,
+    ) -> Result<Tensor> {
+        self.inner.norm_at(point, input, scale)
+    }
+
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.named_parameters()
     }

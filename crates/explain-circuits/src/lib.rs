@@ -4,7 +4,9 @@
 //!   (top tokens, a target's rank and log-probability, KL to the final distribution).
 //! - [`direct_logit_attribution`]: the final residual split into the embedding, every head,
 //!   every MLP and the biases, projected on an answer direction (" Paris" − " London") with
-//!   the final norm's scale frozen; the components sum to the logit difference.
+//!   the final norm's scale frozen (and, in sandwich-norm families such as Gemma 3, each head
+//!   through the post-attention norm with its scale frozen); the components sum to the logit
+//!   difference.
 //! - [`ActivationPatching`]: clean/corrupted prompts of equal length, noising or denoising,
 //!   over resid_pre/mid/post, attn_out, mlp_out (layer × position) and per-head outputs and
 //!   patterns (layer × head × position), many patched runs per forward batch, scored by the
@@ -21,7 +23,8 @@
 //!
 //! Everything talks to the model through [`LanguageModel`](explainability_core::LanguageModel)
 //! and hook points only: activations are read and replaced by [`Hooks`](explainability_core::Hooks),
-//! the final norm is [`LanguageModel::final_norm`](explainability_core::LanguageModel::final_norm),
+//! the final norm is [`LanguageModel::final_norm`](explainability_core::LanguageModel::final_norm)
+//! and a post-attention norm [`LanguageModel::norm_at`](explainability_core::LanguageModel::norm_at),
 //! and the output projection `blocks.{l}.attn.W_O` and unembedding (`unembed.W_U`, or
 //! `embed.W_E` when tied) come from `named_parameters`. Results are plain serde structs.
 //!

@@ -137,8 +137,8 @@ pub fn token_group_heatmap(average: &Array2<f64>, counts: &[usize; 6], title: &s
 
 impl DirectLogitAttribution {
     /// Each head's direct effect on the metric as a layer × head grid (diverging). Models
-    /// whose heads are not split (sandwich norms) give a "no data" chart: use
-    /// [`DirectLogitAttribution::layer_heatmap`].
+    /// whose heads are not split (no `hook_z` or no resident `W_O`, e.g. streamed weights)
+    /// give a "no data" chart: use [`DirectLogitAttribution::layer_heatmap`].
     pub fn head_heatmap(&self, title: &str) -> Result<Svg> {
         layer_head_heatmap(&self.heads, "direct effect on the logit difference")
             .scale(HeatmapScale::Diverging)

@@ -2,8 +2,9 @@
 //! `#[ignore]`, slow), and its committed results drawn (`the_committed_study_draws`, fast, no
 //! model): Meng et al. 2022's causal
 //! tracing averaged over the factual prompt set, AtP against activation patching over every
-//! head × position with and without the AtP* fixes, and induction heads found by patching
-//! against explain-attention's induction score. Writes one JSON file per part to `STUDY_OUT`;
+//! head × position with and without the AtP* fixes, direct logit attribution of the answer
+//! against the runner-up per head and layer, and induction heads found by patching against
+//! explain-attention's induction score. Writes one JSON file per part to `STUDY_OUT`;
 //! docs/methods-circuits.md reports the numbers.
 //!
 //! ```text
@@ -18,8 +19,9 @@ use std::time::Instant;
 
 use explain_attention::{AttentionCapture, induction_score, repeated_random_tokens};
 use explain_circuits::{
-    ActivationPatching, AtpFixes, CausalTrace, CausalTracing, LogitDiff, PatchSite, TOKEN_GROUPS,
-    TraceKind, attribution_patching_with, average_by_token_group,
+    ActivationPatching, AtpFixes, CausalTrace, CausalTracing, DlaComponentKind, LogitDiff,
+    PatchSite, TOKEN_GROUPS, TraceKind, attribution_patching_with, average_by_token_group,
+    direct_logit_attribution,
 };
 use explain_eval::prompts::{FactualCategory, TokenizedFactual, factual_prompts, factual_top1};
 use explain_eval::{spearman, top_k_overlap};
@@ -41,7 +43,7 @@ struct Args {
     block: usize,
     /// Output folder.
     out: PathBuf,
-    /// Parts to run (tracing, atp, induction), each writing its own JSON file.
+    /// Parts to run (tracing, atp, dla, induction), each writing its own JSON file.
     parts: Vec<String>,
 }
 
@@ -56,7 +58,7 @@ impl Args {
             pairs: num("STUDY_PAIRS", "4"),
             block: num("STUDY_BLOCK", "12"),
             out: PathBuf::from(var("STUDY_OUT", "target/circuits-study")),
-            parts: var("STUDY_PARTS", "tracing,atp,induction")
+            parts: var("STUDY_PARTS", "tracing,atp,dla,induction")
                 .split(',')
                 .map(str::to_owned)
                 .collect(),
@@ -345,12 +347,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }),
         )?;
     }
+    // 4. Direct logit attribution of logit(answer) − logit(runner-up) on the traced prompts:
+    // which heads and MLPs write the answer (heads split behind Gemma's post-attention norm).
+    if part("dla") {
+        write("dla", dla_part(&model, &chosen)?)?;
+    }
     if !part("induction") {
         eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
         return Ok(());
     }
 
-    // 4. Induction heads: patching every head's output (all positions) from the repeated
+    // 5. Induction heads: patching every head's output (all positions) from the repeated
     // random block into a run whose first block is other random tokens.
     let t0 = Instant::now();
     let info = model.info().clone();
@@ -391,6 +398,87 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     write("induction", induction)?;
     eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
     Ok(())
+}
+
+/// DLA of logit(answer) − logit(runner-up) at the last position of every prompt: the mean
+/// layer × head grid, the mean attention (heads and rest) and MLP term per layer, the heads
+/// with the largest mean, how often each head is among a prompt's three largest components,
+/// and the largest |Σ components − logit difference|.
+fn dla_part(
+    model: &dyn LanguageModel,
+    prompts: &[&TokenizedFactual],
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let info = model.info().clone();
+    let (n_layers, n_heads) = (info.n_layers, info.n_heads);
+    let mut heads = Array2::<f64>::zeros((n_layers, n_heads));
+    let mut layers = Array2::<f64>::zeros((n_layers, 2));
+    let (mut embed, mut metric_sum, mut worst) = (0.0, 0.0, 0.0f64);
+    let mut in_top3 = std::collections::BTreeMap::<String, usize>::new();
+    for t in prompts {
+        let runner_up = {
+            let _g = tch::no_grad_guard();
+            let ids = tch::Tensor::from_slice(&t.ids).unsqueeze(0);
+            let options = explainability_core::ForwardOptions {
+                logits_from: Some(t.ids.len() - 1),
+                ..Default::default()
+            };
+            let logits = model
+                .forward_ids(&ids, &options, &mut explainability_core::Hooks::new())?
+                .logits
+                .select(1, 0)
+                .select(0, 0);
+            let (_, top) = logits.topk(2, -1, true, true);
+            top.int64_value(&[1])
+        };
+        let dla = direct_logit_attribution(model, &t.ids, LogitDiff::new(t.answer_id, runner_up))?;
+        assert_eq!(dla.heads.dim(), (n_layers, n_heads), "heads are split");
+        heads += &dla.heads;
+        for c in &dla.components {
+            match (c.kind, c.layer) {
+                (DlaComponentKind::Head | DlaComponentKind::AttnRest, Some(l)) => {
+                    layers[(l, 0)] += c.value;
+                }
+                (DlaComponentKind::Mlp, Some(l)) => layers[(l, 1)] += c.value,
+                (DlaComponentKind::Embed, _) => embed += c.value,
+                _ => {}
+            }
+        }
+        let mut sorted = dla.components.clone();
+        sorted.sort_by(|a, b| b.value.total_cmp(&a.value));
+        for c in sorted.iter().take(3) {
+            *in_top3.entry(c.label.clone()).or_default() += 1;
+        }
+        metric_sum += dla.metric_value;
+        worst = worst.max((dla.total - dla.metric_value).abs());
+    }
+    let n = prompts.len().max(1) as f64;
+    heads /= n;
+    layers /= n;
+    let mut ranked: Vec<((usize, usize), f64)> =
+        heads.indexed_iter().map(|(i, &v)| (i, v)).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut top3: Vec<(String, usize)> = in_top3.into_iter().collect();
+    top3.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let result = json!({
+        "prompts": prompts.len(),
+        "metric": "logit(answer) − logit(runner-up) at the last position",
+        "mean_metric": metric_sum / n,
+        "mean_embed": embed / n,
+        "mean_attention_total": layers.column(0).sum(),
+        "mean_mlp_total": layers.column(1).sum(),
+        "max_abs_total_minus_metric": worst,
+        "top_heads_by_mean": ranked.iter().take(10).map(|((l, h), v)| json!({"layer": l, "head": h, "mean": v})).collect::<Vec<_>>(),
+        "bottom_heads_by_mean": ranked.iter().rev().take(5).map(|((l, h), v)| json!({"layer": l, "head": h, "mean": v})).collect::<Vec<_>>(),
+        "top3_counts": top3.iter().take(12).map(|(c, k)| json!({"component": c, "prompts": k})).collect::<Vec<_>>(),
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    eprintln!("{result}");
+    Ok(json!({
+        "result": result,
+        "heads_mean": heads.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+        "layers_mean_attention_mlp": layers.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+    }))
 }
 
 fn kinds_run(tracing: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {

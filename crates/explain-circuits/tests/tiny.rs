@@ -1,8 +1,10 @@
 //! Analytic checks on tiny seeded decoders (Llama-style RMSNorm with grouped-query attention,
-//! GPT-2-style LayerNorm with biases and learned positions) and on a hand-written linear
-//! model: the logit lens ends at the model's logits, DLA components sum to the logit
-//! difference, patching everything recovers 1 and nothing 0, batching changes nothing, AtP is
-//! exact where the metric is linear in the patched activation, and bad input is a typed error.
+//! GPT-2-style LayerNorm with biases and learned positions, Gemma-3-style sandwich norms) and
+//! on a hand-written linear model: the logit lens ends at the model's logits, DLA components
+//! sum to the logit difference and its heads behind a frozen post-attention norm sum to the
+//! layer's attention output, patching everything recovers 1 and nothing 0, batching changes
+//! nothing, AtP is exact where the metric is linear in the patched activation, and bad input
+//! is a typed error.
 //!
 //! Tiny decoders borrow MiniLM's tokenizer (only for token strings); inputs are ids.
 
@@ -14,10 +16,13 @@ use explain_circuits::{
     attribution_patching_grad_drop, attribution_patching_with, direct_logit_attribution,
     lens_logits,
 };
-use explain_models::{Decoder, DecoderModel, Gpt2Config, LlamaConfig, TextTokenizer, minilm_dir};
+use explain_models::{
+    Decoder, DecoderConfig, DecoderModel, Family, Gpt2Config, HfConfig, LlamaConfig, TextTokenizer,
+    minilm_dir,
+};
 use explainability_core::{
-    Architecture, Error, ForwardOptions, HookKind, HookPoint, Hooks, LanguageModel, ModelInfo,
-    ModelOutput, NormScale, Result, SpecialTokens,
+    ActivationCache, Architecture, Error, ForwardOptions, HookFilter, HookKind, HookPoint, Hooks,
+    LanguageModel, ModelInfo, ModelOutput, NormScale, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -32,8 +37,19 @@ fn tokenizer() -> TextTokenizer {
     TextTokenizer::from_file(minilm_dir().join("tokenizer.json")).unwrap()
 }
 
-fn tiny_llama() -> DecoderModel {
-    let config = LlamaConfig {
+/// A seeded random decoder of `config` (f32, CPU) with MiniLM's tokenizer.
+fn tiny_decoder(
+    config: DecoderConfig,
+    seed: u64,
+    name: &str,
+    architecture: Architecture,
+) -> DecoderModel {
+    let model = Decoder::random(config, seed, Kind::Float, Device::Cpu).unwrap();
+    DecoderModel::new(model, tokenizer(), name.into(), architecture, SpecialTokens::default())
+}
+
+fn llama_config(tie_embeddings: bool) -> LlamaConfig {
+    LlamaConfig {
         n_layers: 3,
         n_heads: 4,
         n_kv_heads: 2,
@@ -44,44 +60,19 @@ fn tiny_llama() -> DecoderModel {
         max_positions: 64,
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
-        tie_embeddings: true,
+        tie_embeddings,
         attention_bias: false,
-    };
-    let model = Decoder::random(config.into(), 11, Kind::Float, Device::Cpu).unwrap();
-    DecoderModel::new(
-        model,
-        tokenizer(),
-        "tiny-llama".into(),
-        Architecture::Llama,
-        SpecialTokens::default(),
-    )
+    }
+}
+
+fn tiny_llama() -> DecoderModel {
+    tiny_decoder(llama_config(true).into(), 11, "tiny-llama", Architecture::Llama)
 }
 
 /// As [`tiny_llama`] with an untied head (σ = 0.02), so that next-token probabilities are
 /// not saturated by the tied embedding of the current token.
 fn tiny_llama_untied() -> DecoderModel {
-    let config = LlamaConfig {
-        n_layers: 3,
-        n_heads: 4,
-        n_kv_heads: 2,
-        d_model: 32,
-        d_head: 8,
-        d_mlp: 48,
-        vocab_size: VOCAB,
-        max_positions: 64,
-        rope_theta: 10_000.0,
-        norm_eps: 1e-5,
-        tie_embeddings: false,
-        attention_bias: false,
-    };
-    let model = Decoder::random(config.into(), 13, Kind::Float, Device::Cpu).unwrap();
-    DecoderModel::new(
-        model,
-        tokenizer(),
-        "tiny-llama-untied".into(),
-        Architecture::Llama,
-        SpecialTokens::default(),
-    )
+    tiny_decoder(llama_config(false).into(), 13, "tiny-llama-untied", Architecture::Llama)
 }
 
 fn tiny_gpt2() -> DecoderModel {
@@ -94,14 +85,24 @@ fn tiny_gpt2() -> DecoderModel {
         max_positions: 64,
         norm_eps: 1e-5,
     };
-    let model = Decoder::random(config.into(), 12, Kind::Float, Device::Cpu).unwrap();
-    DecoderModel::new(
-        model,
-        tokenizer(),
-        "tiny-gpt2".into(),
-        Architecture::Gpt2,
-        SpecialTokens::default(),
-    )
+    tiny_decoder(config.into(), 12, "tiny-gpt2", Architecture::Gpt2)
+}
+
+/// Gemma 3 through its own config constructor: sandwich norms (`ln1_post` between the
+/// attention output and the residual), `(1 + w)` RMSNorms, q/k norms, grouped-query
+/// attention, a sliding window of 3 on the first layers; `o_bias` adds `b_O` (which Gemma
+/// does not have) so that the rest term behind the post-norm is exercised.
+fn tiny_gemma3(o_bias: bool) -> DecoderModel {
+    let json = serde_json::json!({
+        "model_type": "gemma3_text", "hidden_size": 32, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48,
+        "num_hidden_layers": 3, "vocab_size": VOCAB, "max_position_embeddings": 64,
+        "sliding_window": 3, "query_pre_attn_scalar": 8, "rms_norm_eps": 1e-6,
+        "attention_bias": o_bias,
+    });
+    let config = Family::Gemma3.config_from_hf(&HfConfig::from_json(json).unwrap()).unwrap();
+    assert!(config.sandwich_norms && config.attention.o_bias == o_bias);
+    tiny_decoder(config, 14, "tiny-gemma3", Architecture::Gemma3)
 }
 
 fn logits(model: &dyn LanguageModel, ids: &[i64]) -> Tensor {
@@ -168,7 +169,7 @@ fn logit_lens_cells_are_consistent() {
 
 #[test]
 fn frozen_final_norm_at_its_own_input_is_the_norm() {
-    for model in [tiny_llama(), tiny_gpt2()] {
+    for model in [tiny_llama(), tiny_gpt2(), tiny_gemma3(false)] {
         let x = Tensor::randn([2, 5, 32], (Kind::Float, Device::Cpu)) * 3.0;
         let a = model.final_norm(&x, NormScale::Recompute).unwrap();
         let b = model.final_norm(&x, NormScale::FrozenAt(&x)).unwrap();
@@ -182,9 +183,142 @@ fn frozen_final_norm_at_its_own_input_is_the_norm() {
     }
 }
 
+/// Hook cache of one forward pass of `ids`.
+fn cache_of(model: &dyn LanguageModel, ids: &[i64], filter: HookFilter) -> ActivationCache {
+    let _g = tch::no_grad_guard();
+    let mut hooks = Hooks::caching(filter);
+    let t = Tensor::from_slice(ids).unsqueeze(0);
+    model.forward_ids(&t, &ForwardOptions::default(), &mut hooks).unwrap();
+    hooks.take_cache()
+}
+
+/// The input of layer `l`'s output projection's result, `z · W_Oᵀ (+ b_O)`, `[pos, d_model]`:
+/// what the post-attention norm normalises.
+fn attention_before_post_norm(
+    model: &dyn LanguageModel,
+    cache: &ActivationCache,
+    l: usize,
+) -> Tensor {
+    let param = |name: String| {
+        model.named_parameters().into_iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+    };
+    let z = cache.get(&HookPoint::z(l)).unwrap().select(0, 0).flatten(1, 2);
+    let o = z.matmul(&param(format!("blocks.{l}.attn.W_O")).unwrap().tr());
+    match param(format!("blocks.{l}.attn.b_O")) {
+        Some(b) => o + b,
+        None => o,
+    }
+}
+
+#[test]
+fn post_attention_norm_at_its_hook_point_is_the_forward_norm_and_frozen_affine() {
+    let model = tiny_gemma3(true);
+    let cache = cache_of(
+        &model,
+        &CLEAN,
+        HookFilter::kind(HookKind::Z).or(HookFilter::kind(HookKind::AttnOut)),
+    );
+    for l in 0..model.info().n_layers {
+        let point = HookPoint::new(HookKind::Ln1Post, l);
+        let o = attention_before_post_norm(&model, &cache, l);
+        // The norm the trait applies is the one the forward pass applied.
+        let forward = cache.get(&HookPoint::attn_out(l)).unwrap().select(0, 0);
+        let recomputed = model.norm_at(point, &o, NormScale::Recompute).unwrap();
+        assert!(max_abs(&recomputed, &forward) < 1e-5, "layer {l}");
+        // Frozen at its own input it is the norm; frozen it is affine.
+        let frozen = |t: &Tensor| model.norm_at(point, t, NormScale::FrozenAt(&o)).unwrap();
+        assert!(max_abs(&frozen(&o), &forward) < 1e-5);
+        // y on o's scale (rms ≈ 0.03 here), so that the normed values are O(1) and 1e-5 is
+        // f32 rounding.
+        let rms = o.square().mean(Kind::Float).sqrt();
+        let y = Tensor::randn([CLEAN.len() as i64, 32], (Kind::Float, Device::Cpu)) * rms;
+        let rhs = frozen(&o) + frozen(&y) - frozen(&o.zeros_like());
+        let diff = max_abs(&frozen(&(&o + &y)), &rhs);
+        assert!(diff < 1e-5, "layer {l}: {diff}");
+    }
+    // ln_final through norm_at is the final norm; no norm elsewhere → typed errors.
+    let x = Tensor::randn([3, 32], (Kind::Float, Device::Cpu));
+    let a = model.norm_at(HookPoint::ln_final(), &x, NormScale::Recompute).unwrap();
+    assert!(max_abs(&a, &model.final_norm(&x, NormScale::Recompute).unwrap()) < 1e-7);
+    let at = |m: &dyn LanguageModel, p: HookPoint| m.norm_at(p, &x, NormScale::Recompute);
+    assert!(matches!(
+        at(&model, HookPoint::new(HookKind::Ln1Post, 3)),
+        Err(Error::LayerOutOfRange { .. })
+    ));
+    assert!(matches!(at(&model, HookPoint::attn_out(0)), Err(Error::UnsupportedOperation { .. })));
+    let llama = tiny_llama();
+    assert!(matches!(
+        at(&llama, HookPoint::new(HookKind::Ln1Post, 0)),
+        Err(Error::UnsupportedOperation { .. })
+    ));
+    let wrong = Tensor::zeros([3, 31], (Kind::Float, Device::Cpu));
+    assert!(matches!(
+        model.norm_at(HookPoint::new(HookKind::Ln1Post, 0), &wrong, NormScale::Recompute),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn dla_heads_behind_the_post_attention_norm_sum_to_the_layer_attention() {
+    for o_bias in [false, true] {
+        let model = tiny_gemma3(o_bias);
+        let metric = LogitDiff::new(7, 12);
+        let dla = direct_logit_attribution(&model, &CLEAN, metric).unwrap();
+        let info = model.info();
+        assert_eq!(dla.heads.dim(), (info.n_layers, info.n_heads), "heads are split");
+        // Each layer's attention term computed from the hooks alone: hook_attn_out (the
+        // post-normed output the residual gets) through the frozen final norm, onto
+        // W_E[7] − W_E[12] (tied head).
+        let n = info.n_layers;
+        let cache = cache_of(
+            &model,
+            &CLEAN,
+            HookFilter::kind(HookKind::Z)
+                .or(HookFilter::kind(HookKind::AttnOut))
+                .or(HookFilter::point(HookPoint::resid_post(n - 1))),
+        );
+        let last = CLEAN.len() as i64 - 1;
+        let reference = cache.get(&HookPoint::resid_post(n - 1)).unwrap().get(0).get(last);
+        let w_e = &model.named_parameters().into_iter().find(|(n, _)| n == "embed.W_E").unwrap().1;
+        let direction = w_e.get(7) - w_e.get(12);
+        let term = |v: &Tensor| {
+            let f = |t: &Tensor| model.final_norm(t, NormScale::FrozenAt(&reference)).unwrap();
+            (f(v) - f(&v.zeros_like())).dot(&direction).double_value(&[])
+        };
+        for l in 0..n {
+            let layer = term(&cache.get(&HookPoint::attn_out(l)).unwrap().get(0).get(last));
+            let heads: f64 = dla.heads.row(l).sum();
+            let rest = dla
+                .components
+                .iter()
+                .find(|c| c.kind == DlaComponentKind::AttnRest && c.layer == Some(l))
+                .unwrap();
+            assert_eq!(rest.label, format!("{l}_attn_bias"));
+            assert!(
+                (heads + rest.value - layer).abs() < TOL,
+                "bias {o_bias} layer {l}: Σ heads {heads} + rest {} vs attention {layer}",
+                rest.value
+            );
+            if o_bias {
+                assert!(rest.value.abs() > 1e-4, "layer {l}: P(b_O) is the rest: {}", rest.value);
+            } else {
+                assert!(
+                    rest.value.abs() < 1e-5,
+                    "layer {l}: no bias, nothing left: {}",
+                    rest.value
+                );
+                assert!((heads - layer).abs() < TOL, "layer {l}: Σ heads {heads} vs {layer}");
+            }
+            // The post-norm matters: the heads' raw outputs (not normed) give another sum.
+            let raw = term(&attention_before_post_norm(&model, &cache, l).get(last));
+            assert!((raw - layer).abs() > 1e-2, "layer {l}: raw {raw} vs normed {layer}");
+        }
+    }
+}
+
 #[test]
 fn dla_components_sum_to_the_logit_difference() {
-    for model in [tiny_llama(), tiny_gpt2()] {
+    for model in [tiny_llama(), tiny_gpt2(), tiny_gemma3(false), tiny_gemma3(true)] {
         for metric in [LogitDiff::new(7, 12), LogitDiff::logit(7), LogitDiff::new(3, 4).at(2)] {
             let dla = direct_logit_attribution(&model, &CLEAN, metric).unwrap();
             let info = model.info();

@@ -2,8 +2,8 @@
 //! [`LanguageModel`] by delegation.
 
 use explainability_core::{
-    BackwardMemory, BlockwiseForward, ForwardOptions, Hooks, LanguageModel, ModelInfo, ModelOutput,
-    NormScale, Result,
+    BackwardMemory, BlockwiseForward, ForwardOptions, HookPoint, Hooks, LanguageModel, ModelInfo,
+    ModelOutput, NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -88,6 +88,9 @@ impl LanguageModel for AnyModel {
     }
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
         self.inner().final_norm(residual, scale)
+    }
+    fn norm_at(&self, point: HookPoint, input: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        self.inner().norm_at(point, input, scale)
     }
     fn backward_memory(&self) -> BackwardMemory {
         self.inner().backward_memory()

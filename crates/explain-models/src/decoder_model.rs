@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use explainability_core::{
-    Architecture, BackwardMemory, BlockwiseForward, Error, ForwardOptions, Hooks, ModelInfo,
-    ModelOutput, NormScale, Result, SpecialTokens,
+    Architecture, BackwardMemory, BlockwiseForward, Error, ForwardOptions, HookPoint, Hooks,
+    ModelInfo, ModelOutput, NormScale, Result, SpecialTokens,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -169,6 +169,14 @@ impl Network for Decoder {
     }
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         Some(Decoder::final_norm(self, residual, scale))
+    }
+    fn norm_at(
+        &self,
+        point: HookPoint,
+        input: &Tensor,
+        scale: NormScale<'_>,
+    ) -> Option<Result<Tensor>> {
+        Some(Decoder::norm_at(self, point, input, scale))
     }
     fn supports_key_value_cache(&self) -> bool {
         true

@@ -3,8 +3,8 @@
 //! ([`crate::BertModel`]).
 
 use explainability_core::{
-    BackwardMemory, BlockwiseForward, Error, ForwardOptions, Hooks, LanguageModel, ModelInfo,
-    ModelOutput, NormScale, Result,
+    BackwardMemory, BlockwiseForward, Error, ForwardOptions, HookKind, HookPoint, Hooks,
+    LanguageModel, ModelInfo, ModelOutput, NormScale, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -47,6 +47,19 @@ pub trait Network: std::fmt::Debug {
     fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Option<Result<Tensor>> {
         let _ = (residual, scale);
         None
+    }
+    /// The normalisation whose output fires `point` (see [`LanguageModel::norm_at`]); the
+    /// default knows the final norm only.
+    ///
+    /// # Errors
+    /// As [`LanguageModel::norm_at`].
+    fn norm_at(
+        &self,
+        point: HookPoint,
+        input: &Tensor,
+        scale: NormScale<'_>,
+    ) -> Option<Result<Tensor>> {
+        if point.kind() == HookKind::LnFinal { self.final_norm(input, scale) } else { None }
     }
     /// How gradient methods differentiate the network (see [`LanguageModel::backward_memory`]).
     fn backward_memory(&self) -> BackwardMemory {
@@ -186,6 +199,15 @@ impl<N: Network> LanguageModel for TokenizedModel<N> {
             Err(Error::UnsupportedOperation {
                 model: self.info.name.clone(),
                 operation: "final_norm".into(),
+            })
+        })
+    }
+
+    fn norm_at(&self, point: HookPoint, input: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        self.network.norm_at(point, input, scale).unwrap_or_else(|| {
+            Err(Error::UnsupportedOperation {
+                model: self.info.name.clone(),
+                operation: format!("a normalisation at {point}"),
             })
         })
     }

@@ -361,6 +361,14 @@ impl LanguageModel for RecomputedBackward<'_> {
     fn final_norm(&self, residual: &Tensor, scale: crate::NormScale<'_>) -> Result<Tensor> {
         self.inner.final_norm(residual, scale)
     }
+    fn norm_at(
+        &self,
+        point: crate::HookPoint,
+        input: &Tensor,
+        scale: crate::NormScale<'_>,
+    ) -> Result<Tensor> {
+        self.inner.norm_at(point, input, scale)
+    }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         self.inner.named_parameters()
     }

@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::blockwise::{BackwardMemory, BlockwiseForward};
 use crate::error::{Error, Result};
+use crate::hook_point::{HookKind, HookPoint};
 use crate::hooks::{ActivationCache, HookFilter, Hooks};
 
 /// Model family of an implementation.
@@ -399,6 +400,29 @@ pub trait LanguageModel {
         Err(Error::UnsupportedOperation {
             model: self.info().name.clone(),
             operation: "final_norm".into(),
+        })
+    }
+
+    /// Applies the normalisation whose output fires `point`, with its statistics from each
+    /// state or its scale frozen at a reference ([`NormScale`]): `ln_final.hook_normalized`
+    /// is [`LanguageModel::final_norm`]; `blocks.{l}.ln1_post.hook_normalized` and
+    /// `blocks.{l}.ln2_post.hook_normalized` are the norms sandwich-norm families (Gemma 3)
+    /// apply to the attention and MLP outputs before the residual add. Frozen, a post-norm is
+    /// affine in its input, so direct logit attribution can split the heads behind it.
+    ///
+    /// # Shapes
+    /// `[..., d_model]` → `[..., d_model]`.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOperation`] for a point the model has no norm at (the default for
+    /// every point but `ln_final.hook_normalized`), [`Error::LayerOutOfRange`], shape errors.
+    fn norm_at(&self, point: HookPoint, input: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        if point.kind() == HookKind::LnFinal {
+            return self.final_norm(input, scale);
+        }
+        Err(Error::UnsupportedOperation {
+            model: self.info().name.clone(),
+            operation: format!("a normalisation at {point}"),
         })
     }
 

@@ -697,8 +697,60 @@ impl Decoder {
     /// # Errors
     /// [`Error::ShapeMismatch`] when the last dimension is not `d_model`.
     pub fn final_norm(&self, residual: &Tensor, scale: NormScale<'_>) -> Result<Tensor> {
+        self.apply_norm(&self.final_norm, self.head_device, residual, scale)
+    }
+
+    /// The normalisation whose output fires `point` (see
+    /// [`LanguageModel::norm_at`](explainability_core::LanguageModel::norm_at)):
+    /// `ln_final.hook_normalized` is [`Decoder::final_norm`];
+    /// `blocks.{l}.ln1_post.hook_normalized` / `ln2_post.hook_normalized` are the sandwich
+    /// norms after the attention and MLP outputs (`(x / rms) · (offset + w)` in Gemma 3).
+    ///
+    /// # Shapes
+    /// `[..., d_model]` → `[..., d_model]` in the model's kind, on the block's device.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedOperation`] for a point with no norm in this configuration (a
+    /// post-norm of a model without sandwich norms, a point that is not a norm's output),
+    /// [`Error::LayerOutOfRange`], [`Error::ShapeMismatch`].
+    pub fn norm_at(
+        &self,
+        point: HookPoint,
+        input: &Tensor,
+        scale: NormScale<'_>,
+    ) -> Result<Tensor> {
+        let kind = point.kind();
+        if kind == HookKind::LnFinal {
+            return self.final_norm(input, scale);
+        }
+        let unsupported = || Error::UnsupportedOperation {
+            model: "decoder".into(),
+            operation: format!("a normalisation at {point}"),
+        };
+        let layer = point.layer().ok_or_else(unsupported)?;
+        let block = self
+            .blocks
+            .get(layer)
+            .ok_or(Error::LayerOutOfRange { layer, n_layers: self.blocks.len() })?;
+        let norm = match kind {
+            HookKind::Ln1Post => block.ln1_post.as_ref(),
+            HookKind::Ln2Post => block.ln2_post.as_ref(),
+            _ => None,
+        }
+        .ok_or_else(unsupported)?;
+        self.apply_norm(norm, block.device, input, scale)
+    }
+
+    /// `norm` (of the configured kind) on `device`, recomputed or frozen at a reference.
+    fn apply_norm(
+        &self,
+        norm: &Norm,
+        device: Device,
+        input: &Tensor,
+        scale: NormScale<'_>,
+    ) -> Result<Tensor> {
         let d = self.config.d_model as i64;
-        for (what, t) in [("residual", Some(residual)), ("reference", scale.reference())] {
+        for (what, t) in [("input", Some(input)), ("reference", scale.reference())] {
             if let Some(t) = t
                 && t.size().last() != Some(&d)
             {
@@ -709,11 +761,11 @@ impl Decoder {
                 });
             }
         }
-        let x = residual.f_to_device(self.head_device)?.f_to_kind(self.kind)?;
+        let x = input.f_to_device(device)?.f_to_kind(self.kind)?;
         let NormScale::FrozenAt(reference) = scale else {
-            return normalize(&x, &self.final_norm, self.config.norm, self.config.norm_eps);
+            return normalize(&x, norm, self.config.norm, self.config.norm_eps);
         };
-        normalize_frozen(&x, reference, &self.final_norm, self.config.norm, self.config.norm_eps)
+        normalize_frozen(&x, reference, norm, self.config.norm, self.config.norm_eps)
     }
 
     /// Runs the blocks from embeddings, firing every hook point.
