@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Methods: `saliency`, `gxi` (gradient × input), `attn_lrp` (AttnLRP), `ig` (integrated gradients, all-eos
-//! baseline, Gauss–Legendre with the given steps, internal batch size 1). Prints one JSON line
+//! baseline, Gauss–Legendre with the given steps, internal batch size 1, without the default
+//! path check's 8 forward passes, as Captum computes it). Prints one JSON line
 //! on stdout. The figures in docs/benchmarks.md ("Long contexts") come from this example.
 
 use std::time::Instant;
@@ -73,6 +74,9 @@ fn main() -> Result<()> {
                 internal_batch_size: Some(1),
                 ..PathOptions::default()
             }),
+            // The same work as Captum's IntegratedGradients: the steps' gradients and the two
+            // endpoint values, without our default path check (8 more forward passes).
+            check_path: false,
             ..IntegratedGradients::new(Baseline::Eos, steps)
         }),
         _ => return Err(usage()),
