@@ -17,11 +17,11 @@ use explain_viz::charts::{ChartOptions, Series, line_chart};
 use explainability_core::{Error, Result};
 use serde_json::Value;
 
-/// The three columns of a method's table.
+/// The three columns of a method's table (and the charts' series).
 const COLUMNS: [(&str, &str, &str); 3] = [
-    ("ours", "stored", "ours, stored backward"),
-    ("ours", "recompute", "ours, recomputed block by block"),
-    ("captum", "stored", "Captum on transformers"),
+    ("ours", "stored", "ours, stored"),
+    ("ours", "recompute", "ours, recomputed"),
+    ("captum", "stored", "Captum"),
 ];
 
 fn cell(record: Option<&Value>) -> (String, f64, f64) {
@@ -83,7 +83,9 @@ fn main() -> Result<()> {
          thread, each configuration in its own process (peak = its VmHWM / ru_maxrss, model \
          load included). Cells: CPU seconds of the attribution (one thread, so the work done however busy the machine) / peak GiB. `recompute/stored`: our recomputed \
          backward's peak over our stored one's; `Captum/ours`: Captum's CPU time over our stored \
-         backward's; `Δ sum`: relative difference of the attributions' sums (the same ids and \
+         backward's (\"stored\": plain autograd; \"recomputed\": the backward recomputes each block \
+         from the residual stream at block boundaries; Captum on transformers with its default \
+         attention); `Δ sum`: relative difference of the attributions' sums (the same ids and \
          target on both sides).\n",
     );
     for (method, rows) in &by_method {
