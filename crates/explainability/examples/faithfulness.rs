@@ -22,7 +22,9 @@
 //! and the gold sentence's rank is reported (hit@1, mean reciprocal rank, paired against the
 //! 8-draw random control) with the cost; written to `OUT/long_contexts.md` / `.json`.
 //!
-//! Writes `OUT/records.jsonl` (the evaluator's records), `OUT/faithfulness.json` (summary,
+//! Writes `OUT/ours.jsonl` (our explanations and their costs, one line per prompt: a rerun with
+//! the same prompts and methods resumes after the last complete line), `OUT/records.jsonl` (the
+//! evaluator's records), `OUT/faithfulness.json` (summary,
 //! costs, verdicts), `OUT/faithfulness.md` (the tables of docs/faithfulness.md) and
 //! `OUT/faithfulness.svg` (faithfulness against cost).
 
@@ -200,6 +202,54 @@ fn forward_cost(model: &dyn LanguageModel, ids: &[i64]) -> Result<Cost> {
     Ok(Cost { wall: median(wall), cpu })
 }
 
+/// One prompt explained by every method, each with its cost: the forward's cost and a JSON
+/// value per method (`method`, `wall`, `cpu`, and `explanation` or `error`).
+fn explain_prompt(
+    model: &dyn LanguageModel,
+    framework: &Framework,
+    ids: &[i64],
+    methods: &[String],
+) -> Result<(Cost, Vec<Value>)> {
+    let forward = forward_cost(model, ids)?;
+    let mut out = Vec::with_capacity(methods.len());
+    for method in methods {
+        let (explained, cost) =
+            Cost::of(|| framework.explain_ids(model, ids, method, &Target::argmax()));
+        out.push(match explained {
+            Ok(e) => json!({"method": method, "wall": cost.wall, "cpu": cost.cpu,
+                            "explanation": e}),
+            Err(e) => json!({"method": method, "wall": cost.wall, "cpu": cost.cpu,
+                             "error": e.to_string()}),
+        });
+    }
+    Ok((forward, out))
+}
+
+/// The complete lines of an earlier run's `ours.jsonl` that belong to this run: in order,
+/// each for the prompt of its index, with exactly these methods; reading stops at the first
+/// line that is not (a torn line, another prompt set or method list).
+fn read_ours(path: &Path, texts: &[String], methods: &[String]) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { break };
+        let names: Vec<&str> = v["methods"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|x| x["method"].as_str()).collect())
+            .unwrap_or_default();
+        let same_methods = names.len() == methods.len()
+            && names.iter().zip(methods).all(|(a, b)| *a == b.as_str());
+        if v["index"].as_u64() != Some(i as u64)
+            || texts.get(i).map(String::as_str) != v["text"].as_str()
+            || !same_methods
+        {
+            break;
+        }
+        lines.push(v);
+    }
+    lines
+}
+
 /// Per method: the explanations and their costs (seconds, forward-equivalents) per prompt.
 #[derive(Default)]
 struct Timed {
@@ -235,38 +285,72 @@ fn main() -> Result<()> {
         framework.get(method)?;
     }
 
-    // 1. Our explanations, timed.
+    // 1. Our explanations, timed; one line per prompt in OUT/ours.jsonl, so that a rerun with
+    // the same prompts and methods resumes after the last complete line.
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let ours_path = args.out.join("ours.jsonl");
+    let done = read_ours(&ours_path, &texts, &args.methods);
+    if !done.is_empty() {
+        eprintln!("resuming after {} prompts of {}", done.len(), ours_path.display());
+    }
+    let mut ours_file = {
+        // Keep the complete lines that match, drop the rest (a torn last line, another run).
+        let kept: String = done.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&ours_path, kept).map_err(|e| Error::io(&ours_path, e))?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ours_path)
+            .map_err(|e| Error::io(&ours_path, e))?
+    };
     let mut timed: BTreeMap<String, Timed> = BTreeMap::new();
     let mut forward_s = Vec::with_capacity(texts.len());
     let mut all_ids = Vec::with_capacity(texts.len());
     let started = Instant::now();
     for (index, text) in texts.iter().enumerate() {
         let ids = model.encode(text, true)?;
-        let forward = forward_cost(&model, &ids)?;
+        let line = match done.get(index) {
+            Some(line) => line.clone(),
+            None => {
+                let (forward, methods) = explain_prompt(&model, &framework, &ids, &args.methods)?;
+                let line = json!({
+                    "index": index,
+                    "text": text,
+                    "forward": {"wall": forward.wall, "cpu": forward.cpu},
+                    "methods": methods,
+                });
+                std::io::Write::write_all(&mut ours_file, format!("{line}\n").as_bytes())
+                    .map_err(|e| Error::io(&ours_path, e))?;
+                eprintln!(
+                    "explained {}/{} prompts ({:.0} s)",
+                    index + 1,
+                    texts.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                line
+            }
+        };
+        let forward = Cost::from_json(&line["forward"], "wall", "cpu")
+            .ok_or_else(|| Error::invalid_argument("ours.jsonl: a line without its forward"))?;
         forward_s.push(forward.wall);
-        for method in &args.methods {
+        for m in line["methods"].as_array().into_iter().flatten() {
+            let method = m["method"].as_str().unwrap_or_default().to_owned();
             let entry = timed.entry(method.clone()).or_default();
-            let (explained, cost) =
-                Cost::of(|| framework.explain_ids(&model, &ids, method, &Target::argmax()));
-            match explained {
-                Ok(e) => {
+            match (m.get("explanation"), Cost::from_json(m, "wall", "cpu")) {
+                (Some(e), Some(cost)) if !e.is_null() => {
+                    let e: Explanation = serde_json::from_value(e.clone()).map_err(|e| {
+                        Error::invalid_argument(format!("ours.jsonl: {method}: {e}"))
+                    })?;
                     entry.seconds.push(cost.wall);
                     entry.forward_equivalents.push(cost.forward_equivalents(forward));
                     entry.explanations.push(e);
                 }
-                Err(e) => {
+                _ => {
                     entry.failures += 1;
-                    eprintln!("{method} failed on prompt {index}: {e}");
+                    eprintln!("{method} failed on prompt {index}: {}", m["error"]);
                 }
             }
         }
         all_ids.push(ids);
-        eprintln!(
-            "explained {}/{} prompts ({:.0} s)",
-            index + 1,
-            texts.len(),
-            started.elapsed().as_secs_f64()
-        );
     }
 
     // 2. The anchors' explanations, on the same ids and target.
@@ -295,7 +379,7 @@ fn main() -> Result<()> {
         ..MetricsConfig::default()
     };
     let evaluator = Evaluator::new(refs, config);
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+
     let records_path = args.out.join("records.jsonl");
     let summary = {
         let file = std::fs::File::create(&records_path).map_err(|e| Error::io(&records_path, e))?;
