@@ -6,7 +6,7 @@ Same input as the Rust side: the example's paragraph tokenised without special t
 and cut to --tokens ids; target: log-probability of the argmax next token at the last position.
 Methods: `saliency` (captum.attr.Saliency, abs=False), `gxi` (InputXGradient), `ig`
 (IntegratedGradients, Gauss-Legendre, --ig-steps steps, all-eos baseline, internal_batch_size
-1, so memory does not grow with the steps) — all on inputs_embeds. Attention: transformers'
+1, so memory does not grow with the steps, with the convergence delta as ours reports it) — all on inputs_embeds. Attention: transformers'
 default (sdpa) unless --attn eager. One configuration per process so that the peak
 (ru_maxrss) is its own. The address space is capped at --cap-gib (RLIMIT_AS): an attribution
 that needs more fails with an allocation error, reported as out of memory instead of letting
@@ -87,9 +87,13 @@ def main():
         elif args.method == "gxi":
             scores = InputXGradient(forward).attribute(emb).sum(-1)
         else:
-            scores = IntegratedGradients(forward).attribute(
+            # With the convergence delta, as ours always reports it (F at both ends: the
+            # same two forwards on both sides).
+            attributions, delta = IntegratedGradients(forward).attribute(
                 emb, baselines=base, n_steps=args.ig_steps, method="gausslegendre",
-                internal_batch_size=1).sum(-1)
+                internal_batch_size=1, return_convergence_delta=True)
+            scores = attributions.sum(-1)
+            record["convergence_delta"] = float(delta.detach().sum())
         record["seconds"] = time.perf_counter() - start
         record["cpu_seconds"] = time.process_time() - cpu_start
         record["score_sum"] = float(scores.detach().sum())
