@@ -8,12 +8,10 @@
 //! evaluated by the same fidelity metrics), which is where its limits show.
 
 use explainability_core::{
-    Error, Explainer, Explanation, LanguageModel, RESOLVED_TARGET, ResolvedTarget, Result,
-    SharedPasses, Target,
+    Error, Explainer, Explanation, LanguageModel, ResolvedTarget, Result, SharedPasses, Target,
 };
 use ndarray::{Array1, Array2, Axis};
 use serde_json::json;
-use tch::Tensor;
 
 use crate::capture::AttentionCapture;
 use crate::rollout::{
@@ -119,38 +117,16 @@ impl AttentionExplainer {
         ids: &[i64],
         target: &Target,
         means: &AttentionMeans,
-        resolved: Option<ResolvedTarget>,
-    ) -> Result<(Explanation, ResolvedTarget)> {
+        resolved: ResolvedTarget,
+    ) -> Result<Explanation> {
         let position = target.position_index(ids.len() as i64)? as usize;
         let (scores, segments) = self.scores_of_means(means, position)?;
-        // The target token is resolved (argmax fixed, ids checked) on the clean logits so the
-        // explanation names what it is about, although attention does not depend on it.
-        let resolved = match resolved {
-            Some(r) => r,
-            None => {
-                let input =
-                    Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
-                let logits = {
-                    let _guard = tch::no_grad_guard();
-                    model
-                        .forward_ids(
-                            &input,
-                            &explainability_core::ForwardOptions::default(),
-                            &mut explainability_core::Hooks::new(),
-                        )?
-                        .logits
-                };
-                let target = target.resolve(&logits)?;
-                let value = target.evaluate(&logits)?.f_double_value(&[0])?;
-                ResolvedTarget { target, value }
-            }
-        };
         let mut e = Explanation::new(
             self.name(),
             ids.to_vec(),
             means.tokens.clone(),
             scores,
-            resolved.target.clone(),
+            resolved.target,
         )?;
         if let Some(id) = e.target.token_id() {
             e.target_token = model.token_strings(&[id])?.into_iter().next();
@@ -165,7 +141,7 @@ impl AttentionExplainer {
             )));
             e.metadata.insert("flow_segments".into(), json!(segments));
         }
-        Ok((e, resolved))
+        Ok(e)
     }
 }
 
@@ -221,7 +197,10 @@ impl Explainer for AttentionExplainer {
         target: &Target,
     ) -> Result<Explanation> {
         let means = AttentionMeans::of(&AttentionCapture::from_ids(model, ids)?);
-        Ok(self.explain_from_means(model, ids, target, &means, None)?.0)
+        // The target is resolved (argmax fixed, ids checked) on the clean logits so that the
+        // explanation names what it is about, although attention does not depend on it.
+        let resolved = ResolvedTarget::of(model, ids, target)?;
+        self.explain_from_means(model, ids, target, &means, resolved)
     }
 
     /// One capture (its head means) and one target resolution for every attention
@@ -241,17 +220,13 @@ impl Explainer for AttentionExplainer {
             let means = AttentionMeans::of(&AttentionCapture::from_ids(model, ids)?);
             shared.insert(HEAD_MEANS, ids, target, means);
         }
-        let resolved = shared.resolved_target(ids, target).cloned();
-        let stored = resolved.is_some();
+        let resolved = shared.resolve(model, ids, target)?;
         let means = shared
             .get::<AttentionMeans>(HEAD_MEANS, ids, target)
             .ok_or_else(|| Error::invalid_argument("attention means were not stored"))?;
-        let (mut e, resolved) = self.explain_from_means(model, ids, target, means, resolved)?;
+        let mut e = self.explain_from_means(model, ids, target, means, resolved)?;
         if reused {
             e.metadata.insert("shared_pass".into(), json!("attention_head_means"));
-        }
-        if !stored {
-            shared.insert(RESOLVED_TARGET, ids, target, resolved);
         }
         Ok(e)
     }

@@ -1,8 +1,8 @@
 //! A seeded random explainer: the control against which real methods are judged.
 
 use explainability_core::{
-    Error, Explainer, Explanation, ForwardOptions, Hooks, LanguageModel, RESOLVED_TARGET,
-    ResolvedTarget, Result, SharedPasses, SplitMix64, Target, ndarray::Array1, tch::Tensor,
+    Error, Explainer, Explanation, LanguageModel, ResolvedTarget, Result, SharedPasses, SplitMix64,
+    Target, ndarray::Array1,
 };
 
 /// Scores every token with an independent standard normal draw. The stream depends only on
@@ -31,8 +31,7 @@ impl Explainer for RandomExplainer {
         ids: &[i64],
         target: &Target,
     ) -> Result<Explanation> {
-        let resolved = resolve(model, ids, target)?;
-        self.draw(model, ids, resolved)
+        self.draw(model, ids, ResolvedTarget::of(model, ids, target)?)
     }
 
     /// Reads the target another method resolved on the same input, instead of a forward pass.
@@ -43,29 +42,9 @@ impl Explainer for RandomExplainer {
         target: &Target,
         shared: &mut SharedPasses,
     ) -> Result<Explanation> {
-        let resolved = match shared.resolved_target(ids, target) {
-            Some(r) => r.clone(),
-            None => {
-                let r = resolve(model, ids, target)?;
-                shared.insert(RESOLVED_TARGET, ids, target, r.clone());
-                r
-            }
-        };
+        let resolved = shared.resolve(model, ids, target)?;
         self.draw(model, ids, resolved)
     }
-}
-
-/// The target resolved on the clean logits, and its value.
-fn resolve(model: &dyn LanguageModel, ids: &[i64], target: &Target) -> Result<ResolvedTarget> {
-    if ids.is_empty() {
-        return Err(Error::EmptyText);
-    }
-    let input = Tensor::from_slice(ids).unsqueeze(0).to_device(model.device());
-    let _guard = explainability_core::tch::no_grad_guard();
-    let out = model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?;
-    let resolved = target.resolve(&out.logits)?;
-    let value = resolved.evaluate(&out.logits)?.f_double_value(&[0])?;
-    Ok(ResolvedTarget { target: resolved, value })
 }
 
 impl RandomExplainer {

@@ -12,8 +12,8 @@ use explainability_core::{
 };
 
 use crate::lm::{
-    Prepared, explain_batch_with, explanation, prepare, prepare_with_gradient,
-    shared_input_gradient, sum_over_features, target_function,
+    Prepared, explain_batch_with, explain_from_shared_gradient, explanation, prepare,
+    prepare_with_gradient, sum_over_features, target_function,
 };
 
 /// How a `[pos, d_model]` gradient becomes one score per token.
@@ -105,16 +105,14 @@ impl Explainer for Saliency {
         target: &Target,
         shared: &mut SharedPasses,
     ) -> Result<Explanation> {
-        match shared_input_gradient(model, ids, target, shared)? {
-            Some((reused, (prepared, gradient))) => {
-                let mut e = self.finish(model, prepared, gradient)?;
-                if reused {
-                    e.metadata.insert("shared_pass".into(), json!("input_gradient"));
-                }
-                Ok(e)
-            }
-            None => self.explain_ids(model, ids, target),
-        }
+        explain_from_shared_gradient(
+            model,
+            ids,
+            target,
+            shared,
+            |prepared, gradient| self.finish(model, prepared, gradient),
+            || self.explain_ids(model, ids, target),
+        )
     }
 }
 
@@ -177,16 +175,14 @@ impl Explainer for GradientXInput {
         target: &Target,
         shared: &mut SharedPasses,
     ) -> Result<Explanation> {
-        match shared_input_gradient(model, ids, target, shared)? {
-            Some((reused, (prepared, gradient))) => {
-                let mut e = self.finish(model, prepared, gradient)?;
-                if reused {
-                    e.metadata.insert("shared_pass".into(), json!("input_gradient"));
-                }
-                Ok(e)
-            }
-            None => self.explain_ids(model, ids, target),
-        }
+        explain_from_shared_gradient(
+            model,
+            ids,
+            target,
+            shared,
+            |prepared, gradient| self.finish(model, prepared, gradient),
+            || self.explain_ids(model, ids, target),
+        )
     }
 }
 

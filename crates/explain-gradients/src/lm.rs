@@ -60,7 +60,7 @@ const INPUT_GRADIENT: &str = "explain_gradients::input_gradient";
 ///
 /// # Errors
 /// As [`prepare_with_gradient`].
-pub(crate) fn shared_input_gradient<'s>(
+fn shared_input_gradient<'s>(
     model: &dyn LanguageModel,
     ids: &[i64],
     target: &Target,
@@ -77,6 +77,32 @@ pub(crate) fn shared_input_gradient<'s>(
         shared.insert(INPUT_GRADIENT, ids, target, (prepared, gradient));
     }
     Ok(shared.get::<(Prepared, Tensor)>(INPUT_GRADIENT, ids, target).map(|p| (reused, p)))
+}
+
+/// An explanation `finish`ed from the input gradient in `shared` (computed there by the first
+/// method that needs it; the explanation's metadata says `shared_pass` when it was read), or
+/// `single` when `shared` is for another input or target.
+///
+/// # Errors
+/// As [`prepare_with_gradient`] and `finish`.
+pub(crate) fn explain_from_shared_gradient(
+    model: &dyn LanguageModel,
+    ids: &[i64],
+    target: &Target,
+    shared: &mut SharedPasses,
+    finish: impl FnOnce(&Prepared, &Tensor) -> Result<Explanation>,
+    single: impl FnOnce() -> Result<Explanation>,
+) -> Result<Explanation> {
+    match shared_input_gradient(model, ids, target, shared)? {
+        Some((reused, (prepared, gradient))) => {
+            let mut e = finish(prepared, gradient)?;
+            if reused {
+                e.metadata.insert("shared_pass".into(), Value::from("input_gradient"));
+            }
+            Ok(e)
+        }
+        None => single(),
+    }
 }
 
 /// [`prepare_with_gradient`] with the forward pass in a relevance-propagation mode

@@ -9,7 +9,10 @@
 use std::any::Any;
 use std::collections::HashMap;
 
+use crate::error::{Error, Result};
 use crate::explanation::Target;
+use crate::hooks::Hooks;
+use crate::model::{ForwardOptions, LanguageModel};
 
 /// The target resolved on the clean logits (argmax fixed, ids checked) and its value
 /// `F(x)`: stored under [`RESOLVED_TARGET`] by the first method that runs the clean forward.
@@ -19,6 +22,25 @@ pub struct ResolvedTarget {
     pub target: Target,
     /// `F(x)` on the clean input.
     pub value: f64,
+}
+
+impl ResolvedTarget {
+    /// Resolves `target` on one no-grad forward pass of `ids` and evaluates it there.
+    ///
+    /// # Errors
+    /// [`Error::EmptyText`] for no ids; as [`Target::resolve`] and the model's forward pass.
+    pub fn of(model: &dyn LanguageModel, ids: &[i64], target: &Target) -> Result<Self> {
+        if ids.is_empty() {
+            return Err(Error::EmptyText);
+        }
+        let input = tch::Tensor::f_from_slice(ids)?.f_unsqueeze(0)?.f_to_device(model.device())?;
+        let _guard = tch::no_grad_guard();
+        let logits =
+            model.forward_ids(&input, &ForwardOptions::default(), &mut Hooks::new())?.logits;
+        let resolved = target.resolve(&logits)?;
+        let value = resolved.evaluate(&logits)?.f_double_value(&[0])?;
+        Ok(Self { target: resolved, value })
+    }
 }
 
 /// Key of the [`ResolvedTarget`] entry.
@@ -74,6 +96,25 @@ impl SharedPasses {
     /// The resolved target, when a pass stored one.
     pub fn resolved_target(&self, ids: &[i64], target: &Target) -> Option<&ResolvedTarget> {
         self.get(RESOLVED_TARGET, ids, target)
+    }
+
+    /// The resolved target a pass stored, or [`ResolvedTarget::of`] computed now (and stored
+    /// when these passes are for `ids` and `target`).
+    ///
+    /// # Errors
+    /// As [`ResolvedTarget::of`].
+    pub fn resolve(
+        &mut self,
+        model: &dyn LanguageModel,
+        ids: &[i64],
+        target: &Target,
+    ) -> Result<ResolvedTarget> {
+        if let Some(r) = self.resolved_target(ids, target) {
+            return Ok(r.clone());
+        }
+        let r = ResolvedTarget::of(model, ids, target)?;
+        self.insert(RESOLVED_TARGET, ids, target, r.clone());
+        Ok(r)
     }
 
     /// Number of entries.
