@@ -16,7 +16,8 @@ compatibility mode) and saves, on fixed clean/corrupted ids:
   the same `apply_ln_to_stack` / `logit_attrs`; the folded bias b_U[answer] - b_U[against];
 - activation patching (denoising, metric logit(answer) - logit(against) at the last position):
   `patching.get_act_patch_resid_pre` [layer, pos] and
-  `patching.get_act_patch_attn_head_out_by_pos` [layer, pos, head];
+  `patching.get_act_patch_attn_head_out_by_pos` [layer, pos, head] and the `_q_by_pos`,
+  `_k_by_pos`, `_v_by_pos` variants (key/value heads for k and v);
 - attribution patching of resid_pre computed here with hooks and autograd
   ((clean - corrupted) activation . gradient on the corrupted run), the AtP of the Rust side.
 
@@ -104,6 +105,11 @@ def reference(kind, seed, minilm, out):
         head_out = patching.get_act_patch_attn_head_out_by_pos(
             bridge, corrupted, clean_cache, metric_of
         )
+        # Queries, keys and values per head and position ([layer, pos, head]; key/value
+        # heads for k and v under grouped-query attention).
+        head_q = patching.get_act_patch_attn_head_q_by_pos(bridge, corrupted, clean_cache, metric_of)
+        head_k = patching.get_act_patch_attn_head_k_by_pos(bridge, corrupted, clean_cache, metric_of)
+        head_v = patching.get_act_patch_attn_head_v_by_pos(bridge, corrupted, clean_cache, metric_of)
         clean_metric = metric_of(bridge(clean)).item()
         corrupted_metric = metric_of(bridge(corrupted)).item()
 
@@ -177,6 +183,9 @@ def reference(kind, seed, minilm, out):
         "corrupted_metric": corrupted_metric,
         "patch_resid_pre": resid_pre.tolist(),
         "patch_head_out_by_pos": head_out.tolist(),
+        "patch_head_q_by_pos": head_q.tolist(),
+        "patch_head_k_by_pos": head_k.tolist(),
+        "patch_head_v_by_pos": head_v.tolist(),
         "atp_resid_pre": (corrupted_metric + atp).tolist(),
     }
     # The full lens at every position would be [entries, pos, 30522]; keep the top of each

@@ -276,7 +276,7 @@ fn linear_effects(
             Some(g) => g.shallow_clone(),
             None => delta.f_zeros_like()?,
         };
-        // Layouts: [1, pos, d]; z, q, k [1, pos, head, d_head]; pattern [1, head, q, k].
+        // Layouts: [1, pos, d]; z, q, k, v [1, pos, head, d_head]; pattern [1, head, q, k].
         let effect = delta.f_mul(&g)?.f_sum_dim_intlist(-1, false, Kind::Double)?.f_select(0, 0)?;
         let effect = match site {
             PatchSite::HeadPattern => effect.f_transpose(0, 1)?, // [pos, head]

@@ -38,11 +38,15 @@ pub enum PatchSite {
     /// key head × position; with grouped-query attention a key head serves
     /// `n_heads / n_kv_heads` query heads, and the head axis counts key heads.
     HeadK,
+    /// One key/value head's value, `blocks.{l}.attn.hook_v[:, pos, kv_head]`, per layer ×
+    /// key/value head × position (TransformerLens `get_act_patch_attn_head_v_by_pos`); the
+    /// head axis counts key/value heads, as for [`PatchSite::HeadK`].
+    HeadV,
 }
 
 impl PatchSite {
     /// Every site.
-    pub const ALL: [PatchSite; 9] = [
+    pub const ALL: [PatchSite; 10] = [
         PatchSite::ResidPre,
         PatchSite::ResidMid,
         PatchSite::ResidPost,
@@ -52,6 +56,7 @@ impl PatchSite {
         PatchSite::HeadPattern,
         PatchSite::HeadQ,
         PatchSite::HeadK,
+        PatchSite::HeadV,
     ];
 
     /// The hook kind patched.
@@ -66,6 +71,7 @@ impl PatchSite {
             PatchSite::HeadPattern => HookKind::Pattern,
             PatchSite::HeadQ => HookKind::Q,
             PatchSite::HeadK => HookKind::K,
+            PatchSite::HeadV => HookKind::V,
         }
     }
 
@@ -73,13 +79,13 @@ impl PatchSite {
     ///
     /// # Errors
     /// [`Error::UnknownComponent`] for kinds that are not patched per position (`hook_embed`,
-    /// `ln_final`, v, scores, the MLP hidden layer, sandwich post-norms).
+    /// `ln_final`, scores, the MLP hidden layer, sandwich post-norms).
     pub fn from_hook_kind(kind: HookKind) -> Result<Self> {
         Self::ALL.into_iter().find(|s| s.hook_kind() == kind).ok_or_else(|| {
             Error::UnknownComponent {
                 component: format!("{kind:?}"),
                 reason: "activation patching supports resid_pre/mid/post, attn_out, mlp_out, \
-                         attn.hook_z, attn.hook_pattern, attn.hook_q and attn.hook_k"
+                         attn.hook_z, attn.hook_pattern, attn.hook_q, attn.hook_k and attn.hook_v"
                     .into(),
             }
         })
@@ -89,15 +95,19 @@ impl PatchSite {
     pub fn per_head(self) -> bool {
         matches!(
             self,
-            PatchSite::HeadZ | PatchSite::HeadPattern | PatchSite::HeadQ | PatchSite::HeadK
+            PatchSite::HeadZ
+                | PatchSite::HeadPattern
+                | PatchSite::HeadQ
+                | PatchSite::HeadK
+                | PatchSite::HeadV
         )
     }
 
-    /// How many heads the head axis has: key heads for [`PatchSite::HeadK`], query heads
-    /// otherwise.
+    /// How many heads the head axis has: key/value heads for [`PatchSite::HeadK`] and
+    /// [`PatchSite::HeadV`], query heads otherwise.
     pub fn n_heads(self, info: &explainability_core::ModelInfo) -> usize {
         match self {
-            PatchSite::HeadK => info.n_kv_heads,
+            PatchSite::HeadK | PatchSite::HeadV => info.n_kv_heads,
             _ => info.n_heads,
         }
     }
@@ -380,9 +390,10 @@ pub(crate) fn metric_values(logits: &Tensor, metric: LogitDiff) -> Result<Vec<f6
 /// A boolean mask selecting, per batch row, the entries of `unit` in an activation of
 /// `site`'s layout, shaped to broadcast over the last dimension.
 fn unit_mask(site: PatchSite, units: &[PatchUnit], layer: usize, shape: &[i64]) -> Result<Tensor> {
-    // Layouts: per-position [b, pos, d]; z, q, k [b, pos, head, d_head]; pattern [b, head, q, k].
+    // Layouts: per-position [b, pos, d]; z, q, k, v [b, pos, head, d_head]; pattern
+    // [b, head, q, k].
     let (pos_dim, head_dim, dims): (usize, Option<usize>, Vec<i64>) = match site {
-        PatchSite::HeadZ | PatchSite::HeadQ | PatchSite::HeadK => {
+        PatchSite::HeadZ | PatchSite::HeadQ | PatchSite::HeadK | PatchSite::HeadV => {
             (1, Some(2), vec![shape[0], shape[1], shape[2], 1])
         }
         PatchSite::HeadPattern => (2, Some(1), vec![shape[0], shape[1], shape[2], 1]),

@@ -44,6 +44,7 @@ pub fn site_name(site: PatchSite) -> &'static str {
         PatchSite::HeadPattern => "attn.hook_pattern",
         PatchSite::HeadQ => "attn.hook_q",
         PatchSite::HeadK => "attn.hook_k",
+        PatchSite::HeadV => "attn.hook_v",
     }
 }
 

@@ -130,6 +130,24 @@ fn check(kind: &str) {
     let d = max_diff(&ours, &floats(&reference["patch_head_out_by_pos"]));
     report.push(format!("patch head out by pos {d:.2e}"));
     assert!(d < TOL, "{kind}: per-head patching differs by {d}");
+    // Queries, keys and values per head and position (key/value heads for k and v); the
+    // reference patches TransformerLens's hook_q / hook_k (before RoPE) where ours patches
+    // them after it: at the same position RoPE is the same linear map in both runs, so the
+    // patched runs are the same.
+    for (site, key) in [
+        (PatchSite::HeadQ, "patch_head_q_by_pos"),
+        (PatchSite::HeadK, "patch_head_k_by_pos"),
+        (PatchSite::HeadV, "patch_head_v_by_pos"),
+    ] {
+        let result = ActivationPatching::new(site).run(&model, &clean, &corrupted, metric).unwrap();
+        let ours: Vec<f64> =
+            result.patched.view().permuted_axes([0, 2, 1]).iter().copied().collect();
+        let expected = floats(&reference[key]);
+        assert_eq!(ours.len(), expected.len(), "{kind}: {key} shape");
+        let d = max_diff(&ours, &expected);
+        report.push(format!("{key} {d:.2e}"));
+        assert!(d < TOL, "{kind}: {key} differs by {d}");
+    }
 
     // AtP of resid_pre against the reference's hooks-and-autograd AtP.
     let atp = attribution_patching(

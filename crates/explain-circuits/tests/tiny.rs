@@ -381,7 +381,13 @@ fn patching_everything_recovers_one_and_nothing_zero() {
 fn positions_after_the_metric_do_not_matter() {
     let model = tiny_llama();
     let metric = LogitDiff::new(7, 12).at(3);
-    for site in [PatchSite::ResidMid, PatchSite::AttnOut, PatchSite::MlpOut, PatchSite::HeadZ] {
+    for site in [
+        PatchSite::ResidMid,
+        PatchSite::AttnOut,
+        PatchSite::MlpOut,
+        PatchSite::HeadZ,
+        PatchSite::HeadV,
+    ] {
         let result = ActivationPatching::new(site).run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
         let later = result.scores.slice(ndarray::s![.., .., 4..]);
         // Up to the rounding of a batched forward pass against an unbatched one.
@@ -510,6 +516,47 @@ fn query_and_key_patching_and_the_atp_star_qk_fix() {
             // Seeded weights: the fix is closer to patching than plain AtP on every site here.
             assert!(rf >= rp, "{name} {site:?}: QK fix {rf} vs AtP {rp}");
         }
+    }
+}
+
+#[test]
+fn value_patching_counts_key_value_heads_and_atp_follows_it() {
+    for (name, model) in [("llama", tiny_llama()), ("gpt2", tiny_gpt2())] {
+        let metric = LogitDiff::new(7, 12);
+        let info = model.info().clone();
+        let patching = ActivationPatching::new(PatchSite::HeadV);
+        let exact = patching.run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+        // Key/value heads on the head axis (2 of 4 in the grouped-query Llama).
+        assert_eq!(exact.scores.dim(), (info.n_layers, info.n_kv_heads, CLEAN.len()));
+        let out_of_range =
+            ActivationPatching { heads: Some(vec![info.n_kv_heads]), ..patching.clone() };
+        assert!(matches!(
+            out_of_range.run(&model, &CLEAN, &CORRUPTED, metric),
+            Err(Error::HeadOutOfRange { .. })
+        ));
+        // Layer 0's values are functions of each position's own token: where the prompts
+        // agree the patch changes nothing; at the differing position it moves the metric.
+        for h in 0..info.n_kv_heads {
+            for p in [0, 1, 3, 4, 5] {
+                assert!(exact.scores[(0, h, p)].abs() < TOL, "{name} L0 kv{h} pos {p}");
+            }
+        }
+        assert!(
+            (0..info.n_kv_heads).any(|h| exact.scores[(0, h, 2)].abs() > 1e-3),
+            "{name}: no layer-0 value at the differing position matters"
+        );
+        // Batching changes nothing.
+        let one = ActivationPatching { batch_size: 1, ..patching.clone() };
+        let single = one.run(&model, &CLEAN, &CORRUPTED, metric).unwrap();
+        let diff = (&single.patched - &exact.patched).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(diff < TOL, "{name}: batched vs one at a time {diff}");
+        // The attention output is linear in the values for a fixed pattern, and the weights
+        // are small: the first-order estimate follows patching closely.
+        let atp = attribution_patching(&patching, &model, &CLEAN, &CORRUPTED, metric).unwrap();
+        assert_eq!(atp.scores.dim(), exact.scores.dim());
+        let r = pearson(exact.scores.as_slice().unwrap(), atp.scores.as_slice().unwrap());
+        eprintln!("{name} HeadV: Pearson(AtP, patching) = {r:.4}");
+        assert!(r > 0.99, "{name}: Pearson {r}");
     }
 }
 

@@ -30,6 +30,10 @@ enum Site {
     AttnOut,
     MlpOut,
     HeadZ,
+    HeadPattern,
+    HeadQ,
+    HeadK,
+    HeadV,
 }
 
 #[derive(Parser, Debug)]
@@ -78,6 +82,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Site::AttnOut => PatchSite::AttnOut,
         Site::MlpOut => PatchSite::MlpOut,
         Site::HeadZ => PatchSite::HeadZ,
+        Site::HeadPattern => PatchSite::HeadPattern,
+        Site::HeadQ => PatchSite::HeadQ,
+        Site::HeadK => PatchSite::HeadK,
+        Site::HeadV => PatchSite::HeadV,
     };
     let patching = ActivationPatching::new(site);
     let start = Instant::now();
