@@ -41,6 +41,12 @@ struct Args {
     pairs: usize,
     /// Length of the random block repeated for the induction heads.
     block: usize,
+    /// Where the block's tokens come from: `random` (explain-attention's
+    /// `repeated_random_tokens`: any id of the vocabulary) or `words` (tokens that are a space
+    /// and three or more lower-case ASCII letters, e.g. " table").
+    block_tokens: String,
+    /// Seed of the repeated block (the corrupted run's block uses `seed + 1`).
+    block_seed: u64,
     /// Output folder.
     out: PathBuf,
     /// Parts to run (tracing, atp, dla, induction), each writing its own JSON file.
@@ -57,6 +63,8 @@ impl Args {
             samples: num("STUDY_SAMPLES", "10"),
             pairs: num("STUDY_PAIRS", "4"),
             block: num("STUDY_BLOCK", "12"),
+            block_tokens: var("STUDY_BLOCK_TOKENS", "random"),
+            block_seed: var("STUDY_BLOCK_SEED", "1").parse().expect("STUDY_BLOCK_SEED"),
             out: PathBuf::from(var("STUDY_OUT", "target/circuits-study")),
             parts: var("STUDY_PARTS", "tracing,atp,dla,induction")
                 .split(',')
@@ -88,7 +96,7 @@ fn matrix(value: &serde_json::Value) -> Array2<f64> {
 /// The committed study drawn: the token-group averages of the three trace kinds and the
 /// induction heads by patching and by induction score, one cell per (group, layer) or (layer,
 /// head), each peak of the JSON in its picture's tooltips. Fast (no model); the SVGs go to
-/// `STUDY_PICTURES` (default: the test's temporary folder); `STUDY_PICTURES=docs/circuits-study`
+/// `STUDY_PICTURES` (default: the test's temporary folder); `STUDY_PICTURES=$PWD/docs/circuits-study`
 /// refreshes the committed pictures.
 #[test]
 fn the_committed_study_draws() {
@@ -120,18 +128,27 @@ fn the_committed_study_draws() {
         assert!(svg.as_str().contains(&tip), "{tip}");
         svg.write(out.join(format!("tracing-{kind}.svg"))).unwrap();
     }
-    let induction = committed("induction.json");
-    for (key, metric) in
-        [("by_patching", "recovery by patching hook_z"), ("by_attention", "induction score")]
-    {
-        let grid = matrix(&induction[key]);
-        let svg = explain_viz::charts::layer_head_heatmap(&grid, metric)
-            .to_svg(&explain_viz::charts::ChartOptions::titled(format!(
-                "Induction heads: {metric}"
-            )))
-            .unwrap();
-        assert_eq!(svg.as_str().matches("<rect class=\"cell").count(), grid.len());
-        svg.write(out.join(format!("induction-{key}.svg"))).unwrap();
+    // SmolLM2's induction part and Gemma 3's (its SVGs under gemma3/).
+    for (folder, model) in [("", "SmolLM2-135M"), ("gemma3/", "Gemma 3 270M")] {
+        let induction = committed(&format!("{folder}induction.json"));
+        fs::create_dir_all(out.join(folder)).unwrap();
+        for (key, metric) in
+            [("by_patching", "recovery by patching hook_z"), ("by_attention", "induction score")]
+        {
+            let grid = matrix(&induction[key]);
+            let svg = explain_viz::charts::layer_head_heatmap(&grid, metric)
+                .to_svg(&explain_viz::charts::ChartOptions::titled(format!(
+                    "{model} induction heads: {metric}"
+                )))
+                .unwrap();
+            assert_eq!(svg.as_str().matches("<rect class=\"cell").count(), grid.len());
+            // The top head of the JSON is the largest cell of the grid.
+            let top = &induction["result"][format!("top_{key}")][0];
+            let (l, h) = (top["layer"].as_u64().unwrap() as usize, top["head"].as_u64().unwrap());
+            let max = grid.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert!((grid[(l, h as usize)] - max).abs() < 1e-12, "{folder}{key}: L{l}H{h}");
+            svg.write(out.join(format!("{folder}induction-{key}.svg"))).unwrap();
+        }
     }
 }
 
@@ -151,6 +168,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         "gemma3" => load(gemma3_gguf_path())?,
         other => return Err(format!("STUDY_MODEL={other}: expected smollm2 or gemma3").into()),
     };
+
+    if args.parts.iter().all(|p| p == "induction") {
+        // No prompt set needed.
+        let value = induction_part(&model, &args)?;
+        fs::write(args.out.join("induction.json"), serde_json::to_string_pretty(&value)?)?;
+        eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
+        return Ok(());
+    }
 
     // 1. The prompts the model ranks top-1.
     let all = factual_prompts()?;
@@ -352,50 +377,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if part("dla") {
         write("dla", dla_part(&model, &chosen)?)?;
     }
-    if !part("induction") {
-        eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
-        return Ok(());
+    if part("induction") {
+        write("induction", induction_part(&model, &args)?)?;
     }
-
-    // 5. Induction heads: patching every head's output (all positions) from the repeated
-    // random block into a run whose first block is other random tokens.
-    let t0 = Instant::now();
-    let info = model.info().clone();
-    let repeated = repeated_random_tokens(&info, args.block, 1);
-    let other = repeated_random_tokens(&info, args.block, 2);
-    let bos = usize::from(info.special_tokens.bos.is_some());
-    let n = repeated.len() - 1; // drop the last token: it is the answer
-    let clean = repeated[..n].to_vec();
-    let mut corrupted = clean.clone();
-    corrupted[bos..bos + args.block].copy_from_slice(&other[bos..bos + args.block]);
-    let metric = LogitDiff::logit(repeated[n]);
-    let patching =
-        ActivationPatching { all_positions: true, ..ActivationPatching::new(PatchSite::HeadZ) };
-    let result = patching.run(&model, &clean, &corrupted, metric)?;
-    let by_patching: Array2<f64> = result.scores.index_axis(Axis(2), 0).to_owned();
-    let capture = AttentionCapture::from_ids(&model, &repeated)?;
-    let by_attention = Array2::from_shape_fn((info.n_layers, info.n_heads), |(l, h)| {
-        induction_score(capture.patterns[l].index_axis(Axis(0), h), &repeated)
-    });
-    let (p, a): (Vec<f64>, Vec<f64>) =
-        (by_patching.iter().copied().collect(), by_attention.iter().copied().collect());
-    let top = |v: &Array2<f64>, k: usize| {
-        let mut idx: Vec<((usize, usize), f64)> = v.indexed_iter().map(|(i, &x)| (i, x)).collect();
-        idx.sort_by(|x, y| y.1.total_cmp(&x.1));
-        idx.into_iter()
-            .take(k)
-            .map(|((l, h), x)| json!({"layer": l, "head": h, "score": x}))
-            .collect::<Vec<_>>()
-    };
-    let induction = json!({
-        "block": args.block, "clean_metric": result.clean_metric, "corrupted_metric": result.corrupted_metric,
-        "spearman": spearman(&p, &a), "top10_overlap": top_k_overlap(&p, &a, 10), "top5_overlap": top_k_overlap(&p, &a, 5),
-        "top_by_patching": top(&by_patching, 10), "top_by_attention": top(&by_attention, 10),
-        "seconds": t0.elapsed().as_secs_f64(),
-    });
-    eprintln!("{induction}");
-    let induction = json!({"result": induction, "by_patching": by_patching.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(), "by_attention": by_attention.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>()});
-    write("induction", induction)?;
     eprintln!("done in {:.0?}; {}", start.elapsed(), args.out.display());
     Ok(())
 }
@@ -483,4 +467,133 @@ fn dla_part(
 
 fn kinds_run(tracing: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
     tracing.keys().cloned().collect()
+}
+
+/// `block` distinct tokens that are a space and three or more lower-case ASCII letters
+/// (" table"), a seeded draw, repeated after a BOS token (the layout of
+/// `repeated_random_tokens`).
+fn repeated_word_tokens(
+    model: &dyn LanguageModel,
+    block: usize,
+    seed: u64,
+) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    let info = model.info();
+    let all: Vec<i64> = (0..info.vocab_size as i64).collect();
+    let words: Vec<i64> = all
+        .iter()
+        .zip(model.token_strings(&all)?)
+        .filter(|(_, t)| {
+            t.strip_prefix(' ')
+                .is_some_and(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_lowercase()))
+        })
+        .map(|(&id, _)| id)
+        .collect();
+    if words.len() < 2 * block {
+        return Err(format!("only {} word tokens in the vocabulary", words.len()).into());
+    }
+    // SplitMix64: a seeded draw without a dependency.
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut chosen = Vec::with_capacity(block);
+    while chosen.len() < block {
+        let id = words[(next() % words.len() as u64) as usize];
+        if !chosen.contains(&id) {
+            chosen.push(id);
+        }
+    }
+    let mut ids: Vec<i64> = info.special_tokens.bos.into_iter().collect();
+    ids.extend_from_slice(&chosen);
+    ids.extend_from_slice(&chosen);
+    Ok(ids)
+}
+
+/// Part 5, induction heads: patching every head's output (all positions) from the repeated
+/// block into a run whose first block is another block, against the induction score; and
+/// whether the model follows the set-up at all (top-1 accuracy and mean log-probability of the
+/// next token over the second block against the first).
+fn induction_part(
+    model: &dyn LanguageModel,
+    args: &Args,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let info = model.info().clone();
+    let block_of = |seed: u64| -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+        match args.block_tokens.as_str() {
+            "random" => Ok(repeated_random_tokens(&info, args.block, seed)),
+            "words" => repeated_word_tokens(model, args.block, seed),
+            other => Err(format!("STUDY_BLOCK_TOKENS={other}: expected random or words").into()),
+        }
+    };
+    let repeated = block_of(args.block_seed)?;
+    let other = block_of(args.block_seed + 1)?;
+    let bos = usize::from(info.special_tokens.bos.is_some());
+    // Does the model follow the set-up? Next-token top-1 and log-probability, first block
+    // (nothing to copy) against the second (everything to copy).
+    let (first, second) = {
+        let _guard = tch::no_grad_guard();
+        let input = tch::Tensor::from_slice(&repeated).unsqueeze(0);
+        let out = model.forward_ids(
+            &input,
+            &explainability_core::ForwardOptions::default(),
+            &mut explainability_core::Hooks::new(),
+        )?;
+        let log_probs = out.logits.get(0).log_softmax(-1, tch::Kind::Double);
+        let argmax: Vec<i64> = Vec::try_from(log_probs.argmax(-1, false))?;
+        let stats = |range: std::ops::Range<usize>| -> (f64, f64) {
+            let n = range.len() as f64;
+            let (mut hits, mut lp) = (0.0, 0.0);
+            for i in range {
+                hits += f64::from(u8::from(argmax[i] == repeated[i + 1]));
+                lp += log_probs.double_value(&[i as i64, repeated[i + 1]]);
+            }
+            (hits / n, lp / n)
+        };
+        // Positions predicting a token of block one (after its first) and of block two.
+        (stats(bos..bos + args.block - 1), stats(bos + args.block..repeated.len() - 1))
+    };
+    eprintln!(
+        "next-token top-1 / mean log-prob: first block {:.2} / {:.2}, second block {:.2} / {:.2}",
+        first.0, first.1, second.0, second.1
+    );
+    let n = repeated.len() - 1; // drop the last token: it is the answer
+    let clean = repeated[..n].to_vec();
+    let mut corrupted = clean.clone();
+    corrupted[bos..bos + args.block].copy_from_slice(&other[bos..bos + args.block]);
+    let metric = LogitDiff::logit(repeated[n]);
+    let patching =
+        ActivationPatching { all_positions: true, ..ActivationPatching::new(PatchSite::HeadZ) };
+    let result = patching.run(model, &clean, &corrupted, metric)?;
+    let by_patching: Array2<f64> = result.scores.index_axis(Axis(2), 0).to_owned();
+    let capture = AttentionCapture::from_ids(model, &repeated)?;
+    let by_attention = Array2::from_shape_fn((info.n_layers, info.n_heads), |(l, h)| {
+        induction_score(capture.patterns[l].index_axis(Axis(0), h), &repeated)
+    });
+    let (p, a): (Vec<f64>, Vec<f64>) =
+        (by_patching.iter().copied().collect(), by_attention.iter().copied().collect());
+    let top = |v: &Array2<f64>, k: usize| {
+        let mut idx: Vec<((usize, usize), f64)> = v.indexed_iter().map(|(i, &x)| (i, x)).collect();
+        idx.sort_by(|x, y| y.1.total_cmp(&x.1));
+        idx.into_iter()
+            .take(k)
+            .map(|((l, h), x)| json!({"layer": l, "head": h, "score": x}))
+            .collect::<Vec<_>>()
+    };
+    let induction = json!({
+        "block": args.block, "block_tokens": args.block_tokens, "block_seed": args.block_seed,
+        "tokens": model.token_strings(&repeated)?,
+        "first_block_top1": first.0, "first_block_log_prob": first.1,
+        "second_block_top1": second.0, "second_block_log_prob": second.1,
+        "clean_metric": result.clean_metric, "corrupted_metric": result.corrupted_metric,
+        "spearman": spearman(&p, &a), "top10_overlap": top_k_overlap(&p, &a, 10), "top5_overlap": top_k_overlap(&p, &a, 5),
+        "top_by_patching": top(&by_patching, 10), "top_by_attention": top(&by_attention, 10),
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    eprintln!("{induction}");
+    Ok(json!({"result": induction, "by_patching": by_patching.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(), "by_attention": by_attention.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>()}))
 }
