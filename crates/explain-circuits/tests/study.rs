@@ -595,5 +595,7 @@ fn induction_part(
         "seconds": t0.elapsed().as_secs_f64(),
     });
     eprintln!("{induction}");
-    Ok(json!({"result": induction, "by_patching": by_patching.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(), "by_attention": by_attention.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>()}))
+    Ok(
+        json!({"result": induction, "by_patching": by_patching.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(), "by_attention": by_attention.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>()}),
+    )
 }

@@ -82,6 +82,9 @@ struct Args {
     methods: Vec<String>,
     long: Option<PathBuf>,
     long_limit: Option<usize>,
+    /// Explain only the prompts from this index on and stop before scoring: a shard of the run
+    /// for a second process, its `ours.jsonl` lines appended to the first's afterwards.
+    from: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -93,6 +96,7 @@ fn parse_args() -> Result<Args> {
         methods: OURS.iter().map(|s| (*s).to_owned()).collect(),
         long: None,
         long_limit: None,
+        from: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,6 +113,12 @@ fn parse_args() -> Result<Args> {
                 })?);
             }
             "--long" => args.long = Some(value()?.into()),
+            "--from" => {
+                let v = value()?;
+                args.from = v.parse().map_err(|_| {
+                    Error::invalid_argument(format!("--from {v:?} is not an index"))
+                })?;
+            }
             "--long-limit" => {
                 let v = value()?;
                 args.long_limit = Some(v.parse().map_err(|_| {
@@ -228,10 +238,11 @@ fn explain_prompt(
 /// The complete lines of an earlier run's `ours.jsonl` that belong to this run: in order,
 /// each for the prompt of its index, with exactly these methods; reading stops at the first
 /// line that is not (a torn line, another prompt set or method list).
-fn read_ours(path: &Path, texts: &[String], methods: &[String]) -> Vec<Value> {
+fn read_ours(path: &Path, texts: &[String], methods: &[String], from: usize) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
+        let i = from + i;
         let Ok(v) = serde_json::from_str::<Value>(line) else { break };
         let names: Vec<&str> = v["methods"]
             .as_array()
@@ -289,7 +300,7 @@ fn main() -> Result<()> {
     // the same prompts and methods resumes after the last complete line.
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let ours_path = args.out.join("ours.jsonl");
-    let done = read_ours(&ours_path, &texts, &args.methods);
+    let done = read_ours(&ours_path, &texts, &args.methods, args.from);
     if !done.is_empty() {
         eprintln!("resuming after {} prompts of {}", done.len(), ours_path.display());
     }
@@ -306,9 +317,9 @@ fn main() -> Result<()> {
     let mut forward_s = Vec::with_capacity(texts.len());
     let mut all_ids = Vec::with_capacity(texts.len());
     let started = Instant::now();
-    for (index, text) in texts.iter().enumerate() {
+    for (index, text) in texts.iter().enumerate().skip(args.from) {
         let ids = model.encode(text, true)?;
-        let line = match done.get(index) {
+        let line = match done.get(index - args.from) {
             Some(line) => line.clone(),
             None => {
                 let (forward, methods) = explain_prompt(&model, &framework, &ids, &args.methods)?;
@@ -353,6 +364,17 @@ fn main() -> Result<()> {
         all_ids.push(ids);
     }
 
+    if args.from > 0 {
+        eprintln!(
+            "explained prompts {}..{} into {}; append its lines to the first shard's and rerun \
+             that one to score all",
+            args.from,
+            texts.len(),
+            ours_path.display()
+        );
+        return Ok(());
+    }
+
     // 2. The anchors' explanations, on the same ids and target.
     for path in &args.anchors {
         read_anchors(&model, path, &texts, &all_ids, &mut timed)?;
@@ -372,8 +394,15 @@ fn main() -> Result<()> {
         .map(|(name, t)| PrecomputedExplainer::new(name.clone(), t.explanations.iter().cloned()))
         .collect();
     let refs: Vec<&dyn Explainer> = explainers.iter().map(|e| e as &dyn Explainer).collect();
+    // The costs were measured above with one thread; scoring is not timed, so it may use every
+    // core. Faithfulness correlation (32 random subsets per explanation, more than half of the
+    // scoring's forwards on these short prompts) is left out: the benchmark's metrics are
+    // AOPC, deletion / insertion AUC and leave-one-out τ.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    tch::set_num_threads(i32::try_from(cores).unwrap_or(1));
+    eprintln!("scoring {} explanations per prompt with {cores} threads", timed.len());
     let config = MetricsConfig {
-        fidelity: FidelityConfig::causal_lm(),
+        fidelity: FidelityConfig { faithfulness_subsets: 0, ..FidelityConfig::causal_lm() },
         stability: None,
         randomisation: None,
         ..MetricsConfig::default()
@@ -502,8 +531,12 @@ fn write_report(
     );
     let mut header = "| method | cost (fwd-eq.) | seconds |".to_owned();
     let mut rule = "|---|---:|---:|".to_owned();
-    let metrics: Vec<(&str, bool)> =
-        CONTROL_METRICS.iter().copied().filter(|(m, _)| *m != "randomisation_similarity").collect();
+    // The control metrics this run computed.
+    let metrics: Vec<(&str, bool)> = CONTROL_METRICS
+        .iter()
+        .copied()
+        .filter(|(m, _)| values.keys().any(|(_, metric)| metric == m))
+        .collect();
     for (metric, higher) in &metrics {
         let _ = write!(header, " {metric} ({}) |", if *higher { "↑" } else { "↓" });
         rule.push_str("---|");
