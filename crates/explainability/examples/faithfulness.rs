@@ -85,6 +85,14 @@ struct Args {
     /// Explain only the prompts from this index on and stop before scoring: a shard of the run
     /// for a second process, its `ours.jsonl` lines appended to the first's afterwards.
     from: usize,
+    /// Score only prompts `a..b` into `OUT/records-a-b.jsonl` and stop (a scoring shard).
+    score: Option<(usize, usize)>,
+    /// With `score`: only these methods, and no random control (re-scoring methods whose
+    /// records failed).
+    score_methods: Option<Vec<String>>,
+    /// Build the summary and report from every `OUT/records*.jsonl` (shards merged) instead
+    /// of scoring.
+    merge: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -97,6 +105,9 @@ fn parse_args() -> Result<Args> {
         long: None,
         long_limit: None,
         from: 0,
+        score: None,
+        score_methods: None,
+        merge: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -113,6 +124,20 @@ fn parse_args() -> Result<Args> {
                 })?);
             }
             "--long" => args.long = Some(value()?.into()),
+            "--score" => {
+                let v = value()?;
+                let range =
+                    v.split_once("..").and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                args.score = Some(range.filter(|(a, b)| a < b).ok_or_else(|| {
+                    Error::invalid_argument(format!("--score {v:?} is not a range a..b"))
+                })?);
+            }
+            "--score-methods" => {
+                args.score_methods = Some(
+                    value()?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                );
+            }
+            "--merge" => args.merge = true,
             "--from" => {
                 let v = value()?;
                 args.from = v.parse().map_err(|_| {
@@ -348,9 +373,14 @@ fn main() -> Result<()> {
             let entry = timed.entry(method.clone()).or_default();
             match (m.get("explanation"), Cost::from_json(m, "wall", "cpu")) {
                 (Some(e), Some(cost)) if !e.is_null() => {
-                    let e: Explanation = serde_json::from_value(e.clone()).map_err(|e| {
+                    let mut e: Explanation = serde_json::from_value(e.clone()).map_err(|e| {
                         Error::invalid_argument(format!("ours.jsonl: {method}: {e}"))
                     })?;
+                    // AttnLRP and CP-LRP explain the logit (as LXT does); every method is scored
+                    // against the same log-probability removal curves.
+                    if let explainability::Target::Token { output, .. } = &mut e.target {
+                        *output = explainability::TargetOutput::LogProb;
+                    }
                     entry.seconds.push(cost.wall);
                     entry.forward_equivalents.push(cost.forward_equivalents(forward));
                     entry.explanations.push(e);
@@ -398,7 +428,13 @@ fn main() -> Result<()> {
     // core. Faithfulness correlation (32 random subsets per explanation, more than half of the
     // scoring's forwards on these short prompts) is left out: the benchmark's metrics are
     // AOPC, deletion / insertion AUC and leave-one-out τ.
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // FAITHFULNESS_SCORE_THREADS: for scoring shards run side by side.
+    let cores = std::env::var("FAITHFULNESS_SCORE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
     tch::set_num_threads(i32::try_from(cores).unwrap_or(1));
     eprintln!("scoring {} explanations per prompt with {cores} threads", timed.len());
     let config = MetricsConfig {
@@ -407,10 +443,34 @@ fn main() -> Result<()> {
         randomisation: None,
         ..MetricsConfig::default()
     };
-    let evaluator = Evaluator::new(refs, config);
-
     let records_path = args.out.join("records.jsonl");
-    let summary = {
+    if let Some((a, b)) = args.score {
+        let b = b.min(texts.len());
+        let chosen: Vec<&dyn Explainer> = match &args.score_methods {
+            Some(names) => {
+                refs.iter().copied().filter(|e| names.iter().any(|n| n == e.name())).collect()
+            }
+            None => refs.clone(),
+        };
+        let mut evaluator = Evaluator::new(chosen, config);
+        if args.score_methods.is_some() {
+            evaluator.control = None;
+        }
+        // The evaluator numbers the shard's prompts from 0; the merge adds `a` back, read
+        // from the file's name.
+        let path = args.out.join(format!("records-shard-{a}-{b}.jsonl"));
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut writer = std::io::LineWriter::new(file);
+        evaluator.evaluate(&model, &texts[a..b], &mut writer)?;
+        eprintln!("scored prompts {a}..{b} into {}; --merge builds the report", path.display());
+        return Ok(());
+    }
+    let summary = if args.merge {
+        let mut methods: Vec<String> = timed.keys().cloned().collect();
+        methods.push(explainability::eval::RandomControl::NAME.to_owned());
+        merge_records(&args.out, &records_path, &methods, texts.len())?
+    } else {
+        let evaluator = Evaluator::new(refs, config);
         let file = std::fs::File::create(&records_path).map_err(|e| Error::io(&records_path, e))?;
         let mut writer = std::io::BufWriter::new(file);
         let summary = evaluator.evaluate(&model, &texts, &mut writer)?;
@@ -1052,4 +1112,112 @@ fn long_contexts(
     std::fs::write(&json_path, serde_json::to_vec_pretty(&doc).unwrap_or_default())
         .map_err(|e| Error::io(&json_path, e))?;
     Ok(md)
+}
+
+/// The summary of every `records*.jsonl` in `out` (scoring shards, re-scored methods): for each
+/// (prompt, method, draw) the record with metrics wins over one with an error; the control's
+/// draws are averaged per prompt and metric, as the evaluator does. Writes the merged records
+/// to `merged` (sorted by prompt, method, draw).
+fn merge_records(
+    out: &Path,
+    merged: &Path,
+    methods: &[String],
+    prompts: usize,
+) -> Result<explainability::eval::EvaluationSummary> {
+    use explainability::eval::{EvaluationSummary, MetricValues};
+    let mut best: BTreeMap<(usize, String, Option<usize>), EvaluationRecord> = BTreeMap::new();
+    let entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("records") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    for path in &files {
+        // records-shard-A-B.jsonl numbers its prompts from A.
+        let offset: usize = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("records-shard-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        for line in text.lines() {
+            // A torn last line (a stopped run) is skipped.
+            let Ok(mut record) = serde_json::from_str::<EvaluationRecord>(line) else { continue };
+            record.index += offset;
+            if record.index >= prompts {
+                continue;
+            }
+            let key = (record.index, record.method.clone(), record.draw);
+            let better =
+                record.metrics.is_some() || best.get(&key).is_none_or(|r| r.metrics.is_none());
+            if better {
+                best.insert(key, record);
+            }
+        }
+    }
+    eprintln!("merged {} records from {} files", best.len(), files.len());
+    let control = methods.len() - 1;
+    let mut values: MetricValues = BTreeMap::new();
+    let mut failures: BTreeMap<String, usize> = methods.iter().map(|m| (m.clone(), 0)).collect();
+    // (prompt) → per metric (sum, count) over the control's draws
+    let mut draws: BTreeMap<usize, Vec<(f64, usize)>> = BTreeMap::new();
+    for ((index, method, draw), record) in &best {
+        let Some(m) = methods.iter().position(|x| x == method) else { continue };
+        let Some(metrics) = &record.metrics else { continue };
+        let scalars = metrics.scalars();
+        if draw.is_some() {
+            let sums = draws.entry(*index).or_insert_with(|| vec![(0.0, 0); scalars.len()]);
+            for ((sum, count), (_, value)) in sums.iter_mut().zip(scalars) {
+                if let Some(v) = value {
+                    *sum += v;
+                    *count += 1;
+                }
+            }
+        } else {
+            for (k, (_, value)) in scalars.into_iter().enumerate() {
+                if let Some(v) = value {
+                    values.entry((m, k)).or_default().push((*index, v));
+                }
+            }
+        }
+    }
+    for (index, sums) in &draws {
+        for (k, (sum, count)) in sums.iter().enumerate() {
+            if *count > 0 {
+                values.entry((control, k)).or_default().push((*index, sum / *count as f64));
+            }
+        }
+    }
+    for (m, method) in methods.iter().enumerate() {
+        let scored: std::collections::BTreeSet<usize> = if m == control {
+            draws.keys().copied().collect()
+        } else {
+            best.iter()
+                .filter(|((_, x, d), r)| x == method && d.is_none() && r.metrics.is_some())
+                .map(|((i, _, _), _)| *i)
+                .collect()
+        };
+        failures.insert(method.clone(), prompts - scored.len());
+    }
+    let mut text = String::new();
+    for record in best.values() {
+        text.push_str(&serde_json::to_string(record).unwrap_or_default());
+        text.push('\n');
+    }
+    std::fs::write(merged, text).map_err(|e| Error::io(merged, e))?;
+    Ok(EvaluationSummary::from_values(
+        methods.to_vec(),
+        Some(control),
+        prompts,
+        failures,
+        &values,
+        1000,
+        0,
+    ))
 }
