@@ -890,6 +890,126 @@ pub fn line_chart(series: &[Series], x_label: &str, y_label: &str, options: &Cha
     canvas.finish()
 }
 
+/// One named point of a [`labelled_scatter`], coloured by its group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledPoint {
+    /// Text written beside the point (and its tooltip).
+    pub label: String,
+    /// Legend group (one colour each, in order of first appearance).
+    pub group: String,
+    /// Horizontal coordinate.
+    pub x: f64,
+    /// Vertical coordinate.
+    pub y: f64,
+}
+
+/// A scatter chart whose points carry their own labels (many points, few groups: each group
+/// one colour and one legend entry), with an optional dashed horizontal reference line
+/// `(name, y)` such as a random control. Non-finite points are left out.
+pub fn labelled_scatter(
+    points: &[LabelledPoint],
+    reference: Option<(&str, f64)>,
+    x_label: &str,
+    y_label: &str,
+    options: &ChartOptions,
+) -> Svg {
+    let (width, height) = (760.0, 480.0);
+    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+    let mut canvas = Canvas::new(width, height, &options.title);
+    canvas.heading(&options.title);
+    let finite: Vec<&LabelledPoint> =
+        points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()).collect();
+    if finite.is_empty() {
+        canvas.no_data("no data points");
+        return canvas.finish();
+    }
+    let bounds = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) =
+            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 };
+        (lo - pad, hi + pad)
+    };
+    let reference = reference.filter(|(_, y)| y.is_finite());
+    let (x_lo, x_hi) = bounds(&mut finite.iter().map(|p| p.x));
+    let (y_lo, y_hi) = bounds(&mut finite.iter().map(|p| p.y).chain(reference.map(|r| r.1)));
+    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    let sx = |x: f64| left + (x - x_lo) / (x_hi - x_lo) * plot_w;
+    let sy = |y: f64| top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
+    canvas.line("axis", (left, top + plot_h), (left + plot_w, top + plot_h), "#999999", 1.0);
+    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
+    let tick_style = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
+    for t in nice_ticks(x_lo, x_hi, 5) {
+        canvas.line("grid", (sx(t), top + plot_h), (sx(t), top + plot_h + 4.0), "#999999", 1.0);
+        canvas.text(sx(t), top + plot_h + 15.0, &format_tick(t), tick_style);
+    }
+    for t in nice_ticks(y_lo, y_hi, 5) {
+        canvas.line("grid", (left, sy(t)), (left + plot_w, sy(t)), "#eeeeee", 1.0);
+        canvas.text(
+            left - 5.0,
+            sy(t) + 3.0,
+            &format_tick(t),
+            TextStyle { anchor: "end", ..tick_style },
+        );
+    }
+    canvas.text(
+        left + plot_w / 2.0,
+        height - 12.0,
+        x_label,
+        TextStyle::new(11.0, "middle").class("axis-label"),
+    );
+    canvas.text(
+        16.0,
+        top + plot_h / 2.0,
+        y_label,
+        TextStyle::new(11.0, "middle").rotated(-90.0).class("axis-label"),
+    );
+    if let Some((name, y)) = reference {
+        // Dashes drawn as short segments (the canvas draws plain lines).
+        let mut x = left;
+        while x < left + plot_w {
+            canvas.line("reference", (x, sy(y)), ((x + 6.0).min(left + plot_w), sy(y)), "#777777", 1.0);
+            x += 10.0;
+        }
+        canvas.text(
+            left + plot_w - 2.0,
+            sy(y) - 4.0,
+            &format!("{name} ({})", format_score(y)),
+            TextStyle::new(9.0, "end").fill("#555555").class("reference-label"),
+        );
+    }
+    let mut groups: Vec<&str> = Vec::new();
+    for p in &finite {
+        if !groups.contains(&p.group.as_str()) {
+            groups.push(&p.group);
+        }
+    }
+    for p in &finite {
+        let g = groups.iter().position(|g| *g == p.group).unwrap_or(0);
+        let color = series_color(g);
+        let tip = format!("{} ({}): ({}, {})", p.label, p.group, format_score(p.x), format_score(p.y));
+        canvas.circle("point", sx(p.x), sy(p.y), 3.5, color, color, Some(&tip));
+        canvas.text(
+            sx(p.x) + 5.0,
+            sy(p.y) - 4.0,
+            &p.label,
+            TextStyle::new(8.5, "start").fill(color).class("point-label"),
+        );
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let ly = top + 10.0 + 18.0 * i as f64;
+        let color = series_color(i);
+        canvas.circle("legend", left + plot_w + 22.0, ly, 3.5, color, color, None);
+        canvas.text_with_tooltip(
+            left + plot_w + 32.0,
+            ly + 4.0,
+            &truncate(g, 18),
+            g,
+            TextStyle::new(10.0, "start").class("legend-label"),
+        );
+    }
+    canvas.finish()
+}
+
 /// Deletion and insertion curves (Petsiuk et al. 2018, arXiv:1806.07421): the model output
 /// after removing (deletion) or restoring (insertion) the `i` top-ranked tokens, drawn over the
 /// fraction of tokens `i / (len − 1)`. Either slice may be empty.

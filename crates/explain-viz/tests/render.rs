@@ -443,3 +443,39 @@ fn explanations_over_sentences_are_shown_as_spans() {
     assert_eq!(count(&html, "<span class=\"tok span"), 0);
     assert_eq!(count(&html, "<span class=\"tok\""), 7);
 }
+
+#[test]
+fn labelled_scatter_labels_every_finite_point_and_colours_by_group() {
+    use charts::LabelledPoint;
+    let point = |label: &str, group: &str, x: f64, y: f64| LabelledPoint {
+        label: label.into(),
+        group: group.into(),
+        x,
+        y,
+    };
+    let points = [
+        point("saliency", "ours", 0.3, 5.4),
+        point("leave_one_out", "ours", 0.5, 6.6),
+        point("captum_ig", "Captum", 1.5, 5.0),
+        point(PAYLOAD, "Captum", 2.0, 4.8),
+        point("broken", "ours", f64::NAN, 5.0),
+    ];
+    let svg = charts::labelled_scatter(
+        &points,
+        Some(("random control", 4.3)),
+        "cost",
+        "faithfulness",
+        &ChartOptions::titled("t"),
+    )
+    .into_string();
+    // Four finite points, each with its label; two groups in the legend.
+    assert_eq!(count(&svg, "<circle class=\"point\""), 4);
+    assert_eq!(count(&svg, "class=\"point-label\""), 4);
+    assert_eq!(count(&svg, "<circle class=\"legend\""), 2);
+    assert!(svg.contains(">leave_one_out</text>") && !svg.contains(">broken</text>"));
+    assert!(svg.contains("random control (4.3"), "the reference line is labelled");
+    assert!(count(&svg, "class=\"reference\"") > 10, "dashed: many short segments");
+    assert_only_own_elements(&svg);
+    let nothing = charts::labelled_scatter(&[], None, "x", "y", &ChartOptions::default());
+    assert!(nothing.as_str().contains("class=\"no-data\""));
+}

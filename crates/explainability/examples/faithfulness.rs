@@ -26,7 +26,7 @@
 //! the same prompts and methods resumes after the last complete line), `OUT/records.jsonl` (the
 //! evaluator's records), `OUT/faithfulness.json` (summary,
 //! costs, verdicts), `OUT/faithfulness.md` (the tables of docs/faithfulness.md) and
-//! `OUT/faithfulness.svg` (faithfulness against cost).
+//! `OUT/faithfulness.svg` / `.png` (faithfulness against cost).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,7 +44,7 @@ use explainability::{
     load,
     ndarray::Array1,
     smollm2_gguf_path, tch,
-    viz::charts::{ChartOptions, Series, line_chart},
+    viz::charts::{ChartOptions, LabelledPoint, labelled_scatter},
 };
 use serde_json::{Value, json};
 
@@ -701,25 +701,38 @@ fn write_report(
         verdicts.push(json!({ "anchor": anchor, "verdict": verdict, "by": by }));
     }
 
-    // The chart: primary metric against log10 cost, one point per method.
-    let series: Vec<Series> = rows
+    // The chart: primary metric against log10 cost, one labelled point per method, the
+    // random control as a reference line.
+    let points: Vec<LabelledPoint> = rows
         .iter()
-        .map(|(name, _)| Series {
-            name: (*name).clone(),
-            points: vec![(
-                cost(name).log10(),
-                summary.get(name, PRIMARY).map_or(f64::NAN, |s| s.mean),
-            )],
+        .map(|(name, _)| LabelledPoint {
+            label: (*name).clone(),
+            group: if name.starts_with("captum_") {
+                "Captum 0.9".to_owned()
+            } else if name.starts_with("lxt_") {
+                "LXT 2.1".to_owned()
+            } else {
+                "ours".to_owned()
+            },
+            x: cost(name).log10(),
+            y: summary.get(name, PRIMARY).map_or(f64::NAN, |s| s.mean),
         })
         .collect();
-    let svg = line_chart(
-        &series,
+    let control = summary
+        .control
+        .as_deref()
+        .and_then(|c| summary.get(c, PRIMARY))
+        .map(|s| ("random control", s.mean));
+    let svg = labelled_scatter(
+        &points,
+        control,
         "cost: log10 forward-equivalents",
-        PRIMARY,
-        &ChartOptions::titled("Faithfulness against cost (SmolLM2)"),
+        &format!("{PRIMARY} (higher is more faithful)"),
+        &ChartOptions::titled(format!("Faithfulness against cost, SmolLM2-135M, {prompts} prompts")),
     );
     let svg_path = out.join("faithfulness.svg");
     std::fs::write(&svg_path, svg.to_string()).map_err(|e| Error::io(&svg_path, e))?;
+    svg.write_png(out.join("faithfulness.png"), 2.0)?;
     let md_path = out.join("faithfulness.md");
     std::fs::write(&md_path, &md).map_err(|e| Error::io(&md_path, e))?;
     let costs: BTreeMap<&String, Value> = timed
