@@ -967,7 +967,13 @@ pub fn labelled_scatter(
         // Dashes drawn as short segments (the canvas draws plain lines).
         let mut x = left;
         while x < left + plot_w {
-            canvas.line("reference", (x, sy(y)), ((x + 6.0).min(left + plot_w), sy(y)), "#777777", 1.0);
+            canvas.line(
+                "reference",
+                (x, sy(y)),
+                ((x + 6.0).min(left + plot_w), sy(y)),
+                "#777777",
+                1.0,
+            );
             x += 10.0;
         }
         canvas.text(
@@ -986,7 +992,8 @@ pub fn labelled_scatter(
     for p in &finite {
         let g = groups.iter().position(|g| *g == p.group).unwrap_or(0);
         let color = series_color(g);
-        let tip = format!("{} ({}): ({}, {})", p.label, p.group, format_score(p.x), format_score(p.y));
+        let tip =
+            format!("{} ({}): ({}, {})", p.label, p.group, format_score(p.x), format_score(p.y));
         canvas.circle("point", sx(p.x), sy(p.y), 3.5, color, color, Some(&tip));
         canvas.text(
             sx(p.x) + 5.0,

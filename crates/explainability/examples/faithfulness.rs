@@ -728,7 +728,9 @@ fn write_report(
         control,
         "cost: log10 forward-equivalents",
         &format!("{PRIMARY} (higher is more faithful)"),
-        &ChartOptions::titled(format!("Faithfulness against cost, SmolLM2-135M, {prompts} prompts")),
+        &ChartOptions::titled(format!(
+            "Faithfulness against cost, SmolLM2-135M, {prompts} prompts"
+        )),
     );
     let svg_path = out.join("faithfulness.svg");
     std::fs::write(&svg_path, svg.to_string()).map_err(|e| Error::io(&svg_path, e))?;
