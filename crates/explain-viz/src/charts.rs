@@ -804,6 +804,63 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The plotting area of a two-axis chart: its place on the canvas and the data ranges it maps.
+struct Frame {
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+    /// Height of the whole canvas (the x-axis label sits near its bottom).
+    total_height: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    fn sx(&self, x: f64) -> f64 {
+        self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        self.top + self.height - (y - self.y.0) / (self.y.1 - self.y.0) * self.height
+    }
+}
+
+/// Axes, ticks, horizontal grid lines and axis labels of `frame`.
+fn draw_frame(canvas: &mut Canvas, frame: &Frame, x_label: &str, y_label: &str) {
+    let (left, top, plot_w, plot_h) = (frame.left, frame.top, frame.width, frame.height);
+    canvas.line("axis", (left, top + plot_h), (left + plot_w, top + plot_h), "#999999", 1.0);
+    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
+    let tick_style = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
+    for t in nice_ticks(frame.x.0, frame.x.1, 5) {
+        let x = frame.sx(t);
+        canvas.line("grid", (x, top + plot_h), (x, top + plot_h + 4.0), "#999999", 1.0);
+        canvas.text(x, top + plot_h + 15.0, &format_tick(t), tick_style);
+    }
+    for t in nice_ticks(frame.y.0, frame.y.1, 5) {
+        let y = frame.sy(t);
+        canvas.line("grid", (left, y), (left + plot_w, y), "#eeeeee", 1.0);
+        canvas.text(
+            left - 5.0,
+            y + 3.0,
+            &format_tick(t),
+            TextStyle { anchor: "end", ..tick_style },
+        );
+    }
+    canvas.text(
+        left + plot_w / 2.0,
+        frame.total_height - 12.0,
+        x_label,
+        TextStyle::new(11.0, "middle").class("axis-label"),
+    );
+    canvas.text(
+        16.0,
+        top + plot_h / 2.0,
+        y_label,
+        TextStyle::new(11.0, "middle").rotated(-90.0).class("axis-label"),
+    );
+}
+
 /// A line chart of several series with axes, ticks and a legend; axis labels `x_label`,
 /// `y_label`.
 pub fn line_chart(series: &[Series], x_label: &str, y_label: &str, options: &ChartOptions) -> Svg {
@@ -825,39 +882,18 @@ pub fn line_chart(series: &[Series], x_label: &str, y_label: &str, options: &Cha
             values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) }
     };
-    let (x_lo, x_hi) = bounds(&mut finite.iter().map(|p| p.0));
-    let (y_lo, y_hi) = bounds(&mut finite.iter().map(|p| p.1));
-    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
-    let sx = |x: f64| left + (x - x_lo) / (x_hi - x_lo) * plot_w;
-    let sy = |y: f64| top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
-    canvas.line("axis", (left, top + plot_h), (left + plot_w, top + plot_h), "#999999", 1.0);
-    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
-    let tick_style = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
-    for t in nice_ticks(x_lo, x_hi, 5) {
-        canvas.line("grid", (sx(t), top + plot_h), (sx(t), top + plot_h + 4.0), "#999999", 1.0);
-        canvas.text(sx(t), top + plot_h + 15.0, &format_tick(t), tick_style);
-    }
-    for t in nice_ticks(y_lo, y_hi, 5) {
-        canvas.line("grid", (left, sy(t)), (left + plot_w, sy(t)), "#eeeeee", 1.0);
-        canvas.text(
-            left - 5.0,
-            sy(t) + 3.0,
-            &format_tick(t),
-            TextStyle { anchor: "end", ..tick_style },
-        );
-    }
-    canvas.text(
-        left + plot_w / 2.0,
-        height - 12.0,
-        x_label,
-        TextStyle::new(11.0, "middle").class("axis-label"),
-    );
-    canvas.text(
-        16.0,
-        top + plot_h / 2.0,
-        y_label,
-        TextStyle::new(11.0, "middle").rotated(-90.0).class("axis-label"),
-    );
+    let frame = Frame {
+        left,
+        top,
+        width: width - left - right,
+        height: height - top - bottom,
+        total_height: height,
+        x: bounds(&mut finite.iter().map(|p| p.0)),
+        y: bounds(&mut finite.iter().map(|p| p.1)),
+    };
+    let (sx, sy) = (|x: f64| frame.sx(x), |y: f64| frame.sy(y));
+    let plot_w = frame.width;
+    draw_frame(&mut canvas, &frame, x_label, y_label);
     for (i, s) in series.iter().enumerate() {
         let color = series_color(i);
         let mut segment: Vec<(f64, f64)> = Vec::new();
@@ -930,39 +966,18 @@ pub fn labelled_scatter(
         (lo - pad, hi + pad)
     };
     let reference = reference.filter(|(_, y)| y.is_finite());
-    let (x_lo, x_hi) = bounds(&mut finite.iter().map(|p| p.x));
-    let (y_lo, y_hi) = bounds(&mut finite.iter().map(|p| p.y).chain(reference.map(|r| r.1)));
-    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
-    let sx = |x: f64| left + (x - x_lo) / (x_hi - x_lo) * plot_w;
-    let sy = |y: f64| top + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h;
-    canvas.line("axis", (left, top + plot_h), (left + plot_w, top + plot_h), "#999999", 1.0);
-    canvas.line("axis", (left, top), (left, top + plot_h), "#999999", 1.0);
-    let tick_style = TextStyle::new(9.0, "middle").fill("#555555").class("tick");
-    for t in nice_ticks(x_lo, x_hi, 5) {
-        canvas.line("grid", (sx(t), top + plot_h), (sx(t), top + plot_h + 4.0), "#999999", 1.0);
-        canvas.text(sx(t), top + plot_h + 15.0, &format_tick(t), tick_style);
-    }
-    for t in nice_ticks(y_lo, y_hi, 5) {
-        canvas.line("grid", (left, sy(t)), (left + plot_w, sy(t)), "#eeeeee", 1.0);
-        canvas.text(
-            left - 5.0,
-            sy(t) + 3.0,
-            &format_tick(t),
-            TextStyle { anchor: "end", ..tick_style },
-        );
-    }
-    canvas.text(
-        left + plot_w / 2.0,
-        height - 12.0,
-        x_label,
-        TextStyle::new(11.0, "middle").class("axis-label"),
-    );
-    canvas.text(
-        16.0,
-        top + plot_h / 2.0,
-        y_label,
-        TextStyle::new(11.0, "middle").rotated(-90.0).class("axis-label"),
-    );
+    let frame = Frame {
+        left,
+        top,
+        width: width - left - right,
+        height: height - top - bottom,
+        total_height: height,
+        x: bounds(&mut finite.iter().map(|p| p.x)),
+        y: bounds(&mut finite.iter().map(|p| p.y).chain(reference.map(|r| r.1))),
+    };
+    let (sx, sy) = (|x: f64| frame.sx(x), |y: f64| frame.sy(y));
+    let plot_w = frame.width;
+    draw_frame(&mut canvas, &frame, x_label, y_label);
     if let Some((name, y)) = reference {
         // Dashes drawn as short segments (the canvas draws plain lines).
         let mut x = left;
