@@ -816,7 +816,35 @@ struct Frame {
     y: (f64, f64),
 }
 
+/// The range of `values` (finite ones expected), widened by `pad` of its span on each side;
+/// a single value gets ±0.5.
+fn data_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (lo, hi) =
+        values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = if hi > lo { pad * (hi - lo) } else { 0.5 };
+    (lo - pad, hi + pad)
+}
+
 impl Frame {
+    /// The plotting area of a `(width, height)` canvas inside `(left, right, top, bottom)`
+    /// margins, mapping the data ranges `x` and `y`.
+    fn new(
+        (width, height): (f64, f64),
+        (left, right, top, bottom): (f64, f64, f64, f64),
+        x: (f64, f64),
+        y: (f64, f64),
+    ) -> Self {
+        Self {
+            left,
+            top,
+            width: width - left - right,
+            height: height - top - bottom,
+            total_height: height,
+            x,
+            y,
+        }
+    }
+
     fn sx(&self, x: f64) -> f64 {
         self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width
     }
@@ -877,20 +905,12 @@ pub fn line_chart(series: &[Series], x_label: &str, y_label: &str, options: &Cha
         canvas.no_data("no data points");
         return canvas.finish();
     }
-    let bounds = |values: &mut dyn Iterator<Item = f64>| {
-        let (lo, hi) =
-            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) }
-    };
-    let frame = Frame {
-        left,
-        top,
-        width: width - left - right,
-        height: height - top - bottom,
-        total_height: height,
-        x: bounds(&mut finite.iter().map(|p| p.0)),
-        y: bounds(&mut finite.iter().map(|p| p.1)),
-    };
+    let frame = Frame::new(
+        (width, height),
+        (left, right, top, bottom),
+        data_range(finite.iter().map(|p| p.0), 0.0),
+        data_range(finite.iter().map(|p| p.1), 0.0),
+    );
     let (sx, sy) = (|x: f64| frame.sx(x), |y: f64| frame.sy(y));
     let plot_w = frame.width;
     draw_frame(&mut canvas, &frame, x_label, y_label);
@@ -959,22 +979,13 @@ pub fn labelled_scatter(
         canvas.no_data("no data points");
         return canvas.finish();
     }
-    let bounds = |values: &mut dyn Iterator<Item = f64>| {
-        let (lo, hi) =
-            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 };
-        (lo - pad, hi + pad)
-    };
     let reference = reference.filter(|(_, y)| y.is_finite());
-    let frame = Frame {
-        left,
-        top,
-        width: width - left - right,
-        height: height - top - bottom,
-        total_height: height,
-        x: bounds(&mut finite.iter().map(|p| p.x)),
-        y: bounds(&mut finite.iter().map(|p| p.y).chain(reference.map(|r| r.1))),
-    };
+    let frame = Frame::new(
+        (width, height),
+        (left, right, top, bottom),
+        data_range(finite.iter().map(|p| p.x), 0.05),
+        data_range(finite.iter().map(|p| p.y).chain(reference.map(|r| r.1)), 0.05),
+    );
     let (sx, sy) = (|x: f64| frame.sx(x), |y: f64| frame.sy(y));
     let plot_w = frame.width;
     draw_frame(&mut canvas, &frame, x_label, y_label);
