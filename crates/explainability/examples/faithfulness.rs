@@ -260,30 +260,38 @@ fn explain_prompt(
     Ok((forward, out))
 }
 
-/// The complete lines of an earlier run's `ours.jsonl` that belong to this run: in order,
-/// each for the prompt of its index, with exactly these methods; reading stops at the first
-/// line that is not (a torn line, another prompt set or method list).
-fn read_ours(path: &Path, texts: &[String], methods: &[String], from: usize) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let mut lines = Vec::new();
+/// The method names of a resumable line's `"methods"` array.
+fn line_methods(line: &Value) -> Vec<&str> {
+    line["methods"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["method"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// A resumable JSONL file of one line per item (`ours.jsonl`, `long.jsonl`): the complete
+/// lines of an earlier run that belong to this one — in order, line `i` for item `from + i`
+/// (its `"index"`) and accepted by `belongs` — are kept and the rest dropped (a torn last line,
+/// another prompt set or method list); returns them and the file opened for appending.
+fn resume_jsonl(
+    path: &Path,
+    from: usize,
+    belongs: impl Fn(usize, &Value) -> bool,
+) -> Result<(Vec<Value>, std::fs::File)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut done = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let i = from + i;
         let Ok(v) = serde_json::from_str::<Value>(line) else { break };
-        let names: Vec<&str> = v["methods"]
-            .as_array()
-            .map(|m| m.iter().filter_map(|x| x["method"].as_str()).collect())
-            .unwrap_or_default();
-        let same_methods = names.len() == methods.len()
-            && names.iter().zip(methods).all(|(a, b)| *a == b.as_str());
-        if v["index"].as_u64() != Some(i as u64)
-            || texts.get(i).map(String::as_str) != v["text"].as_str()
-            || !same_methods
-        {
+        if v["index"].as_u64() != Some(i as u64) || !belongs(i, &v) {
             break;
         }
-        lines.push(v);
+        done.push(v);
     }
-    lines
+    let kept: String = done.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, kept).map_err(|e| Error::io(path, e))?;
+    let file =
+        std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+    Ok((done, file))
 }
 
 /// Per method: the explanations and their costs (seconds, forward-equivalents) per prompt.
@@ -325,19 +333,12 @@ fn main() -> Result<()> {
     // the same prompts and methods resumes after the last complete line.
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let ours_path = args.out.join("ours.jsonl");
-    let done = read_ours(&ours_path, &texts, &args.methods, args.from);
+    let (done, mut ours_file) = resume_jsonl(&ours_path, args.from, |i, v| {
+        texts.get(i).map(String::as_str) == v["text"].as_str() && line_methods(v) == args.methods
+    })?;
     if !done.is_empty() {
         eprintln!("resuming after {} prompts of {}", done.len(), ours_path.display());
     }
-    let mut ours_file = {
-        // Keep the complete lines that match, drop the rest (a torn last line, another run).
-        let kept: String = done.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&ours_path, kept).map_err(|e| Error::io(&ours_path, e))?;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&ours_path)
-            .map_err(|e| Error::io(&ours_path, e))?
-    };
     let mut timed: BTreeMap<String, Timed> = BTreeMap::new();
     let mut forward_s = Vec::with_capacity(texts.len());
     let mut all_ids = Vec::with_capacity(texts.len());
@@ -854,29 +855,6 @@ fn rank_of(scores: &[f64], gold: usize) -> usize {
     1 + scores.iter().enumerate().filter(|&(i, &s)| i != gold && s >= g).count()
 }
 
-/// The complete lines of an earlier `long.jsonl` that belong to this run (in order, each for
-/// the context of its index, with these methods); reading stops at the first that does not.
-fn read_long_done(path: &Path, contexts: &[LongContext], methods: &[&str]) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    let mut lines = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { break };
-        let names: Vec<&str> = v["methods"]
-            .as_array()
-            .map(|m| m.iter().filter_map(|x| x["method"].as_str()).collect())
-            .unwrap_or_default();
-        let kept = v["kept"].as_bool() == Some(true);
-        if v["index"].as_u64() != Some(i as u64)
-            || contexts.get(i).map(|c| c.id.as_str()) != v["id"].as_str()
-            || (kept && names != methods)
-        {
-            break;
-        }
-        lines.push(v);
-    }
-    lines
-}
-
 /// One long context: whether the model answers it from its gold sentence and, if so, every
 /// method's rank of the gold sentence with its cost, and the random control's.
 fn long_context(
@@ -981,18 +959,13 @@ fn long_contexts(
     let names: Vec<&str> = methods.iter().map(|m| m.0).collect();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lines_path = out.join("long.jsonl");
-    let done = read_long_done(&lines_path, &contexts, &names);
+    let (done, mut file) = resume_jsonl(&lines_path, 0, |i, v| {
+        contexts.get(i).map(|c| c.id.as_str()) == v["id"].as_str()
+            && (v["kept"].as_bool() != Some(true) || line_methods(v) == names)
+    })?;
     if !done.is_empty() {
         eprintln!("resuming after {} contexts of {}", done.len(), lines_path.display());
     }
-    let mut file = {
-        let kept: String = done.iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&lines_path, kept).map_err(|e| Error::io(&lines_path, e))?;
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&lines_path)
-            .map_err(|e| Error::io(&lines_path, e))?
-    };
     let mut results: BTreeMap<String, Vec<LongResult>> = BTreeMap::new();
     let (mut kept, mut tokens_seen) = (0, Vec::new());
     let started = Instant::now();
