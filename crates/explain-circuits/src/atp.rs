@@ -20,10 +20,11 @@ use crate::patching::{
 /// every unit of [`ActivationPatching`] at once.
 ///
 /// Nanda 2023, "Attribution Patching: Activation Patching At Industrial Scale"; Kramár et al.
-/// 2024, "AtP*" (arXiv:2403.00745), whose Eq. 3 this is. The receiving prompt runs once with
-/// gradients (the corrupted one for [`PatchDirection::Denoising`], the clean one for
-/// [`PatchDirection::Noising`]), the source prompt once without, and one backward pass gives
-/// the gradient at every activation of the site; a unit's estimate is the dot product over
+/// 2024, "AtP*" (arXiv:2403.00745), whose Eq. 3 this is. The receiving prompt (the corrupted
+/// one for [`PatchDirection::Denoising`], the clean one for [`PatchDirection::Noising`]) and
+/// the source prompt run as one batch of two — one forward pass, the weights read once for
+/// both — and one backward pass from the receiver's metric gives the gradient at every
+/// activation of the site; a unit's estimate is the dot product over
 /// its entries (the d_model of a position, a head's d_head, a pattern row's keys). Results
 /// have the layout and normalisation of [`ActivationPatching::run`], with `patched` holding
 /// the estimates. The estimate is exact when the metric is linear in the patched activation;
@@ -126,25 +127,23 @@ fn atp(
     };
     let options = ForwardOptions { logits_from: Some(position), ..Default::default() };
 
-    // Source run: activations only.
-    let (source_metric, source_cache) = {
-        let _guard = tch::no_grad_guard();
-        let mut hooks = Hooks::new();
-        hooks.cache_detached(HookFilter::points(points.clone()));
-        let out = model.forward_ids(source, &options, &mut hooks)?;
-        (metric_values(&out.logits, metric)?[0], hooks.take_cache())
-    };
     let qk_fix = fixes.qk_fix && matches!(site, PatchSite::HeadQ | PatchSite::HeadK);
-    let pass = |drop: Option<usize>| {
-        let (m, cache, grads) =
-            receiver_pass(model, receiver, &points, &options, metric, drop, qk_fix)?;
-        let effects = match qk_fix {
-            false => linear_effects(&points, &cache, &grads, &source_cache, site)?,
-            true => qk_fixed_effects(model, &points, &cache, &grads, &source_cache, site)?,
-        };
-        Ok::<_, Error>((m, effects))
+    // The source prompt rides in the first receiver pass as a second batch row: its metric and
+    // activations come from the same forward, which reads the weights once for both prompts
+    // (GradDrop's further passes run the receiver alone).
+    let run = |source: Option<&Tensor>, drop: Option<usize>| {
+        receiver_pass(model, receiver, source, &points, &options, metric, drop, qk_fix)
     };
-    let (receiver_metric, plain) = pass(None)?;
+    let mut first = run(Some(source), None)?;
+    let (source_metric, source_cache) = first.source.take().ok_or_else(|| {
+        Error::invalid_argument("the first attribution patching pass ran without its source row")
+    })?;
+    let effects = |pass: &Pass| match qk_fix {
+        false => linear_effects(&points, &pass.cache, &pass.grads, &source_cache, site),
+        true => qk_fixed_effects(model, &points, &pass.cache, &pass.grads, &source_cache, site),
+    };
+    let receiver_metric = first.metric;
+    let plain = effects(&first)?;
     let values = match fixes.grad_drop {
         false => unit_values(&plain, &units)?,
         true => {
@@ -157,7 +156,7 @@ fn atp(
             let signs = unit_values(&plain, &units)?;
             let mut total = vec![0.0; units.len()];
             for l in 0..n_layers {
-                let (_, dropped) = pass(Some(l))?;
+                let dropped = effects(&run(None, Some(l))?)?;
                 for (t, v) in total.iter_mut().zip(unit_values(&dropped, &units)?) {
                     *t += v.abs();
                 }
@@ -188,22 +187,37 @@ fn atp(
     })
 }
 
-/// One receiver forward pass with the graph kept and one backward pass: the metric, the
-/// detached receiver activations (of `points`, and with `qk_fix` also every layer's q, k,
-/// scores and pattern) and the gradient of the metric at each activation of `points` (at each
-/// pattern with `qk_fix`), `None` where the metric does not depend on it. With `drop`, the
-/// gradient does not flow back through that layer's attention and MLP outputs (GradDrop).
-#[allow(clippy::type_complexity)]
+/// One receiver pass: the metric, the detached receiver activations (of `points`, and with
+/// `qk_fix` also every layer's q, k, scores and pattern) and the gradient of the metric at each
+/// activation of `points` (at each pattern with `qk_fix`), without the points where the metric
+/// does not depend on it; with a source, its metric and activations of `points` too.
+struct Pass {
+    metric: f64,
+    cache: ActivationCache,
+    grads: HashMap<HookPoint, Tensor>,
+    source: Option<(f64, ActivationCache)>,
+}
+
+/// One forward pass with the graph kept and one backward pass for the receiver (batch row 0);
+/// with `source`, that prompt runs as batch row 1 of the same forward (no gradient reaches it:
+/// the metric reads row 0 only). With `drop`, the gradient does not flow back through that
+/// layer's attention and MLP outputs (GradDrop).
+#[allow(clippy::too_many_arguments)]
 fn receiver_pass(
     model: &dyn LanguageModel,
     receiver: &Tensor,
+    source: Option<&Tensor>,
     points: &[HookPoint],
     options: &ForwardOptions,
     metric: LogitDiff,
     drop: Option<usize>,
     qk_fix: bool,
-) -> Result<(f64, ActivationCache, HashMap<HookPoint, Tensor>)> {
-    let embeddings = model.embed(receiver)?.f_detach()?.f_set_requires_grad(true)?;
+) -> Result<Pass> {
+    let ids = match source {
+        Some(source) => Tensor::f_cat(&[receiver, source], 0)?,
+        None => receiver.shallow_clone(),
+    };
+    let embeddings = model.embed(&ids)?.f_detach()?.f_set_requires_grad(true)?;
     let mut hooks = Hooks::new();
     if let Some(l) = drop {
         // The forward value is unchanged; only the backward path through layer l is cut.
@@ -222,11 +236,13 @@ fn receiver_pass(
         let extra = layers.iter().flat_map(|&l| {
             [HookKind::Q, HookKind::K, HookKind::AttnScores].map(|k| HookPoint::new(k, l))
         });
+        // q and k of every layer: with the QK fix the source's points are among them.
         hooks.cache_detached(HookFilter::points(extra.collect::<Vec<_>>()));
     }
     let out = model.forward_embeddings(&embeddings, options, &mut hooks)?;
-    let receiver_metric = metric_values(&out.logits.f_detach()?, metric)?[0];
-    let value = metric.of_rows(&out.logits.f_select(1, 0)?)?.f_sum(Kind::Float)?;
+    let metrics = metric_values(&out.logits.f_detach()?, metric)?;
+    let value =
+        metric.of_rows(&out.logits.f_select(1, 0)?.f_narrow(0, 0, 1)?)?.f_sum(Kind::Float)?;
     let mut cache = hooks.take_cache();
     let mut activations = Vec::with_capacity(grad_points.len());
     for p in &grad_points {
@@ -246,16 +262,35 @@ fn receiver_pass(
     } else {
         Vec::new()
     };
+    let row = |t: &Tensor, r: i64| -> Result<Tensor> { Ok(t.f_narrow(0, r, 1)?) };
     let mut by_point = HashMap::new();
     for (k, &i) in live.iter().enumerate() {
         if let Some(g) = grads.get(k).filter(|g| g.defined()) {
-            by_point.insert(grad_points[i], g.f_to_kind(Kind::Double)?);
+            by_point.insert(grad_points[i], row(g, 0)?.f_to_kind(Kind::Double)?);
         }
     }
     for (p, a) in grad_points.iter().zip(&activations) {
         cache.insert(*p, a.f_detach()?);
     }
-    Ok((receiver_metric, cache, by_point))
+    // Split the rows: the receiver's activations, and the source's activations of `points`.
+    let mut receiver_cache = ActivationCache::default();
+    let mut source_cache = ActivationCache::default();
+    for (p, a) in cache {
+        if source.is_some() && points.contains(&p) {
+            source_cache.insert(p, row(&a, 1)?);
+        }
+        receiver_cache.insert(p, row(&a, 0)?);
+    }
+    let metric_of = |r: usize| {
+        metrics.get(r).copied().ok_or_else(|| {
+            Error::invalid_argument(format!("the forward pass returned no metric for row {r}"))
+        })
+    };
+    let source = match source {
+        Some(_) => Some((metric_of(1)?, source_cache)),
+        None => None,
+    };
+    Ok(Pass { metric: metric_of(0)?, cache: receiver_cache, grads: by_point, source })
 }
 
 /// Per layer, `(a_source − a_receiver) · ∂M/∂a` summed over each activation's last

@@ -45,7 +45,11 @@ impl TraceKind {
 /// MLP / attention outputs of the layers `l − window/2 .. l + window/2` (clipped; the paper's
 /// window is 10). The indirect effect is `p(answer | restored) − p(answer | corrupted)`,
 /// averaged over `samples` noise draws (seeded). Restored runs are batched like
-/// [`ActivationPatching`](crate::ActivationPatching).
+/// [`ActivationPatching`](crate::ActivationPatching); on causal models with a key/value cache
+/// a run that restores position p reuses the corrupted run's keys and values of the positions
+/// before p (restoring p cannot change them) and computes only positions p.. ([`reuse_prefix`]).
+///
+/// [`reuse_prefix`]: CausalTracing::reuse_prefix
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CausalTracing {
     /// States restored.
@@ -60,12 +64,30 @@ pub struct CausalTracing {
     pub seed: u64,
     /// Restored runs per forward pass.
     pub batch_size: usize,
+    /// Reuse the corrupted run's keys and values of the positions before each restored
+    /// position (causal models with a key/value cache; default true). The effects equal those
+    /// without reuse up to float reassociation; a restored run computes only the positions
+    /// from the restored one on.
+    #[serde(default = "reuse_by_default")]
+    pub reuse_prefix: bool,
+}
+
+fn reuse_by_default() -> bool {
+    true
 }
 
 impl CausalTracing {
     /// The paper's settings for `kind`: 3σ noise, 10 samples, windows of 10 layers.
     pub fn new(kind: TraceKind) -> Self {
-        Self { kind, noise_multiplier: 3.0, samples: 10, window: 10, seed: 0, batch_size: 32 }
+        Self {
+            kind,
+            noise_multiplier: 3.0,
+            samples: 10,
+            window: 10,
+            seed: 0,
+            batch_size: 32,
+            reuse_prefix: true,
+        }
     }
 }
 
@@ -153,6 +175,16 @@ impl CausalTracing {
             (0..all_units.len()).filter(|&i| all_units[i].1 >= subject.start).collect();
         let units: Vec<(BTreeSet<usize>, usize)> =
             run_index.iter().map(|&i| all_units[i].clone()).collect();
+        // Restored runs in groups that share their first computed position: with prefix
+        // reuse, one group per restored position (its runs start there, after the corrupted
+        // run's cached keys and values); without, one group from position 0.
+        let reuse = self.reuse_prefix && info.causal && model.supports_key_value_cache();
+        let groups: Vec<(usize, Vec<usize>)> = match reuse {
+            true => (subject.start..len)
+                .map(|p| (p, (0..units.len()).filter(|&i| units[i].1 == p).collect()))
+                .collect(),
+            false => vec![(0, (0..units.len()).collect())],
+        };
         let mut restored = vec![0.0; units.len()];
         let mut corrupted_probability = 0.0;
         let mut rng = SplitMix64::new(self.seed);
@@ -171,32 +203,60 @@ impl CausalTracing {
                 Some(subject.end as i64),
                 1,
             )?;
-            let out = model.forward_embeddings(&noisy, &options, &mut Hooks::new())?;
+            let corrupted_options = ForwardOptions {
+                logits_from: Some(len - 1),
+                return_key_values: reuse,
+                ..Default::default()
+            };
+            let out = model.forward_embeddings(&noisy, &corrupted_options, &mut Hooks::new())?;
             corrupted_probability += probability(&out.logits)?[0] / self.samples as f64;
-            for (c, chunk) in units.chunks(self.batch_size).enumerate() {
-                let batch = chunk.len() as i64;
-                let rows = noisy.f_expand([batch, -1, -1], false)?.f_contiguous()?;
-                let wanted: BTreeSet<usize> = chunk.iter().flat_map(|(l, _)| l.clone()).collect();
-                let points: Vec<HookPoint> =
-                    wanted.iter().map(|&l| HookPoint::new(kind, l)).collect();
-                let mut hooks = Hooks::new();
-                hooks.replace(HookFilter::points(points), |point, activation| {
-                    let layer = point.layer().unwrap_or(0);
-                    let mut mask = vec![false; chunk.len() * len];
-                    for (r, (layers, p)) in chunk.iter().enumerate() {
-                        if layers.contains(&layer) {
-                            mask[r * len + p] = true;
+            let past = out.key_values;
+            for (from, members) in &groups {
+                let (from, span) = (*from, (len - from) as i64);
+                for chunk in members.chunks(self.batch_size) {
+                    let batch = chunk.len() as i64;
+                    let rows = noisy
+                        .f_narrow(1, from as i64, span)?
+                        .f_expand([batch, -1, -1], false)?
+                        .f_contiguous()?;
+                    let past_key_values = match &past {
+                        Some(cache) if from > 0 => {
+                            Some(cache.prefix(from)?.repeat_row(0, chunk.len())?)
                         }
+                        _ => None,
+                    };
+                    let run_options = ForwardOptions {
+                        logits_from: Some(len - 1 - from),
+                        past_key_values,
+                        ..Default::default()
+                    };
+                    let wanted: BTreeSet<usize> =
+                        chunk.iter().flat_map(|&i| units[i].0.clone()).collect();
+                    let points: Vec<HookPoint> =
+                        wanted.iter().map(|&l| HookPoint::new(kind, l)).collect();
+                    let mut hooks = Hooks::new();
+                    hooks.replace(HookFilter::points(points), |point, activation| {
+                        let layer = point.layer().unwrap_or(0);
+                        let mut mask = vec![false; chunk.len() * span as usize];
+                        for (r, &i) in chunk.iter().enumerate() {
+                            let (layers, p) = &units[i];
+                            if layers.contains(&layer) {
+                                mask[r * span as usize + (p - from)] = true;
+                            }
+                        }
+                        let mask = Tensor::f_from_slice(&mask)?
+                            .f_view([batch, span, 1])?
+                            .f_to_device(activation.device())?;
+                        let source = clean
+                            .require(point)?
+                            .f_narrow(1, from as i64, span)?
+                            .f_to_kind(activation.kind())?;
+                        Ok(source.f_where_self(&mask, activation)?)
+                    });
+                    let out = model.forward_embeddings(&rows, &run_options, &mut hooks)?;
+                    for (&i, p) in chunk.iter().zip(probability(&out.logits)?) {
+                        restored[i] += p / self.samples as f64;
                     }
-                    let mask = Tensor::f_from_slice(&mask)?
-                        .f_view([batch, len as i64, 1])?
-                        .f_to_device(activation.device())?;
-                    let source = clean.require(point)?.f_to_kind(activation.kind())?;
-                    Ok(source.f_where_self(&mask, activation)?)
-                });
-                let out = model.forward_embeddings(&rows, &options, &mut hooks)?;
-                for (i, p) in probability(&out.logits)?.into_iter().enumerate() {
-                    restored[c * self.batch_size + i] += p / self.samples as f64;
                 }
             }
         }

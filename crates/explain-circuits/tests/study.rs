@@ -239,13 +239,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let (avg, counts) = average_by_token_group(&traces);
+        // Standard error of each group × layer mean over the prompts that have the group.
+        let groups: Vec<Array2<f64>> = traces.iter().map(CausalTrace::by_token_group).collect();
+        let standard_error = Array2::from_shape_fn(avg.dim(), |(g, l)| {
+            let v: Vec<f64> = groups.iter().map(|x| x[(g, l)]).filter(|v| !v.is_nan()).collect();
+            let n = v.len() as f64;
+            if v.len() < 2 {
+                return f64::NAN;
+            }
+            let mean = v.iter().sum::<f64>() / n;
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt()
+        });
         let peak = |row: usize| {
             let r = avg.row(row);
             let (l, v) = r
                 .iter()
                 .enumerate()
                 .fold((0, f64::NEG_INFINITY), |b, (l, &v)| if v > b.1 { (l, v) } else { b });
-            json!({"layer": l, "effect": v})
+            json!({"layer": l, "effect": v, "standard_error": standard_error[(row, l)]})
         };
         let (mut best, mut best_v) = ((0, 0), f64::NEG_INFINITY);
         for ((g, l), &v) in avg.indexed_iter() {
@@ -269,6 +280,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             name,
             json!({
                 "average": avg.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+                "standard_error": standard_error.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
                 "groups": TOKEN_GROUPS, "group_counts": counts,
                 "peak": {"group": TOKEN_GROUPS[best.0], "layer": best.1, "effect": best_v},
                 "peak_by_group": (0..6).map(peak).collect::<Vec<_>>(),
