@@ -8,7 +8,7 @@
 //! our criterion `circuits` group beside TransformerLens's `get_act_patch_resid_pre`
 //! (`reference/bench_circuits.py`, also `cargo xtask bench-circuits` alone),
 //! and LXT 2.1's AttnLRP (`reference/lxt_reference.py` in the LXT reference environment)
-//! beside our `attn_lrp` rows; prints the ratios and writes `target/bench-reference.json`.
+//! beside our `attn_lrp` rows (also `cargo xtask bench-lrp` alone); prints the ratios and writes `target/bench-reference.json`.
 //!
 //! Threads: both sides get `OMP_NUM_THREADS=N` (libtorch sizes its default intra-op pool from
 //! it, in tch as in PyTorch) and `EXPLAINABILITY_THREADS=N` (our benches call
@@ -191,6 +191,37 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench-lrp`: the AttnLRP rows of our criterion `gradients` group
+/// ([`LRP_CASES`]) and LXT 2.1's AttnLRP on the same text, token counts and thread count, in one
+/// run; prints LXT/ours and writes `target/bench-lrp.json`.
+///
+/// # Errors
+/// When either side fails or reports no result.
+pub fn bench_lrp(project: &Project, threads: usize) -> Result<Value> {
+    let start = Instant::now();
+    let target = project.target_dir()?;
+    let since = SystemTime::now();
+    let threads_text = threads.to_string();
+    println!("bench-lrp: ours (criterion `gradients`, AttnLRP rows, {threads} threads)");
+    let mut ours = project.cargo();
+    ours.args(["bench", "-p", "benches", "--bench", "gradients", "--", "attn_lrp"])
+        .env("OMP_NUM_THREADS", &threads_text)
+        .env(THREADS_ENV, &threads_text);
+    run("criterion gradients bench (attn_lrp)", &mut ours)?;
+    let lrp = lrp_beside_lxt(project, &target, threads, since)?;
+    let report = json!({
+        "command": format!("cargo xtask bench-lrp --threads {threads}"),
+        "threads": threads,
+        "model": SMOLLM2.model_path,
+        "statistic": "median",
+        "lrp": lrp,
+    });
+    let out = target.join("bench-lrp.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("bench-lrp: wrote {} in {}", out.display(), seconds(start));
+    Ok(report)
+}
+
 /// `gradients` benchmarks timed beside LXT 2.1 (`reference/lxt_reference.py --bench-out`, in
 /// the LXT reference environment): (function, tokens, description).
 const LRP_CASES: [(&str, u64, &str); 2] =
@@ -205,7 +236,7 @@ fn lrp_beside_lxt(
     since: SystemTime,
 ) -> Result<Value> {
     let threads_text = threads.to_string();
-    println!("bench-reference: LXT 2.1 AttnLRP on transformers 4.52.4, {threads} threads");
+    println!("LXT 2.1 AttnLRP on transformers 4.52.4, {threads} threads");
     let lxt_path = target.join("bench-reference-lxt.json");
     let mut lxt = project.lxt_python();
     lxt.arg("reference/lxt_reference.py")

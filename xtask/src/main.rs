@@ -51,6 +51,10 @@ commands:
                         Captum's FeatureAblation on the same ids, attributions compared in
                         the same run; writes target/bench-perturbation.json (bench-reference
                         runs it too)
+  bench-lrp [--threads N]
+                        the criterion `gradients` AttnLRP rows (5 and 60 tokens) beside LXT
+                        2.1's AttnLRP on transformers 4.52.4, N threads each (default 1);
+                        writes target/bench-lrp.json (bench-reference runs it too)
   bench-circuits [--threads N]
                         criterion `circuits` bench (activation patching of every layer x
                         position of resid_pre, AtP over every head, one forward) beside
@@ -150,48 +154,27 @@ fn dispatch(args: &[String]) -> Result<()> {
             parity::parity(&project, regenerate)
         }
         "bench-reference" => {
-            let threads = match rest {
-                [] => 2,
-                [flag, n] if flag == "--threads" => {
-                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
-                }
-                _ => return Err(format!("bench-reference: unexpected arguments {rest:?}").into()),
-            };
+            let threads = threads_arg("bench-reference", rest, 2)?;
             setup::setup(&project)?;
             bench::bench_reference(&project, threads)
         }
         "bench-perturbation" => {
-            let threads = match rest {
-                [] => 2,
-                [flag, n] if flag == "--threads" => {
-                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
-                }
-                _ => {
-                    return Err(format!("bench-perturbation: unexpected arguments {rest:?}").into());
-                }
-            };
+            let threads = threads_arg("bench-perturbation", rest, 2)?;
             setup::setup(&project)?;
             bench::bench_perturbation(&project, threads).map(|_| ())
         }
+        "bench-lrp" => {
+            let threads = threads_arg("bench-lrp", rest, 1)?;
+            setup::setup(&project)?;
+            bench::bench_lrp(&project, threads).map(|_| ())
+        }
         "bench-circuits" => {
-            let threads = match rest {
-                [] => 1,
-                [flag, n] if flag == "--threads" => {
-                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
-                }
-                _ => return Err(format!("bench-circuits: unexpected arguments {rest:?}").into()),
-            };
+            let threads = threads_arg("bench-circuits", rest, 1)?;
             setup::setup(&project)?;
             bench::bench_circuits(&project, threads).map(|_| ())
         }
         "bench-dequant" => {
-            let threads = match rest {
-                [] => 2,
-                [flag, n] if flag == "--threads" => {
-                    n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?
-                }
-                _ => return Err(format!("bench-dequant: unexpected arguments {rest:?}").into()),
-            };
+            let threads = threads_arg("bench-dequant", rest, 2)?;
             setup::setup(&project)?;
             bench_dequant::bench_dequant(&project, threads)
         }
@@ -213,6 +196,17 @@ fn dispatch(args: &[String]) -> Result<()> {
             print!("{USAGE}");
             Err(format!("unknown command `{other}`").into())
         }
+    }
+}
+
+/// `[]` (the default) or `["--threads", N]`.
+fn threads_arg(command: &str, rest: &[String], default: usize) -> Result<usize> {
+    match rest {
+        [] => Ok(default),
+        [flag, n] if flag == "--threads" => {
+            Ok(n.parse().map_err(|_| format!("--threads expects a number, got {n:?}"))?)
+        }
+        _ => Err(format!("{command}: unexpected arguments {rest:?}").into()),
     }
 }
 
