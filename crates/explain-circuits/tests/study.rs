@@ -93,11 +93,11 @@ fn matrix(value: &serde_json::Value) -> Array2<f64> {
     Array2::from_shape_vec((n, m), rows.concat()).unwrap()
 }
 
-/// The committed study drawn: the token-group averages of the three trace kinds and the
-/// induction heads by patching and by induction score, one cell per (group, layer) or (layer,
-/// head), each peak of the JSON in its picture's tooltips. Fast (no model); the SVGs go to
-/// `STUDY_PICTURES` (default: the test's temporary folder); `STUDY_PICTURES=$PWD/docs/circuits-study`
-/// refreshes the committed pictures.
+/// The committed study drawn, for SmolLM2 and Gemma 3: the token-group averages of the three
+/// trace kinds and the induction heads by patching and by induction score, one cell per
+/// (group, layer) or (layer, head), each peak of the JSON in its picture's tooltips. Fast (no
+/// model); the SVGs go to `STUDY_PICTURES` (default: the test's temporary folder);
+/// `STUDY_PICTURES=$PWD/docs/circuits-study` refreshes the committed pictures.
 #[test]
 fn the_committed_study_draws() {
     let out = std::env::var("STUDY_PICTURES").map_or_else(
@@ -105,15 +105,22 @@ fn the_committed_study_draws() {
         PathBuf::from,
     );
     fs::create_dir_all(&out).unwrap();
-    for kind in ["hidden", "mlp", "attention"] {
-        let json = committed(&format!("tracing-{kind}.json"));
+    // SmolLM2's traces and Gemma 3's (its SVGs under gemma3/).
+    let folders = [("", "SmolLM2-135M"), ("gemma3/", "Gemma 3 270M")];
+    for ((folder, model), kind) in
+        folders.iter().flat_map(|f| ["hidden", "mlp", "attention"].map(|k| (f, k)))
+    {
+        fs::create_dir_all(out.join(folder)).unwrap();
+        let json = committed(&format!("{folder}tracing-{kind}.json"));
         let part = &json["kinds"][kind];
         let average = matrix(&part["average"]);
         assert_eq!(average.nrows(), TOKEN_GROUPS.len());
         let counts: [usize; 6] =
             std::array::from_fn(|g| part["group_counts"][g].as_u64().unwrap() as usize);
-        let title =
-            format!("Causal tracing, {kind}: average indirect effect over {} prompts", counts[5]);
+        let title = format!(
+            "{model} causal tracing, {kind}: average indirect effect over {} prompts",
+            counts[5]
+        );
         let svg = explain_circuits::token_group_heatmap(&average, &counts, &title).unwrap();
         assert_eq!(svg.as_str().matches("<rect class=\"cell").count(), 6 * average.ncols());
         let peak = &part["peak"];
@@ -126,10 +133,9 @@ fn the_committed_study_draws() {
             explain_viz::format_score(peak["effect"].as_f64().unwrap())
         );
         assert!(svg.as_str().contains(&tip), "{tip}");
-        svg.write(out.join(format!("tracing-{kind}.svg"))).unwrap();
+        svg.write(out.join(format!("{folder}tracing-{kind}.svg"))).unwrap();
     }
-    // SmolLM2's induction part and Gemma 3's (its SVGs under gemma3/).
-    for (folder, model) in [("", "SmolLM2-135M"), ("gemma3/", "Gemma 3 270M")] {
+    for (folder, model) in folders {
         let induction = committed(&format!("{folder}induction.json"));
         fs::create_dir_all(out.join(folder)).unwrap();
         for (key, metric) in
