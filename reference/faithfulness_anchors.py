@@ -115,7 +115,9 @@ def main():
     texts = read_texts(args.prompts, args.limit)
 
     def make_record(index, text):
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        # The tokenizer's own special tokens, as ours adds them: none for SmolLM2, <bos> for
+        # Gemma 3 (the Rust side checks that the ids agree).
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
         with torch.no_grad():
             target = int(model(input_ids=ids).logits[0, -1].argmax())
         record = {"index": index, "text": text, "ids": ids[0].tolist(), "target_id": target}

@@ -38,7 +38,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.models.llama import modeling_llama  # noqa: E402
 
 
@@ -86,13 +86,21 @@ def parse_args():
 
 
 def load(gguf, rule):
-    """(tokenizer, model) with LXT's patches for `rule` applied to transformers' Llama."""
+    """(tokenizer, model) with LXT's patches for `rule` applied to the file's family in
+    transformers: Gemma 3 (`gemma3` / `gemma3_text`) or Llama (SmolLM2)."""
     stand_in_torchvision()
     from lxt.efficient import monkey_patch
-    from lxt.efficient.models import llama as lxt_llama
 
-    monkey_patch(modeling_llama, lxt_llama.attnLRP if rule == "attn_lrp" else lxt_llama.cp_LRP)
     folder, name = str(gguf.parent), gguf.name
+    model_type = AutoConfig.from_pretrained(folder, gguf_file=name).model_type
+    if model_type.startswith("gemma3"):
+        from lxt.efficient.models import gemma3 as lxt_family
+        from transformers.models.gemma3 import modeling_gemma3 as modeling
+    else:
+        from lxt.efficient.models import llama as lxt_family
+
+        modeling = modeling_llama
+    monkey_patch(modeling, lxt_family.attnLRP if rule == "attn_lrp" else lxt_family.cp_LRP)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=name, torch_dtype=torch.float32, attn_implementation="eager"
@@ -123,7 +131,8 @@ def faithfulness(args, tokenizer, model, rule):
     texts = read_texts(args.faithfulness_prompts, args.limit)
 
     def make_record(index, text):
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        # Special tokens as faithfulness_anchors.py and ours add them (<bos> on Gemma 3 only).
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
         record = {"index": index, "text": text, "ids": ids[0].tolist()}
         record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
         (target, _, r), seconds, cpu_seconds = timed(lambda: relevance(model, ids))

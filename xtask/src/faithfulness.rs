@@ -6,11 +6,15 @@
 
 use std::time::Instant;
 
-use crate::pins::SMOLLM2;
+use std::path::PathBuf;
+
+use crate::pins::{GEMMA3_270M, SMOLLM2};
 use crate::project::{Project, Result, THREADS_ENV, run, seconds};
 
 /// What `cargo xtask faithfulness` takes.
 pub struct Options {
+    /// `smollm2` (default) or `gemma3`.
+    pub model: String,
     /// The prompt file (JSONL with a "text" or "prompt" field per line).
     pub prompts: String,
     /// Only the first N prompts.
@@ -22,12 +26,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// Parses `[--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]`.
+    /// Parses `[--model smollm2|gemma3] [--prompts FILE] [--limit N] [--no-anchors]
+    /// [--reuse-anchors]`.
     ///
     /// # Errors
     /// On an unknown flag or a flag without its value.
     pub fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
+            model: "smollm2".to_owned(),
             prompts: "crates/explain-eval/data/factual_prompts.jsonl".to_owned(),
             limit: None,
             no_anchors: false,
@@ -36,6 +42,13 @@ impl Options {
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             match flag.as_str() {
+                "--model" => {
+                    let model = it.next().ok_or("--model needs smollm2 or gemma3")?;
+                    if !["smollm2", "gemma3"].contains(&model.as_str()) {
+                        return Err(format!("--model {model:?}: expected smollm2 or gemma3").into());
+                    }
+                    options.model = model.clone();
+                }
                 "--prompts" => {
                     options.prompts = it.next().ok_or("--prompts needs a file")?.clone();
                 }
@@ -60,7 +73,12 @@ impl Options {
 /// When either side fails.
 pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
     let start = Instant::now();
-    let out = project.target_dir()?.join("faithfulness");
+    // SmolLM2's results in target/faithfulness, another model's beside them.
+    let (gguf, folder): (PathBuf, &str) = match options.model.as_str() {
+        "gemma3" => (project.chunked_model_path(&GEMMA3_270M), "faithfulness-gemma3"),
+        _ => (project.model_path(&SMOLLM2), "faithfulness"),
+    };
+    let out = project.target_dir()?.join(folder);
     std::fs::create_dir_all(&out)?;
     let anchors = out.join("anchors.jsonl");
     let lxt_anchors = out.join("anchors-lxt.jsonl");
@@ -72,7 +90,7 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
         python
             .arg("reference/faithfulness_anchors.py")
             .arg("--gguf")
-            .arg(project.model_path(&SMOLLM2))
+            .arg(&gguf)
             .arg("--prompts")
             .arg(&options.prompts)
             .arg("--out")
@@ -90,7 +108,7 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
         let mut lxt = project.lxt_python();
         lxt.arg("reference/lxt_reference.py")
             .arg("--gguf")
-            .arg(project.model_path(&SMOLLM2))
+            .arg(&gguf)
             .arg("--faithfulness-prompts")
             .arg(&options.prompts)
             .arg("--faithfulness-out")
@@ -106,6 +124,8 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
     println!("faithfulness: ours and the evaluation, one thread");
     let mut ours = project.cargo();
     ours.args(["run", "--release", "-p", "explainability", "--example", "faithfulness", "--"])
+        .arg("--model")
+        .arg(&gguf)
         .arg("--prompts")
         .arg(&options.prompts)
         .arg("--out")

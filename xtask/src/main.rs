@@ -72,11 +72,13 @@ commands:
                         recomputed beside Captum on transformers, each in its own capped
                         process, one thread; resumable; writes target/bench-length/ (table,
                         charts)
-  faithfulness [--prompts FILE] [--limit N] [--no-anchors] [--reuse-anchors]
+  faithfulness [--model smollm2|gemma3] [--prompts FILE] [--limit N] [--no-anchors]
+               [--reuse-anchors]
                         the faithfulness-versus-cost benchmark: the anchors' attributions
-                        (Captum) and ours on the same prompts (default: the factual set of
-                        explain-eval, N evenly spaced), one evaluator, one thread each; writes
-                        target/faithfulness/ (docs/faithfulness.md)
+                        (Captum, LXT) and ours on the same prompts (default: the factual set
+                        of explain-eval, N evenly spaced), one evaluator, one thread each;
+                        writes target/faithfulness/ (SmolLM2) or target/faithfulness-gemma3/
+                        (docs/faithfulness.md)
 
 environment:
   EXPLAINABILITY_MODEL_DIR  model cache (default .cache/models), passed on to every command

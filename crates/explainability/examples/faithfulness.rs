@@ -9,11 +9,14 @@
 //! stretch either; wall time where no CPU clock is available) and wall seconds.
 //!
 //! ```text
-//! cargo run --release -p explainability --example faithfulness -- \
+//! cargo run --release -p explainability --example faithfulness -- [--model MODEL.gguf] \
 //!     --prompts crates/explain-eval/data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
 //!     [--anchors target/faithfulness/anchors-lxt.jsonl] \
 //!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness]
 //! ```
+//!
+//! `--model` takes any model `load` takes (default: SmolLM2-135M; `cargo xtask faithfulness
+//! --model gemma3` runs Gemma 3 270M); the reports name it by its file name.
 //!
 //! With `--long FILE` (crates/explain-eval/data/long_contexts.jsonl, `--long-limit N`) it asks
 //! instead which sentence of a long context gets the credit: every context has one sentence
@@ -74,6 +77,8 @@ const PRIMARY: &str = "aopc_comprehensiveness";
 const CLEARLY_CHEAPER: f64 = 0.5;
 
 struct Args {
+    /// The model (a GGUF file or Hugging Face folder; default SmolLM2-135M).
+    model: PathBuf,
     prompts: PathBuf,
     /// JSONL files of the anchors' explanations (Captum's, LXT's), each read in turn.
     anchors: Vec<PathBuf>,
@@ -97,6 +102,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
+        model: smollm2_gguf_path(),
         prompts: PathBuf::from("crates/explain-eval/data/factual_prompts.jsonl"),
         anchors: Vec::new(),
         out: PathBuf::from("target/faithfulness"),
@@ -114,6 +120,7 @@ fn parse_args() -> Result<Args> {
         let mut value =
             || it.next().ok_or_else(|| Error::invalid_argument(format!("{flag} needs a value")));
         match flag.as_str() {
+            "--model" => args.model = value()?.into(),
             "--prompts" => args.prompts = value()?.into(),
             "--anchors" => args.anchors.push(value()?.into()),
             "--out" => args.out = value()?.into(),
@@ -312,9 +319,14 @@ impl Timed {
 fn main() -> Result<()> {
     let args = parse_args()?;
     tch::set_num_threads(1);
-    let model = load(smollm2_gguf_path())?;
+    let model = load(&args.model)?;
+    // The model as the reports name it: its file (or folder) name.
+    let label = args
+        .model
+        .file_stem()
+        .map_or_else(|| args.model.display().to_string(), |s| s.to_string_lossy().into_owned());
     if let Some(path) = &args.long {
-        let report = long_contexts(&model, path, args.long_limit, &args.out)?;
+        let report = long_contexts(&model, &label, path, args.long_limit, &args.out)?;
         println!("{report}");
         return Ok(());
     }
@@ -501,7 +513,8 @@ fn main() -> Result<()> {
             }
         }
     }
-    let report = write_report(&args.out, &summary, &timed, &values, &forward_s, texts.len())?;
+    let report =
+        write_report(&args.out, &label, &summary, &timed, &values, &forward_s, texts.len())?;
     println!("{report}");
     Ok(())
 }
@@ -570,8 +583,10 @@ fn read_anchors(
 }
 
 /// The markdown tables and the chart; returns the markdown.
+#[allow(clippy::too_many_arguments)]
 fn write_report(
     out: &Path,
+    model: &str,
     summary: &explainability::eval::EvaluationSummary,
     timed: &BTreeMap<String, Timed>,
     values: &BTreeMap<(String, &str), Vec<(usize, f64)>>,
@@ -583,7 +598,7 @@ fn write_report(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "{prompts} prompts, SmolLM2-135M (Q4_1 GGUF, f32), one thread; one no-grad forward takes \
+        "{prompts} prompts, {model} (f32), one thread; one no-grad forward takes \
          {:.1} ms on average here. Cost: mean forward-equivalents (the explanation's wall time over \
          one forward of the same prompt in the same framework) and mean seconds. Each metric: mean, \
          then the paired difference from the 8-draw random control with its 95 % bootstrap interval \
@@ -729,9 +744,7 @@ fn write_report(
         control,
         "cost: log10 forward-equivalents",
         &format!("{PRIMARY} (higher is more faithful)"),
-        &ChartOptions::titled(format!(
-            "Faithfulness against cost, SmolLM2-135M, {prompts} prompts"
-        )),
+        &ChartOptions::titled(format!("Faithfulness against cost, {model}, {prompts} prompts")),
     );
     let svg_path = out.join("faithfulness.svg");
     std::fs::write(&svg_path, svg.to_string()).map_err(|e| Error::io(&svg_path, e))?;
@@ -949,6 +962,7 @@ struct LongResult {
 
 fn long_contexts(
     model: &dyn LanguageModel,
+    label: &str,
     path: &Path,
     limit: Option<usize>,
     out: &Path,
@@ -1032,7 +1046,7 @@ fn long_contexts(
     let _ = writeln!(
         md,
         "{kept} of {} contexts answered from their gold sentence ({}–{} tokens, 61 sentences \
-         each); SmolLM2-135M, one thread. Sentence score: the sum of its token scores \
+         each); {label}, one thread. Sentence score: the sum of its token scores \
          (perturbation methods over sentences: the sentence's own score). Budgets per context: \
          SmoothGrad 8 samples, IG 8 steps, 32 coalitions for \
          KernelSHAP, LIME and ContextCite. Reciprocal rank of the \
