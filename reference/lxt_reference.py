@@ -16,10 +16,13 @@ Parity (`--out`): for each prompt and rule, the ids, the argmax next token, its 
 relevance of every embedding entry (`inputs_embeds * grad`, LXT's recipe) and per token.
 Timing (`--bench-out`): one AttnLRP explanation (embed, forward, backward, relevance) per call
 at the given token counts, warm-up then timed calls, as `reference/bench_reference.py` times.
-Faithfulness (`--faithfulness-out FILE --faithfulness-prompts P.jsonl [--limit N] [--resume]`):
-LXT's relevance of the argmax logit per token for each prompt, as the method `lxt_attn_lrp` (or
-`lxt_cp_lrp`) in the JSONL format of `reference/faithfulness_anchors.py`, with its costs, for
-`cargo xtask faithfulness` (docs/faithfulness.md).
+Faithfulness (`--faithfulness-out FILE --faithfulness-prompts P.jsonl [--faithfulness-ids A.jsonl]
+[--limit N] [--resume]`): LXT's relevance of the argmax logit per token for each prompt, as the
+method `lxt_attn_lrp` (or `lxt_cp_lrp`) in the JSONL format of `reference/faithfulness_anchors.py`,
+with its costs, for `cargo xtask faithfulness` (docs/faithfulness.md). With `--faithfulness-ids`
+(the Captum anchors' JSONL, whose ids the Rust side has checked against its own), each prompt runs
+on the ids recorded there for its text: transformers 4.52's GGUF conversion of Gemma 3's
+tokenizer splits words that transformers 5 and ours keep whole.
 
 Usage: python reference/lxt_reference.py --gguf PATH --prompts reference/parity_prompts.json
        --rule attn_lrp --out target/parity/lxt/attn_lrp.json [--bench-out FILE --tokens 8,128]
@@ -73,6 +76,7 @@ def parse_args():
     parser.add_argument("--bench-out", type=Path)
     parser.add_argument("--faithfulness-out", type=Path)
     parser.add_argument("--faithfulness-prompts", type=Path)
+    parser.add_argument("--faithfulness-ids", type=Path)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--rule", choices=["attn_lrp", "cp_lrp"], default="attn_lrp")
@@ -129,10 +133,22 @@ def faithfulness(args, tokenizer, model, rule):
 
     method = f"lxt_{rule}"
     texts = read_texts(args.faithfulness_prompts, args.limit)
+    known_ids = {}
+    if args.faithfulness_ids is not None:
+        for line in args.faithfulness_ids.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted run
+            if "text" in record and "ids" in record:
+                known_ids[record["text"]] = record["ids"]
 
     def make_record(index, text):
-        # Special tokens as faithfulness_anchors.py and ours add them (<bos> on Gemma 3 only).
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
+        if text in known_ids:
+            ids = torch.tensor([known_ids[text]])
+        else:
+            # Special tokens as faithfulness_anchors.py and ours add them (<bos> on Gemma 3).
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
         record = {"index": index, "text": text, "ids": ids[0].tolist()}
         record["forward_seconds"], record["forward_cpu_seconds"] = forward_seconds(model, ids)
         (target, _, r), seconds, cpu_seconds = timed(lambda: relevance(model, ids))

@@ -113,6 +113,10 @@ pub fn faithfulness(project: &Project, options: &Options) -> Result<()> {
             .arg(&options.prompts)
             .arg("--faithfulness-out")
             .arg(&lxt_anchors)
+            // The ids the Captum anchors ran on (checked against ours): transformers 4.52
+            // tokenises Gemma 3 differently.
+            .arg("--faithfulness-ids")
+            .arg(&anchors)
             .args(["--rule", "attn_lrp", "--threads", "1", "--resume"])
             .env("OMP_NUM_THREADS", "1")
             .env("TQDM_DISABLE", "1");

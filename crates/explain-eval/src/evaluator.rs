@@ -435,12 +435,20 @@ impl EvaluationSummary {
     }
 }
 
+/// Relative difference under which two metric values count as equal in [`compare_paired`]:
+/// float32 forward passes of one input in batches of different shapes agree to about 1e-6
+/// relative (reassociation), and 1e-5 leaves a margin.
+pub const FLOAT_TIE: f64 = 1e-5;
+
 /// `method` against `other` on one metric, paired by example: `method_values` and
 /// `other_values` are `(example index, value)` pairs; the difference `method − other` is
 /// summarised over the examples both have (bootstrap with `resamples` resamples from `seed`)
 /// and the verdict says on which side of 0 its 95 % interval lies, given the metric's
 /// direction. `None` when the two share no example. The evaluator's control checks are this
 /// with the control as `other`; the faithfulness benchmark compares methods with each other.
+/// A pair whose values differ by at most [`FLOAT_TIE`] of the larger is a tie (difference 0):
+/// the same perturbed input run in a different batch differs by float reassociation, not by
+/// anything the metric measures.
 pub fn compare_paired(
     method: &str,
     method_values: &[(usize, f64)],
@@ -455,7 +463,10 @@ pub fn compare_paired(
     if paired.is_empty() {
         return None;
     }
-    let differences: Vec<f64> = paired.iter().map(|(v, o)| v - o).collect();
+    let differences: Vec<f64> = paired
+        .iter()
+        .map(|(v, o)| if (v - o).abs() <= FLOAT_TIE * v.abs().max(o.abs()) { 0.0 } else { v - o })
+        .collect();
     let difference = summarize(&differences, resamples, seed);
     let sign = if higher_is_better { 1.0 } else { -1.0 };
     let verdict = if sign * difference.ci_low > 0.0 && sign * difference.ci_high > 0.0 {

@@ -37,9 +37,9 @@ pub use comprehensibility::{
 };
 pub use evaluator::{
     CONTROL_METRICS, ControlCheck, ControlComparison, ControlVerdict, EvaluationRecord,
-    EvaluationSummary, Evaluator, ExampleMetrics, METRIC_NAMES, MetricValues, MetricsConfig,
-    RandomControl, SMALL_SAMPLE, Scalars, SummaryRow, compare_paired, compute_all_metrics,
-    metrics_of_explanation, random_control_fidelity,
+    EvaluationSummary, Evaluator, ExampleMetrics, FLOAT_TIE, METRIC_NAMES, MetricValues,
+    MetricsConfig, RandomControl, SMALL_SAMPLE, Scalars, SummaryRow, compare_paired,
+    compute_all_metrics, metrics_of_explanation, random_control_fidelity,
 };
 /// Re-exported from explainability-core, where the edited re-runs live (so that sibling crates
 /// need not depend on this one); paths through `explain_eval` keep working.

@@ -650,4 +650,15 @@ fn paired_comparison_pairs_by_example_and_reads_the_direction() {
     let mixed = compare_paired("m", &[(0, 1.0), (1, -1.0)], &[(0, 0.0), (1, 0.0)], true, 200, 7);
     assert_eq!(mixed.unwrap().verdict, ControlVerdict::Indistinguishable);
     assert!(compare_paired("m", &method, &[(5, 1.0)], true, 200, 7).is_none());
+    // Float reassociation is a tie (relative difference ≤ FLOAT_TIE), a real difference is not.
+    let noisy = [(0, -5.994_200_01), (1, -3.0)];
+    let base = [(0, -5.994_2), (1, -3.000_000_02)];
+    let tie = compare_paired("m", &noisy, &base, true, 200, 7).unwrap();
+    assert_eq!(
+        (tie.difference.mean, tie.difference.ci_low, tie.difference.ci_high),
+        (0.0, 0.0, 0.0)
+    );
+    assert_eq!(tie.verdict, ControlVerdict::Indistinguishable);
+    let real = compare_paired("m", &[(0, -5.99), (1, -2.99)], &base, true, 200, 7).unwrap();
+    assert_eq!(real.verdict, ControlVerdict::Better);
 }

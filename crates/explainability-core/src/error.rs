@@ -9,7 +9,11 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while loading, running or explaining a model.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the `Display` sentence followed by its sources' (`: `-separated), so that a
+/// `fn main() -> Result<()>` — every example's — reports an error as sentences, not as a
+/// struct.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     // ----- files and paths -------------------------------------------------------------
@@ -423,6 +427,18 @@ pub enum Error {
     Torch(#[from] tch::TchError),
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid_argument(reason: impl Into<String>) -> Self {
@@ -437,5 +453,19 @@ impl Error {
     /// Shorthand for an [`Error::Io`] about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_the_sentence_and_its_sources() {
+        let e = Error::invalid_argument("the mask has 3 entries for 5 tokens");
+        assert_eq!(format!("{e:?}"), e.to_string());
+        assert!(!format!("{e:?}").contains("InvalidArgument {"));
+        let io = Error::io("/no/such/file", std::io::Error::other("disk on fire"));
+        assert_eq!(format!("{io:?}"), "cannot read /no/such/file: disk on fire");
     }
 }

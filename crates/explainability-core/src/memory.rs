@@ -134,7 +134,8 @@ mod tests {
     fn the_peak_is_at_least_the_resident_set_and_grows_with_an_allocation() {
         let before = ProcessMemory::now().expect("Linux has /proc/self/status");
         assert!(before.peak_bytes >= before.resident_bytes);
-        let block = vec![1u8; 64 << 20];
+        // black_box: an optimised build would otherwise drop the unread allocation.
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
         let after = ProcessMemory::now().expect("Linux has /proc/self/status");
         assert!(after.peak_bytes >= before.resident_bytes + (60 << 20), "{before:?} {after:?}");
         drop(block);
