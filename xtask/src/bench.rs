@@ -35,6 +35,24 @@ const GRADIENT_CASES: [(&str, u64, &str); 5] = [
     ("generation_prompt_ig20", 10, "10-token continuation, IG 20 steps"),
 ];
 
+/// `cargo bench -p benches --bench NAME [-- FILTER…]` with `threads` intra-op threads
+/// (`OMP_NUM_THREADS` and [`THREADS_ENV`]).
+fn criterion_command(
+    project: &Project,
+    bench: &str,
+    filter: &[&str],
+    threads: usize,
+) -> std::process::Command {
+    let threads = threads.to_string();
+    let mut command = project.cargo();
+    command.args(["bench", "-p", "benches", "--bench", bench]);
+    if !filter.is_empty() {
+        command.arg("--").args(filter);
+    }
+    command.env("OMP_NUM_THREADS", &threads).env(THREADS_ENV, &threads);
+    command
+}
+
 /// Median time of one criterion benchmark of this run, in milliseconds (the median, not the
 /// mean: on a shared 2-core machine a few iterations stall, and the mean follows them).
 fn criterion_median_ms(
@@ -95,10 +113,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
     let threads_text = threads.to_string();
 
     println!("bench-reference: ours (criterion `forward`, {threads} threads)");
-    let mut ours = project.cargo();
-    ours.args(["bench", "-p", "benches", "--bench", "forward"])
-        .env("OMP_NUM_THREADS", &threads_text)
-        .env(THREADS_ENV, &threads_text);
+    let mut ours = criterion_command(project, "forward", &[], threads);
     run("criterion forward bench", &mut ours)?;
 
     println!("bench-reference: Hugging Face transformers eager forward, {threads} threads");
@@ -201,12 +216,8 @@ pub fn bench_lrp(project: &Project, threads: usize) -> Result<Value> {
     let start = Instant::now();
     let target = project.target_dir()?;
     let since = SystemTime::now();
-    let threads_text = threads.to_string();
     println!("bench-lrp: ours (criterion `gradients`, AttnLRP rows, {threads} threads)");
-    let mut ours = project.cargo();
-    ours.args(["bench", "-p", "benches", "--bench", "gradients", "--", "attn_lrp"])
-        .env("OMP_NUM_THREADS", &threads_text)
-        .env(THREADS_ENV, &threads_text);
+    let mut ours = criterion_command(project, "gradients", &["attn_lrp"], threads);
     run("criterion gradients bench (attn_lrp)", &mut ours)?;
     let lrp = lrp_beside_lxt(project, &target, threads, since)?;
     let report = json!({
@@ -276,10 +287,7 @@ fn gradients_beside_captum(project: &Project, target: &Path, threads: usize) -> 
     let since = SystemTime::now();
     let threads_text = threads.to_string();
     println!("bench-reference: ours (criterion `gradients`, {threads} threads)");
-    let mut ours = project.cargo();
-    ours.args(["bench", "-p", "benches", "--bench", "gradients"])
-        .env("OMP_NUM_THREADS", &threads_text)
-        .env(THREADS_ENV, &threads_text);
+    let mut ours = criterion_command(project, "gradients", &[], threads);
     run("criterion gradients bench", &mut ours)?;
     println!("bench-reference: Captum on transformers, {threads} threads");
     let captum_path = target.join("bench-reference-captum.json");
@@ -383,11 +391,8 @@ pub fn bench_perturbation(project: &Project, threads: usize) -> Result<Value> {
     let threads_text = threads.to_string();
     let ours_path = target.join("bench-perturbation-ours.json");
     println!("bench-perturbation: ours (criterion `perturbation`, {threads} threads)");
-    let mut ours = project.cargo();
-    ours.args(["bench", "-p", "benches", "--bench", "perturbation"])
-        .env("OMP_NUM_THREADS", &threads_text)
-        .env(THREADS_ENV, &threads_text)
-        .env("EXPLAINABILITY_BENCH_OUT", &ours_path);
+    let mut ours = criterion_command(project, "perturbation", &[], threads);
+    ours.env("EXPLAINABILITY_BENCH_OUT", &ours_path);
     run("criterion perturbation bench", &mut ours)?;
     let ours_json: Value = serde_json::from_str(&fs::read_to_string(&ours_path)?)?;
     let tokens = ours_json["ids"].as_array().map(Vec::len).unwrap_or(0) as u64;
@@ -512,11 +517,8 @@ pub fn bench_circuits(project: &Project, threads: usize) -> Result<Value> {
     let threads_text = threads.to_string();
     let ours_path = target.join("bench-circuits-ours.json");
     println!("bench-circuits: ours (criterion `circuits`, {threads} threads)");
-    let mut ours = project.cargo();
-    ours.args(["bench", "-p", "benches", "--bench", "circuits"])
-        .env("OMP_NUM_THREADS", &threads_text)
-        .env(THREADS_ENV, &threads_text)
-        .env("EXPLAINABILITY_BENCH_OUT", &ours_path);
+    let mut ours = criterion_command(project, "circuits", &[], threads);
+    ours.env("EXPLAINABILITY_BENCH_OUT", &ours_path);
     run("criterion circuits bench", &mut ours)?;
     let ours_json: Value = serde_json::from_str(&fs::read_to_string(&ours_path)?)?;
     let tokens = ours_json["clean"].as_array().map(Vec::len).unwrap_or(0) as u64;
