@@ -50,15 +50,20 @@ def write_records(out, texts, methods, resume, make_record):
     (with "index", "text", "forward_cpu_seconds" and "methods"). With `resume`, the complete
     records already in `out` for the same prompts (every method of `methods`, CPU times
     included) are kept and only the others are computed; a torn last line (a killed run) is
-    dropped and redone."""
+    dropped and redone. Nothing else an earlier run computed is dropped: a complete record of
+    another run (another prompt set, limit or method list) stops this one with its line number,
+    the file unchanged."""
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {}
     if resume and out.exists():
-        for line in out.read_text().splitlines():
+        lines = out.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                if number == len(lines):
+                    continue  # a torn last line: redone
+                sys.exit(f"{out}: line {number} is not a complete JSON line; nothing was changed")
             index = record.get("index")
             if (
                 isinstance(index, int)
@@ -68,6 +73,12 @@ def write_records(out, texts, methods, resume, make_record):
                 and all("cpu_seconds" in record.get("methods", {}).get(m, {}) for m in methods)
             ):
                 done[index] = line
+            else:
+                sys.exit(
+                    f"{out}: line {number} (index {index}) belongs to another run (a different "
+                    "prompt set, limit or method list); nothing was changed: move the file away "
+                    "or choose another output"
+                )
     # Rewrite the kept records atomically, then append.
     partial = out.with_suffix(out.suffix + ".partial")
     partial.write_text("".join(done[index] + "\n" for index in sorted(done)))

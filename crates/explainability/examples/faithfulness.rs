@@ -12,7 +12,7 @@
 //! cargo run --release -p explainability --example faithfulness -- [--model MODEL.gguf] \
 //!     --prompts crates/explain-eval/data/factual_prompts.jsonl [--anchors target/faithfulness/anchors.jsonl] \
 //!     [--anchors target/faithfulness/anchors-lxt.jsonl] \
-//!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness]
+//!     [--limit N] [--methods saliency,leave_one_out] [--out target/faithfulness] [--explain-only]
 //! ```
 //!
 //! `--model` takes any model `load` takes (default: SmolLM2-135M; `cargo xtask faithfulness
@@ -90,6 +90,9 @@ struct Args {
     /// Explain only the prompts from this index on and stop before scoring: a shard of the run
     /// for a second process, its `ours.jsonl` lines appended to the first's afterwards.
     from: usize,
+    /// Explain (into `OUT/ours.jsonl`, resumable) and stop before scoring, so that the anchors
+    /// can run in another process meanwhile; a later run without it scores.
+    explain_only: bool,
     /// Score only prompts `a..b` into `OUT/records-a-b.jsonl` and stop (a scoring shard).
     score: Option<(usize, usize)>,
     /// With `score`: only these methods, and no random control (re-scoring methods whose
@@ -111,6 +114,7 @@ fn parse_args() -> Result<Args> {
         long: None,
         long_limit: None,
         from: 0,
+        explain_only: false,
         score: None,
         score_methods: None,
         merge: false,
@@ -145,6 +149,7 @@ fn parse_args() -> Result<Args> {
                 );
             }
             "--merge" => args.merge = true,
+            "--explain-only" => args.explain_only = true,
             "--from" => {
                 let v = value()?;
                 args.from = v.parse().map_err(|_| {
@@ -275,29 +280,63 @@ fn line_methods(line: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// A resumable JSONL file of one line per item (`ours.jsonl`, `long.jsonl`): the complete
-/// lines of an earlier run that belong to this one — in order, line `i` for item `from + i`
-/// (its `"index"`) and accepted by `belongs` — are kept and the rest dropped (a torn last line,
-/// another prompt set or method list); returns them and the file opened for appending.
+/// A resumable JSONL file of one line per item (`ours.jsonl`, `long.jsonl`): line `k` holds item
+/// `from + k` (its `"index"`). Returns the complete lines of an earlier run for the items
+/// `from..from + count` and the file opened for appending. Nothing an earlier run computed is
+/// dropped: only a torn last line (an interrupted write) is cut; a complete line that belongs to
+/// another run (`belongs` rejects it: another prompt set, limit or method list) is an error that
+/// names it; lines past `count` (an earlier run over more items) stay in the file.
 fn resume_jsonl(
     path: &Path,
     from: usize,
+    count: usize,
     belongs: impl Fn(usize, &Value) -> bool,
 ) -> Result<(Vec<Value>, std::fs::File)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut done = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let i = from + i;
-        let Ok(v) = serde_json::from_str::<Value>(line) else { break };
-        if v["index"].as_u64() != Some(i as u64) || !belongs(i, &v) {
-            break;
+    let mut complete_bytes = 0;
+    for (k, raw) in lines.iter().enumerate() {
+        let i = from + k;
+        let parsed =
+            serde_json::from_str::<Value>(raw.trim_end()).ok().filter(|_| raw.ends_with('\n'));
+        let Some(v) = parsed else {
+            if k + 1 == lines.len() {
+                break; // a torn last line: cut below and recomputed
+            }
+            return Err(Error::invalid_argument(format!(
+                "{}: line {} is not a complete JSON line; nothing was changed (move the file \
+                 away to start over)",
+                path.display(),
+                k + 1
+            )));
+        };
+        if v["index"].as_u64() != Some(i as u64) || (k < count && !belongs(i, &v)) {
+            return Err(Error::invalid_argument(format!(
+                "{}: line {} (index {}) belongs to another run (a different prompt set, limit or \
+                 method list); nothing was changed: move the file away or choose another --out",
+                path.display(),
+                k + 1,
+                v["index"]
+            )));
         }
-        done.push(v);
+        if k < count {
+            done.push(v);
+        }
+        complete_bytes += raw.len();
     }
-    let kept: String = done.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(path, kept).map_err(|e| Error::io(path, e))?;
-    let file =
-        std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    if complete_bytes < text.len() {
+        file.set_len(complete_bytes as u64).map_err(|e| Error::io(path, e))?;
+    }
     Ok((done, file))
 }
 
@@ -345,9 +384,11 @@ fn main() -> Result<()> {
     // the same prompts and methods resumes after the last complete line.
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let ours_path = args.out.join("ours.jsonl");
-    let (done, mut ours_file) = resume_jsonl(&ours_path, args.from, |i, v| {
-        texts.get(i).map(String::as_str) == v["text"].as_str() && line_methods(v) == args.methods
-    })?;
+    let (done, mut ours_file) =
+        resume_jsonl(&ours_path, args.from, texts.len().saturating_sub(args.from), |i, v| {
+            texts.get(i).map(String::as_str) == v["text"].as_str()
+                && line_methods(v) == args.methods
+        })?;
     if !done.is_empty() {
         eprintln!("resuming after {} prompts of {}", done.len(), ours_path.display());
     }
@@ -407,6 +448,14 @@ fn main() -> Result<()> {
         all_ids.push(ids);
     }
 
+    if args.explain_only && args.from == 0 {
+        eprintln!(
+            "explained {} prompts into {}; rerun without --explain-only to score",
+            texts.len(),
+            ours_path.display()
+        );
+        return Ok(());
+    }
     if args.from > 0 {
         eprintln!(
             "explained prompts {}..{} into {}; append its lines to the first shard's and rerun \
@@ -973,7 +1022,7 @@ fn long_contexts(
     let names: Vec<&str> = methods.iter().map(|m| m.0).collect();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lines_path = out.join("long.jsonl");
-    let (done, mut file) = resume_jsonl(&lines_path, 0, |i, v| {
+    let (done, mut file) = resume_jsonl(&lines_path, 0, contexts.len(), |i, v| {
         contexts.get(i).map(|c| c.id.as_str()) == v["id"].as_str()
             && (v["kept"].as_bool() != Some(true) || line_methods(v) == names)
     })?;
