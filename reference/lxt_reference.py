@@ -80,7 +80,7 @@ def parse_args():
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--rule", choices=["attn_lrp", "cp_lrp"], default="attn_lrp")
-    parser.add_argument("--tokens", default="5,60")
+    parser.add_argument("--tokens", default="5,60,512")
     parser.add_argument("--min-time", type=float, default=3.0)
     parser.add_argument("--min-calls", type=int, default=5)
     parser.add_argument(

@@ -34,6 +34,8 @@ token, and gradients show which inputs would change that prediction most. Neithe
 story, so careful analyses compare several methods on the same text and check whether the \
 explanations agree. ";
 const LONG: usize = 60;
+/// A long context for AttnLRP (the long-context benchmark's contexts are ≈ 600 tokens).
+const CONTEXT: usize = 512;
 
 fn threads() -> i32 {
     std::env::var("EXPLAINABILITY_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
@@ -47,12 +49,13 @@ fn fixed(n_steps: usize) -> Quadrature {
     })
 }
 
-fn long_prompt(model: &AnyModel) -> Vec<i64> {
+/// The first `n` tokens of `TEXT` repeated.
+fn long_prompt(model: &AnyModel, n: usize) -> Vec<i64> {
     let mut text = TEXT.to_string();
     loop {
         let ids = model.encode(&text, false).unwrap_or_default();
-        if ids.len() >= LONG {
-            return ids[..LONG].to_vec();
+        if ids.len() >= n {
+            return ids[..n].to_vec();
         }
         text.push_str(TEXT);
     }
@@ -66,7 +69,7 @@ fn gradients(c: &mut Criterion) {
     };
     let m: &dyn LanguageModel = &model;
     let target = Target::argmax();
-    let long = long_prompt(&model);
+    let long = long_prompt(&model, LONG);
     let mut group = c.benchmark_group("gradients");
     // Flat sampling: every sample runs the same (small) number of iterations; criterion's
     // linear mode would run 55 iterations of a multi-second call.
@@ -113,8 +116,9 @@ fn gradients(c: &mut Criterion) {
         b.iter(|| adaptive.explain_ids(m, &SHORT, &target))
     });
     // AttnLRP and CP-LRP: one forward and one backward pass in relevance mode (the logit of
-    // the argmax token), beside LXT 2.1 in `cargo xtask bench-reference`.
-    for (n, ids) in [(SHORT.len(), SHORT.to_vec()), (LONG, long.clone())] {
+    // the argmax token), beside LXT 2.1 in `cargo xtask bench-reference` / `bench-lrp`.
+    let context = long_prompt(&model, CONTEXT);
+    for (n, ids) in [(SHORT.len(), SHORT.to_vec()), (LONG, long.clone()), (CONTEXT, context)] {
         group.bench_with_input(BenchmarkId::new("attn_lrp", n), &ids, |b, ids| {
             b.iter(|| RelevancePropagation::attn_lrp().explain_ids(m, ids, &target))
         });

@@ -235,8 +235,11 @@ pub fn bench_lrp(project: &Project, threads: usize) -> Result<Value> {
 
 /// `gradients` benchmarks timed beside LXT 2.1 (`reference/lxt_reference.py --bench-out`, in
 /// the LXT reference environment): (function, tokens, description).
-const LRP_CASES: [(&str, u64, &str); 2] =
-    [("attn_lrp", 5, "AttnLRP, 5 tokens"), ("attn_lrp", 60, "AttnLRP, 60 tokens")];
+const LRP_CASES: [(&str, u64, &str); 3] = [
+    ("attn_lrp", 5, "AttnLRP, 5 tokens"),
+    ("attn_lrp", 60, "AttnLRP, 60 tokens"),
+    ("attn_lrp", 512, "AttnLRP, 512 tokens"),
+];
 
 /// LXT 2.1's AttnLRP on transformers 4.52.4 beside the `attn_lrp` rows of the criterion
 /// `gradients` group that [`gradients_beside_captum`] ran in this run.
@@ -253,7 +256,7 @@ fn lrp_beside_lxt(
     lxt.arg("reference/lxt_reference.py")
         .arg("--gguf")
         .arg(project.model_path(&SMOLLM2))
-        .args(["--rule", "attn_lrp", "--tokens", "5,60", "--threads"])
+        .args(["--rule", "attn_lrp", "--tokens", "5,60,512", "--threads"])
         .arg(&threads_text)
         .arg("--bench-out")
         .arg(&lxt_path)

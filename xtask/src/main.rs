@@ -52,7 +52,7 @@ commands:
                         the same run; writes target/bench-perturbation.json (bench-reference
                         runs it too)
   bench-lrp [--threads N]
-                        the criterion `gradients` AttnLRP rows (5 and 60 tokens) beside LXT
+                        the criterion `gradients` AttnLRP rows (5, 60 and 512 tokens) beside LXT
                         2.1's AttnLRP on transformers 4.52.4, N threads each (default 1);
                         writes target/bench-lrp.json (bench-reference runs it too)
   bench-circuits [--threads N]
