@@ -29,6 +29,7 @@ mod error;
 mod explanation;
 mod hook_point;
 mod hooks;
+mod jsonl;
 pub mod memory;
 mod model;
 mod relevance;
@@ -46,6 +47,7 @@ pub use error::{Error, Result};
 pub use explanation::{Explainer, Explanation, Target, TargetOutput, TargetToken};
 pub use hook_point::{HookKind, HookPoint};
 pub use hooks::{ActivationCache, HookFilter, Hooks, ReadFn, ReplaceFn};
+pub use jsonl::resume_jsonl;
 pub use memory::{ProcessMemory, process_cpu_seconds};
 pub use model::{
     Architecture, ForwardOptions, KeyValueCache, LanguageModel, LayerKeyValues, ModelInfo,

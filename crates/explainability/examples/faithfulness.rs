@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use explainability::{
     Error, Explainer, Explanation, ForwardOptions, Framework, Hooks, LanguageModel, Result, Target,
-    core::process_cpu_seconds,
+    core::{process_cpu_seconds, resume_jsonl},
     eval::{
         CONTROL_METRICS, ControlVerdict, EvaluationRecord, Evaluator, FidelityConfig, METRIC_NAMES,
         MetricsConfig, PrecomputedExplainer, compare_paired,
@@ -278,66 +278,6 @@ fn line_methods(line: &Value) -> Vec<&str> {
         .as_array()
         .map(|m| m.iter().filter_map(|x| x["method"].as_str()).collect())
         .unwrap_or_default()
-}
-
-/// A resumable JSONL file of one line per item (`ours.jsonl`, `long.jsonl`): line `k` holds item
-/// `from + k` (its `"index"`). Returns the complete lines of an earlier run for the items
-/// `from..from + count` and the file opened for appending. Nothing an earlier run computed is
-/// dropped: only a torn last line (an interrupted write) is cut; a complete line that belongs to
-/// another run (`belongs` rejects it: another prompt set, limit or method list) is an error that
-/// names it; lines past `count` (an earlier run over more items) stay in the file.
-fn resume_jsonl(
-    path: &Path,
-    from: usize,
-    count: usize,
-    belongs: impl Fn(usize, &Value) -> bool,
-) -> Result<(Vec<Value>, std::fs::File)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut done = Vec::new();
-    let mut complete_bytes = 0;
-    for (k, raw) in lines.iter().enumerate() {
-        let i = from + k;
-        let parsed =
-            serde_json::from_str::<Value>(raw.trim_end()).ok().filter(|_| raw.ends_with('\n'));
-        let Some(v) = parsed else {
-            if k + 1 == lines.len() {
-                break; // a torn last line: cut below and recomputed
-            }
-            return Err(Error::invalid_argument(format!(
-                "{}: line {} is not a complete JSON line; nothing was changed (move the file \
-                 away to start over)",
-                path.display(),
-                k + 1
-            )));
-        };
-        if v["index"].as_u64() != Some(i as u64) || (k < count && !belongs(i, &v)) {
-            return Err(Error::invalid_argument(format!(
-                "{}: line {} (index {}) belongs to another run (a different prompt set, limit or \
-                 method list); nothing was changed: move the file away or choose another --out",
-                path.display(),
-                k + 1,
-                v["index"]
-            )));
-        }
-        if k < count {
-            done.push(v);
-        }
-        complete_bytes += raw.len();
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    if complete_bytes < text.len() {
-        file.set_len(complete_bytes as u64).map_err(|e| Error::io(path, e))?;
-    }
-    Ok((done, file))
 }
 
 /// Per method: the explanations and their costs (seconds, forward-equivalents) per prompt.
