@@ -91,11 +91,17 @@ mod tests {
         true
     }
 
-    #[test]
-    fn keeps_every_complete_line_and_appends_after_them() {
+    /// A file `r.jsonl` holding `contents` in a fresh directory (kept alive by the guard).
+    fn written(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        std::fs::write(&path, lines(3, 0)).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn keeps_every_complete_line_and_appends_after_them() {
+        let (_dir, path) = written(&lines(3, 0));
         let (done, mut file) = resume_jsonl(&path, 0, 5, any).unwrap();
         assert_eq!(done.len(), 3);
         assert_eq!(done[2]["text"], "t2");
@@ -115,8 +121,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_cut_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.jsonl");
+        let (_dir, path) = written("");
         for torn in ["{\"index\":3,\"te", "{\"index\":3}"] {
             std::fs::write(&path, lines(3, 0) + torn).unwrap();
             let (done, _) = resume_jsonl(&path, 0, 10, any).unwrap();
@@ -127,10 +132,8 @@ mod tests {
 
     #[test]
     fn a_line_of_another_run_is_an_error_and_the_file_is_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.jsonl");
         let original = lines(4, 0);
-        std::fs::write(&path, &original).unwrap();
+        let (_dir, path) = written(&original);
         // Rejected by the caller (another prompt at index 2).
         let err = resume_jsonl(&path, 0, 4, |i, v| v["text"] == format!("t{i}") && i != 2)
             .unwrap_err()
@@ -142,17 +145,17 @@ mod tests {
         assert!(err.contains("line 1 (index 0)"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
         // A torn line that is not the last.
-        std::fs::write(&path, "{\"index\":0}\n{\"ind\n{\"index\":2}\n").unwrap();
+        let torn_inside = "{\"index\":0}\n{\"ind\n{\"index\":2}\n";
+        std::fs::write(&path, torn_inside).unwrap();
         let err = resume_jsonl(&path, 0, 4, any).unwrap_err().to_string();
         assert!(err.contains("line 2 is not a complete JSON line"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), torn_inside);
     }
 
     #[test]
     fn lines_past_the_count_stay_and_are_not_checked_by_the_caller() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.jsonl");
         let original = lines(6, 10);
-        std::fs::write(&path, &original).unwrap();
+        let (_dir, path) = written(&original);
         // A shard starting at 10 that asks for two items: the caller only knows those two.
         let (done, _) = resume_jsonl(&path, 10, 2, |i, _| i < 12).unwrap();
         assert_eq!(done.len(), 2);

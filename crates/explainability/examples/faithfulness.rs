@@ -388,19 +388,19 @@ fn main() -> Result<()> {
         all_ids.push(ids);
     }
 
-    if args.explain_only && args.from == 0 {
-        eprintln!(
-            "explained {} prompts into {}; rerun without --explain-only to score",
-            texts.len(),
-            ours_path.display()
-        );
-        return Ok(());
-    }
     if args.from > 0 {
         eprintln!(
             "explained prompts {}..{} into {}; append its lines to the first shard's and rerun \
              that one to score all",
             args.from,
+            texts.len(),
+            ours_path.display()
+        );
+        return Ok(());
+    }
+    if args.explain_only {
+        eprintln!(
+            "explained {} prompts into {}; rerun without --explain-only to score",
             texts.len(),
             ours_path.display()
         );
