@@ -7,6 +7,10 @@
 //! `LayerIntegratedGradients`); plus SmoothGrad, layer IG, adaptive IG and gradient flow, which
 //! have no Captum counterpart here.
 //!
+//! `EXPLAINABILITY_BENCH_MODEL` (a GGUF file or Hugging Face folder) runs the group on that model
+//! instead (`cargo xtask bench-lrp --model gemma3` sets it for the AttnLRP rows); the 5-token
+//! prompt is then its own tokens of "The capital of France is".
+//!
 //! Threads: `EXPLAINABILITY_THREADS` (default 2). Sample sizes are criterion's minimum (10):
 //! one IG call on 60 tokens is 3000 token-passes forward and backward.
 
@@ -23,8 +27,11 @@ use explain_models::{AnyModel, load, smollm2_gguf_path};
 use explainability_core::{Explainer, HookPoint, LanguageModel, Target};
 use std::time::Duration;
 
-/// "The capital of France is".
+/// "The capital of France is" in SmolLM2's tokens.
 const SHORT: [i64; 5] = [504, 3575, 282, 4649, 314];
+const SHORT_TEXT: &str = "The capital of France is";
+/// Another model for the group (its path).
+const MODEL_ENV: &str = "EXPLAINABILITY_BENCH_MODEL";
 /// Its 10-token greedy continuation (" Paris.\n\nThe answer is: 2"), as
 /// `reference/captum_reference.py` finds it with transformers.
 const CONTINUATION: [i64; 10] = [7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34];
@@ -63,11 +70,19 @@ fn long_prompt(model: &AnyModel, n: usize) -> Vec<i64> {
 
 fn gradients(c: &mut Criterion) {
     tch::set_num_threads(threads());
-    let model = match load(smollm2_gguf_path()) {
+    let other = std::env::var_os(MODEL_ENV).map(std::path::PathBuf::from);
+    let path = other.clone().unwrap_or_else(smollm2_gguf_path);
+    let model = match load(&path) {
         Ok(m) => m,
-        Err(e) => panic!("SmolLM2 is needed for this benchmark (run `cargo xtask setup`): {e}"),
+        Err(e) => {
+            panic!("{} is needed for this benchmark (`cargo xtask setup`): {e}", path.display())
+        }
     };
     let m: &dyn LanguageModel = &model;
+    let short = match other {
+        Some(_) => model.encode(SHORT_TEXT, false).unwrap_or_default(),
+        None => SHORT.to_vec(),
+    };
     let target = Target::argmax();
     let long = long_prompt(&model, LONG);
     let mut group = c.benchmark_group("gradients");
@@ -78,16 +93,16 @@ fn gradients(c: &mut Criterion) {
 
     let ig =
         IntegratedGradients { baseline: Baseline::Eos, quadrature: fixed(50), check_path: false };
-    for (n, ids) in [(SHORT.len(), SHORT.to_vec()), (LONG, long.clone())] {
+    for (n, ids) in [(short.len(), short.clone()), (LONG, long.clone())] {
         group.bench_with_input(BenchmarkId::new("ig_gl50", n), &ids, |b, ids| {
             b.iter(|| ig.explain_ids(m, ids, &target))
         });
     }
     group.bench_function(BenchmarkId::new("saliency", 5), |b| {
-        b.iter(|| Saliency::default().explain_ids(m, &SHORT, &target))
+        b.iter(|| Saliency::default().explain_ids(m, &short, &target))
     });
     group.bench_function(BenchmarkId::new("gradient_x_input", 5), |b| {
-        b.iter(|| GradientXInput.explain_ids(m, &SHORT, &target))
+        b.iter(|| GradientXInput.explain_ids(m, &short, &target))
     });
     let generation = GenerationAttribution {
         method: GenerationMethod::PromptIntegratedGradients {
@@ -96,11 +111,11 @@ fn gradients(c: &mut Criterion) {
         },
     };
     group.bench_function(BenchmarkId::new("generation_prompt_ig20", CONTINUATION.len()), |b| {
-        b.iter(|| generation.attribute(m, &SHORT, &CONTINUATION))
+        b.iter(|| generation.attribute(m, &short, &CONTINUATION))
     });
     let smooth = SmoothGrad { n_samples: 10, ..SmoothGrad::default() };
     group.bench_function(BenchmarkId::new("smoothgrad_10", 5), |b| {
-        b.iter(|| smooth.explain_ids(m, &SHORT, &target))
+        b.iter(|| smooth.explain_ids(m, &short, &target))
     });
     let layer = LayerIntegratedGradients {
         point: HookPoint::resid_mid(15),
@@ -108,26 +123,26 @@ fn gradients(c: &mut Criterion) {
         quadrature: fixed(50),
     };
     group.bench_function(BenchmarkId::new("layer_ig_gl50", 5), |b| {
-        b.iter(|| layer.explain_ids(m, &SHORT, &target))
+        b.iter(|| layer.explain_ids(m, &short, &target))
     });
     let adaptive =
         IntegratedGradients { check_path: false, ..IntegratedGradients::adaptive(Baseline::Eos) };
     group.bench_function(BenchmarkId::new("adaptive_ig", 5), |b| {
-        b.iter(|| adaptive.explain_ids(m, &SHORT, &target))
+        b.iter(|| adaptive.explain_ids(m, &short, &target))
     });
     // AttnLRP and CP-LRP: one forward and one backward pass in relevance mode (the logit of
     // the argmax token), beside LXT 2.1 in `cargo xtask bench-reference` / `bench-lrp`.
     let context = long_prompt(&model, CONTEXT);
-    for (n, ids) in [(SHORT.len(), SHORT.to_vec()), (LONG, long.clone()), (CONTEXT, context)] {
+    for (n, ids) in [(short.len(), short.clone()), (LONG, long.clone()), (CONTEXT, context)] {
         group.bench_with_input(BenchmarkId::new("attn_lrp", n), &ids, |b, ids| {
             b.iter(|| RelevancePropagation::attn_lrp().explain_ids(m, ids, &target))
         });
     }
     group.bench_function(BenchmarkId::new("cp_lrp", 5), |b| {
-        b.iter(|| RelevancePropagation::cp_lrp().explain_ids(m, &SHORT, &target))
+        b.iter(|| RelevancePropagation::cp_lrp().explain_ids(m, &short, &target))
     });
     group.bench_function(BenchmarkId::new("gradient_flow", 5), |b| {
-        b.iter(|| GradientFlowAnalysis::default().analyze(m, &SHORT, &target))
+        b.iter(|| GradientFlowAnalysis::default().analyze(m, &short, &target))
     });
     group.finish();
 }

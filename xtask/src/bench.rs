@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::pins::SMOLLM2;
+use crate::pins::{GEMMA3_270M, SMOLLM2};
 use crate::project::{Project, Result, THREADS_ENV, output, run, seconds};
 
 /// Token counts of the `forward` group's parameters.
@@ -176,7 +176,7 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
         );
     }
     let gradients = gradients_beside_captum(project, &target, threads)?;
-    let lrp = lrp_beside_lxt(project, &target, threads, since)?;
+    let lrp = lrp_beside_lxt(project, &target, threads, since, &project.model_path(&SMOLLM2))?;
     let efficiency = ig_efficiency(project, threads)?;
     let perturbation = bench_perturbation(project, threads)?;
     let circuits = bench_circuits(project, threads)?;
@@ -208,30 +208,44 @@ pub fn bench_reference(project: &Project, threads: usize) -> Result<()> {
 
 /// `cargo xtask bench-lrp`: the AttnLRP rows of our criterion `gradients` group
 /// ([`LRP_CASES`]) and LXT 2.1's AttnLRP on the same text, token counts and thread count, in one
-/// run; prints LXT/ours and writes `target/bench-lrp.json`.
+/// run; prints LXT/ours and writes `target/bench-lrp.json` — on SmolLM2-135M, or with `gemma3`
+/// on Gemma 3 270M (`target/bench-lrp-gemma3.json`; both sides take the first n tokens of the
+/// same text, so the token counts agree although the two tokenisers' pieces may not).
 ///
 /// # Errors
 /// When either side fails or reports no result.
-pub fn bench_lrp(project: &Project, threads: usize) -> Result<Value> {
+pub fn bench_lrp(project: &Project, threads: usize, gemma3: bool) -> Result<Value> {
     let start = Instant::now();
     let target = project.target_dir()?;
     let since = SystemTime::now();
-    println!("bench-lrp: ours (criterion `gradients`, AttnLRP rows, {threads} threads)");
+    let (gguf, file, name) = if gemma3 {
+        (project.chunked_model_path(&GEMMA3_270M), GEMMA3_270M.file, "bench-lrp-gemma3.json")
+    } else {
+        (project.model_path(&SMOLLM2), SMOLLM2.model_path, "bench-lrp.json")
+    };
+    println!("bench-lrp: ours on {file} (criterion `gradients`, AttnLRP rows, {threads} threads)");
     let mut ours = criterion_command(project, "gradients", &["attn_lrp"], threads);
+    if gemma3 {
+        ours.env(BENCH_MODEL_ENV, &gguf);
+    }
     run("criterion gradients bench (attn_lrp)", &mut ours)?;
-    let lrp = lrp_beside_lxt(project, &target, threads, since)?;
+    let lrp = lrp_beside_lxt(project, &target, threads, since, &gguf)?;
+    let model_flag = if gemma3 { " --model gemma3" } else { "" };
     let report = json!({
-        "command": format!("cargo xtask bench-lrp --threads {threads}"),
+        "command": format!("cargo xtask bench-lrp --threads {threads}{model_flag}"),
         "threads": threads,
-        "model": SMOLLM2.model_path,
+        "model": file,
         "statistic": "median",
         "lrp": lrp,
     });
-    let out = target.join("bench-lrp.json");
+    let out = target.join(name);
     fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("bench-lrp: wrote {} in {}", out.display(), seconds(start));
     Ok(report)
 }
+
+/// The model the criterion `gradients` group loads instead of SmolLM2 (benches/benches/gradients.rs).
+const BENCH_MODEL_ENV: &str = "EXPLAINABILITY_BENCH_MODEL";
 
 /// `gradients` benchmarks timed beside LXT 2.1 (`reference/lxt_reference.py --bench-out`, in
 /// the LXT reference environment): (function, tokens, description).
@@ -248,6 +262,7 @@ fn lrp_beside_lxt(
     target: &Path,
     threads: usize,
     since: SystemTime,
+    gguf: &Path,
 ) -> Result<Value> {
     let threads_text = threads.to_string();
     println!("LXT 2.1 AttnLRP on transformers 4.52.4, {threads} threads");
@@ -255,7 +270,7 @@ fn lrp_beside_lxt(
     let mut lxt = project.lxt_python();
     lxt.arg("reference/lxt_reference.py")
         .arg("--gguf")
-        .arg(project.model_path(&SMOLLM2))
+        .arg(gguf)
         .args(["--rule", "attn_lrp", "--tokens", "5,60,512", "--threads"])
         .arg(&threads_text)
         .arg("--bench-out")

@@ -51,10 +51,11 @@ commands:
                         Captum's FeatureAblation on the same ids, attributions compared in
                         the same run; writes target/bench-perturbation.json (bench-reference
                         runs it too)
-  bench-lrp [--threads N]
+  bench-lrp [--threads N] [--model smollm2|gemma3]
                         the criterion `gradients` AttnLRP rows (5, 60 and 512 tokens) beside LXT
-                        2.1's AttnLRP on transformers 4.52.4, N threads each (default 1);
-                        writes target/bench-lrp.json (bench-reference runs it too)
+                        2.1's AttnLRP on transformers 4.52.4, N threads each (default 1), on
+                        SmolLM2 (default) or Gemma 3 270M; writes target/bench-lrp.json
+                        (bench-reference runs it too) or target/bench-lrp-gemma3.json
   bench-circuits [--threads N]
                         criterion `circuits` bench (activation patching of every layer x
                         position of resid_pre, AtP over every head, one forward) beside
@@ -166,9 +167,29 @@ fn dispatch(args: &[String]) -> Result<()> {
             bench::bench_perturbation(&project, threads).map(|_| ())
         }
         "bench-lrp" => {
+            // --model in either place around --threads.
+            let mut rest = rest.to_vec();
+            let gemma3 = match rest.iter().position(|a| a == "--model") {
+                None => false,
+                Some(at) => {
+                    let model =
+                        rest.get(at + 1).cloned().ok_or("--model needs smollm2 or gemma3")?;
+                    rest.drain(at..at + 2);
+                    match model.as_str() {
+                        "smollm2" => false,
+                        "gemma3" => true,
+                        other => {
+                            return Err(
+                                format!("--model {other:?}: expected smollm2 or gemma3").into()
+                            );
+                        }
+                    }
+                }
+            };
+            let rest = rest.as_slice();
             let threads = threads_arg("bench-lrp", rest, 1)?;
             setup::setup(&project)?;
-            bench::bench_lrp(&project, threads).map(|_| ())
+            bench::bench_lrp(&project, threads, gemma3).map(|_| ())
         }
         "bench-circuits" => {
             let threads = threads_arg("bench-circuits", rest, 1)?;
