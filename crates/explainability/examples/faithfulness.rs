@@ -588,8 +588,9 @@ fn write_report(
     let _ = writeln!(
         md,
         "{prompts} prompts, {model} (f32), one thread; one no-grad forward takes \
-         {:.1} ms on average here. Cost: mean forward-equivalents (the explanation's wall time over \
-         one forward of the same prompt in the same framework) and mean seconds. Each metric: mean, \
+         {:.1} ms on average here. Cost: mean forward-equivalents (the explanation's CPU time over \
+         the CPU time of one forward of the same prompt in the same framework; wall over wall where \
+         no CPU clock is available) and mean wall seconds. Each metric: mean, \
          then the paired difference from the 8-draw random control with its 95 % bootstrap interval \
          (better / ≈ / worse).\n",
         1e3 * Timed::mean(forward_s)
