@@ -80,7 +80,10 @@ fn gradients(c: &mut Criterion) {
     };
     let m: &dyn LanguageModel = &model;
     let short = match other {
-        Some(_) => model.encode(SHORT_TEXT, false).unwrap_or_default(),
+        Some(_) => match model.encode(SHORT_TEXT, false) {
+            Ok(ids) if !ids.is_empty() => ids,
+            other => panic!("{} cannot encode {SHORT_TEXT:?}: {other:?}", path.display()),
+        },
         None => SHORT.to_vec(),
     };
     let target = Target::argmax();

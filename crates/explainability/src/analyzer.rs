@@ -32,8 +32,9 @@ use crate::framework::{Framework, MethodComparison};
 /// the EOS baseline scored *below* the control there and attention rollout is shown by the
 /// attention analysis itself; both stay one `Analyzer::methods` call away. On Gemma 3 270M (the
 /// same benchmark) leave-one-out and AttnLRP stay clearly above the control while saliency and
-/// gradient × input do not (gradient × input falls below it): the report's headline prefers AttnLRP to them (`HEADLINE_ORDER`),
-/// and they stay in the set as the cheap gradient view whose disagreement the report shows.
+/// gradient × input do not (gradient × input falls below it): the report's headline prefers
+/// AttnLRP to them (`HEADLINE_ORDER`), and they stay in the set as the cheap gradient view whose
+/// disagreement the report shows.
 pub const ANALYZER_METHODS: &[&str] =
     &["leave_one_out", "saliency", "attn_lrp", "gradient_x_input", "random"];
 
